@@ -1,0 +1,1 @@
+"""Adapters that plug into the domain: email (SMTP, IMAP, parsing, outbound) and chat."""

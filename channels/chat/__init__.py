@@ -1,0 +1,1 @@
+"""The chat widget adapter (the customer side of a conversation)."""

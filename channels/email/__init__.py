@@ -1,0 +1,1 @@
+"""Email adapters: receive, parse, strip, filter, thread and send mail."""

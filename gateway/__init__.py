@@ -1,0 +1,1 @@
+"""Wiring: config, database, broker, actors, scheduler, CLI and HTTP; the only place that builds adapters."""
