@@ -1,1 +1,4 @@
-"""Wiring: config, database, broker, actors, scheduler, CLI and HTTP; the only place that builds adapters."""
+"""Wiring: config, database, broker, actors, scheduler, CLI and HTTP.
+
+The only place that builds adapters.
+"""

@@ -1,0 +1,639 @@
+"""The `gateway` command: run the gateway and drive conversations from a shell.
+
+A user error (bad id, bad flag, bad config) prints one line on stderr and exits non-zero; it
+never prints a traceback. Command names and JSON keys are the public contract (CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from gateway import views
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.runtime import Runtime
+from tickets import services
+from tickets.business_time import parse_duration
+from tickets.customer_view import customer_view
+from tickets.errors import DomainError
+from tickets.models import App, Conversation, Event
+from tickets.stats import status_counts
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    click.echo(f"gateway: {message}", err=True)
+    sys.exit(code)
+
+
+class GatewayGroup(click.Group):
+    """A group whose usage errors are one line, like every other user error."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            fail("aborted", 130)
+        except click.UsageError as exc:
+            hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            fail(exc.format_message().splitlines()[-1] + hint, EXIT_USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code or EXIT_USER_ERROR)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+
+
+class State:
+    def __init__(self, config_path: str | None, app_name: str | None) -> None:
+        self.config_path = config_path
+        self.app_name = app_name
+        self._config: GatewayConfig | None = None
+        self._runtime: Runtime | None = None
+
+    @property
+    def config(self) -> GatewayConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            from gateway.broker import setup_broker
+
+            setup_broker(self.config.broker_url)
+            self._runtime = Runtime.create(self.config)
+        return self._runtime
+
+    def app(self, session: Session) -> App:
+        names = [a.name for a in self.config.apps]
+        name = self.app_name or (names[0] if names else None)
+        if name is None:
+            raise DomainError("the config has no [[apps]]")
+        return services.get_app(session, name)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn the errors a user can cause into one line on stderr and a non-zero exit."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            fail(f"config: {exc}")
+        except DomainError as exc:
+            fail(str(exc))
+        except OperationalError as exc:
+            fail(f"database: {str(exc.orig).splitlines()[0] if exc.orig else exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@contextmanager
+def unit_of_work(state: State) -> Iterator[tuple[Session, App, dt.datetime]]:
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        yield session, state.app(session), runtime.clock()
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def parse_id(value: str) -> int:
+    if not value.isdigit():
+        raise DomainError(f"{value!r} is not a conversation id")
+    return int(value)
+
+
+def parse_when(value: str, now: dt.datetime) -> dt.datetime:
+    """ISO 8601 (a time without zone is UTC) or a duration from now ("30m", "2d")."""
+    try:
+        return now + parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise DomainError(
+            f"{value!r} is neither an ISO 8601 time nor a duration like 30m or 2d"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+@click.group(cls=GatewayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="GATEWAY_CONFIG", help="TOML config file.")
+@click.option("--app", "app_name", help="The app to act on (default: the first in the config).")
+@click.version_option(package_name="support-email-gateway")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, app_name: str | None) -> None:
+    """The email gateway for customer support."""
+    ctx.obj = State(config_path, app_name)
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--role", type=click.Choice(["all", "ingress", "worker"]), default="all", show_default=True
+)
+@pass_state
+@handle_errors
+def serve(state: State, role: str) -> None:
+    """Run the gateway (default: everything in one process)."""
+    from gateway.server import run_forever
+
+    run_forever(state.config, role, click.echo)  # type: ignore[arg-type]
+
+
+@cli.command()
+@pass_state
+@handle_errors
+def worker(state: State) -> None:
+    """Run Dramatiq workers and the scheduler only, for scale-out."""
+    from gateway.server import run_forever
+
+    run_forever(state.config, "worker", click.echo)
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def status_cmd(state: State, as_json: bool) -> None:
+    """Counts: inbound, outbox, open conversations and tickets, due timers."""
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        counts = status_counts(session, runtime.clock())
+    if as_json:
+        echo_json(counts)
+        return
+    table = Table("what", "count", title="gateway status")
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            for sub, n in value.items():
+                table.add_row(f"{key} {sub}", str(n))
+        else:
+            table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Configuration."""
+
+
+@config_group.command("check")
+@pass_state
+@handle_errors
+def config_check(state: State) -> None:
+    """Validate the config file; one line naming the key and the problem if it is invalid."""
+    config = state.config
+    config.secret_key()
+    source = state.config_path or "embedded default"
+    apps = ", ".join(a.name for a in config.apps) or "none"
+    click.echo(f"config ok ({source}): apps {apps}")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database."""
+
+
+@db_group.command("upgrade")
+@pass_state
+@handle_errors
+def db_upgrade(state: State) -> None:
+    """Bring the database schema up to date."""
+    state.runtime()
+    click.echo("database up to date")
+
+
+# --- demo and agents ----------------------------------------------------------------------
+
+
+@cli.group()
+def demo() -> None:
+    """Demo data."""
+
+
+@demo.command("seed")
+@pass_state
+@handle_errors
+def demo_seed(state: State) -> None:
+    """An admin agent@localhost and a chat with customer@example.com; prints its id."""
+    with unit_of_work(state) as (session, app, now):
+        try:
+            services.find_agent(session, app, "agent@localhost")
+        except DomainError:
+            services.add_agent(session, app, "agent@localhost", "Ana", now, role="admin")
+        customer = services.customer_by_address(
+            session, app, "customer@example.com", now, name="Chris Customer"
+        )
+        conversation, _ = services.start_conversation(
+            session,
+            app,
+            customer,
+            "chat",
+            "Hi! My order #4411 arrived damaged, the box was crushed. Can you send a new one?",
+            now,
+        )
+    click.echo(conversation.id)
+
+
+@cli.group()
+def agents() -> None:
+    """Agents."""
+
+
+@agents.command("add")
+@click.argument("email")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["agent", "admin"]), default="agent", show_default=True)
+@pass_state
+@handle_errors
+def agents_add(state: State, email: str, name: str, role: str) -> None:
+    """Add an agent."""
+    with unit_of_work(state) as (session, app, now):
+        agent = services.add_agent(session, app, email, name, now, role=role)
+    click.echo(f"agent {agent.email} added ({agent.role.value})")
+
+
+@agents.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def agents_list(state: State, as_json: bool) -> None:
+    """List agents."""
+    with unit_of_work(state) as (session, app, _):
+        rows = [views.agent_json(a) for a in services.list_agents(session, app)]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("email", "name", "role", "active")
+    for r in rows:
+        table.add_row(r["email"], r["name"], r["role"], "yes" if r["active"] else "no")
+    Console().print(table)
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+@cli.group()
+def conversations() -> None:
+    """Conversations (Inbox) and their ticket layer (Tickets)."""
+
+
+@conversations.command("list")
+@click.option("--view", type=click.Choice(["inbox", "tickets"]), default="inbox", show_default=True)
+@click.option("--state", "state_filter", help="open, snoozed, resolved, closed")
+@click.option("--status", help="ticket status")
+@click.option("--priority", help="ticket priority")
+@click.option("--assignee", help="agent email")
+@click.option("--tag")
+@click.option("--customer", help="customer email")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def conversations_list(
+    state: State,
+    view: str,
+    state_filter: str | None,
+    status: str | None,
+    priority: str | None,
+    assignee: str | None,
+    tag: str | None,
+    customer: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List the Inbox or the Tickets view; a converted conversation is in both."""
+    with unit_of_work(state) as (session, app, _):
+        assignee_id = services.find_agent(session, app, assignee).id if assignee else None
+        f = services.ListFilter(
+            view=view,  # type: ignore[arg-type]
+            state=state_filter,
+            status=status,
+            priority=priority,
+            assignee_id=assignee_id,
+            tag=tag,
+            customer_email=customer,
+            limit=limit,
+        )
+        rows = [views.conversation_summary(c) for c in services.list_conversations(session, app, f)]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("id", "customer", "state", "subject", "ticket", title=view.capitalize())
+    for r in rows:
+        t = r["ticket"]
+        ticket = f"#{t['number']} {t['status']} {t['priority']}" if t else ""
+        table.add_row(str(r["id"]), r["customer"]["email"] or "", r["state"], r["subject"], ticket)
+    Console().print(table)
+
+
+def _conversation(session: Session, app: App, conversation_id: str) -> Conversation:
+    return services.get_conversation(session, app, parse_id(conversation_id))
+
+
+@conversations.command("show")
+@click.argument("conversation_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def conversations_show(state: State, conversation_id: str, as_json: bool) -> None:
+    """The team's full view: messages, notes, the ticket layer and the audit trail."""
+    with unit_of_work(state) as (session, app, _):
+        conversation = _conversation(session, app, conversation_id)
+        events = list(
+            session.scalars(
+                select(Event).where(Event.conversation_id == conversation.id).order_by(Event.id)
+            )
+        )
+        data = views.conversation_detail(conversation, events)
+    if as_json:
+        echo_json(data)
+        return
+    console = Console()
+    console.print(f"[bold]Conversation {data['id']}[/bold]: {data['subject']} ({data['state']})")
+    console.print(f"Customer: {data['customer']['name'] or ''} <{data['customer']['email']}>")
+    if data["ticket"]:
+        t = data["ticket"]
+        console.print(
+            f"Ticket #{t['number']}: {t['type']}, {t['status']}, {t['priority']}, "
+            f"assignee {t['assignee'] or '-'}"
+        )
+        if t["email_check"] and not t["email_check"].get("ok"):
+            console.print(f"[yellow]Email: {t['email_check']['reason']}[/yellow]")
+    for m in data["messages"]:
+        console.print(f"[{m['created_at']}] {m['author_type']} via {m['via']}: {m['text']}")
+    for n in data["notes"]:
+        console.print(f"[yellow]note by {n['author'] or 'system'}: {n['text']}[/yellow]")
+
+
+@conversations.command("customer-view")
+@click.argument("conversation_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def conversations_customer_view(state: State, conversation_id: str, as_json: bool) -> None:
+    """Exactly what the customer can see."""
+    with unit_of_work(state) as (session, app, _):
+        view = customer_view(app, _conversation(session, app, conversation_id))
+    data = view.to_json()
+    if as_json:
+        echo_json(data)
+        return
+    for m in data["messages"]:
+        click.echo(f"{m['author_name']}: {m['text']}")
+
+
+# --- the ticket layer ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.option("--by", "by_email", required=True, help="the converting agent's email")
+@click.option(
+    "--type",
+    "ticket_type",
+    default="customer",
+    show_default=True,
+    help="customer, back_office or tracker",
+)
+@click.option("--priority", default="normal", show_default=True)
+@click.option("--assignee", help="agent email")
+@click.option("--category")
+@pass_state
+@handle_errors
+def convert(
+    state: State,
+    conversation_id: str,
+    by_email: str,
+    ticket_type: str,
+    priority: str,
+    assignee: str | None,
+    category: str | None,
+) -> None:
+    """Convert a conversation to a ticket; it stays in the Inbox."""
+    with unit_of_work(state) as (session, app, now):
+        conversation = _conversation(session, app, conversation_id)
+        by = services.find_agent(session, app, by_email)
+        assignee_agent = services.find_agent(session, app, assignee) if assignee else None
+        ticket = services.convert(
+            session,
+            conversation,
+            by,
+            now,
+            type=ticket_type,
+            priority=priority,
+            assignee=assignee_agent,
+            category=category,
+        )
+        number, check = ticket.number, ticket.email_check
+    click.echo(f"conversation {conversation_id} converted: ticket #{number}")
+    if check and not check.get("ok"):
+        click.echo(f"warning: {check['reason']} ({check.get('setup_url')})")
+
+
+def _agent_action(
+    state: State,
+    conversation_id: str,
+    action: Callable[[Session, App, Conversation, dt.datetime], str],
+) -> None:
+    with unit_of_work(state) as (session, app, now):
+        conversation = _conversation(session, app, conversation_id)
+        message = action(session, app, conversation, now)
+    click.echo(message)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.option("--by", "by_email", required=True)
+@click.option("--text", required=True)
+@pass_state
+@handle_errors
+def reply(state: State, conversation_id: str, by_email: str, text: str) -> None:
+    """A public reply: the customer will see it."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        agent = services.find_agent(session, app, by_email)
+        message = services.add_agent_message(session, conversation, agent, text, now)
+        return f"reply {message.id} added to conversation {conversation.id}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.option("--by", "by_email", required=True)
+@click.option("--text", required=True)
+@pass_state
+@handle_errors
+def note(state: State, conversation_id: str, by_email: str, text: str) -> None:
+    """An internal note: team only."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        agent = services.find_agent(session, app, by_email)
+        added = services.add_note(session, conversation, agent, text, now)
+        return f"note {added.id} added to conversation {conversation.id}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.argument("email")
+@pass_state
+@handle_errors
+def assign(state: State, conversation_id: str, email: str) -> None:
+    """Assign the ticket to an agent ('none' unassigns)."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        ticket = services.require_ticket(conversation)
+        agent = None if email == "none" else services.find_agent(session, app, email)
+        services.assign(session, ticket, agent, services.SYSTEM, now)
+        return f"conversation {conversation.id} assigned to {agent.email if agent else 'nobody'}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command("status-set")
+@click.argument("conversation_id")
+@click.argument("status")
+@pass_state
+@handle_errors
+def status_set(state: State, conversation_id: str, status: str) -> None:
+    """Set the ticket status: open, in_progress, waiting_on_customer, resolved."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        ticket = services.require_ticket(conversation)
+        services.set_status(session, ticket, status, services.SYSTEM, now)
+        return f"conversation {conversation.id}: status {ticket.status.value}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command("priority-set")
+@click.argument("conversation_id")
+@click.argument("priority")
+@pass_state
+@handle_errors
+def priority_set(state: State, conversation_id: str, priority: str) -> None:
+    """Set the ticket priority: low, normal, high, urgent."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        ticket = services.require_ticket(conversation)
+        services.set_priority(session, ticket, priority, services.SYSTEM, now)
+        return f"conversation {conversation.id}: priority {ticket.priority.value}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.option("--until", "until", required=True, help="ISO 8601 time or a duration (30m, 2d)")
+@pass_state
+@handle_errors
+def snooze(state: State, conversation_id: str, until: str) -> None:
+    """Snooze until a time or the customer's next message."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        when = parse_when(until, now)
+        services.snooze(session, conversation, when, services.SYSTEM, now)
+        return f"conversation {conversation.id} snoozed until {when.isoformat()}"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@pass_state
+@handle_errors
+def resolve(state: State, conversation_id: str) -> None:
+    """Resolve the conversation (and its ticket)."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        services.resolve(session, conversation, services.SYSTEM, now)
+        return f"conversation {conversation.id} resolved"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@pass_state
+@handle_errors
+def reopen(state: State, conversation_id: str) -> None:
+    """Reopen a resolved conversation."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        services.reopen(session, conversation, services.SYSTEM, now)
+        return f"conversation {conversation.id} reopened"
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.argument("tags", nargs=-1, required=True)
+@click.option("--remove", is_flag=True)
+@pass_state
+@handle_errors
+def tag(state: State, conversation_id: str, tags: tuple[str, ...], remove: bool) -> None:
+    """Add (or --remove) tags."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        for name in tags:
+            if remove:
+                services.remove_tag(session, conversation, name, services.SYSTEM, now)
+            else:
+                services.add_tag(session, conversation, name, services.SYSTEM, now)
+        return (
+            f"conversation {conversation.id}: tags {', '.join(t.name for t in conversation.tags)}"
+        )
+
+    _agent_action(state, conversation_id, act)
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.argument("tracker_id")
+@pass_state
+@handle_errors
+def link(state: State, conversation_id: str, tracker_id: str) -> None:
+    """Link a customer ticket to a tracker ticket."""
+
+    def act(session: Session, app: App, conversation: Conversation, now: dt.datetime) -> str:
+        ticket = services.require_ticket(conversation)
+        tracker = services.require_ticket(_conversation(session, app, tracker_id))
+        services.link_to_tracker(session, ticket, tracker, services.SYSTEM, now)
+        return f"conversation {conversation.id} linked to tracker {tracker_id}"
+
+    _agent_action(state, conversation_id, act)
+
+
+def main() -> None:
+    cli(prog_name="gateway")

@@ -1,0 +1,336 @@
+"""The gateway's configuration: one TOML file validated into typed objects.
+
+No file at all means the embedded default of CONTRACT.md (SQLite under the data directory, the
+in-memory broker, one app `demo` with the channel `support@localhost`). Secrets never live in the
+file: it names the environment variable (or file) that holds them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tickets.business_time import Calendar, parse_duration
+
+
+class ConfigError(Exception):
+    """An invalid configuration; the message names the key and the problem in one line."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are an error: a typo in a key would otherwise silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class SmtpConfig(_Section):
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "localhost"
+    max_message_bytes: int = Field(default=26_214_400, gt=0)
+    max_recipients: int = Field(default=100, gt=0)
+    max_header_bytes: int = Field(default=102_400, gt=0)
+    max_received_headers: int = Field(default=50, gt=0)
+    max_connections: int = Field(default=200, gt=0)
+    max_connections_per_peer: int = Field(default=20, gt=0)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:8025"
+    public_url: str = "http://127.0.0.1:8025"
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+        return v.rstrip("/")
+
+
+class DeliveryConfig(_Section):
+    email_grace_seconds: int = Field(default=120, ge=0)
+    widget_online_seconds: int = Field(default=60, ge=0)
+
+
+class LimitsConfig(_Section):
+    max_header_bytes: int = Field(default=102_400, gt=0)
+    max_mime_depth: int = Field(default=50, gt=0)
+    max_mime_parts: int = Field(default=1000, gt=0)
+    parse_cpu_seconds: float = Field(default=2.0, gt=0)
+    max_attachment_bytes: int = Field(default=26_214_400, gt=0)
+
+
+class OutboundConfig(_Section):
+    transport: Literal["file", "smtp"] = "file"
+    file_dir: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, gt=0, le=65535)
+    starttls: bool = False
+    tls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    retry_schedule: list[str] = ["1m", "5m", "15m", "1h", "2h"]
+    give_up_after: str = "5d"
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _check_schedule(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one interval")
+        for item in v:
+            parse_duration(item)
+        return v
+
+    @field_validator("give_up_after")
+    @classmethod
+    def _check_give_up(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
+class ImapConfig(_Section):
+    host: str
+    port: int = Field(default=993, gt=0, le=65535)
+    ssl: bool = True
+    starttls: bool = False
+    username: str
+    password_env: str | None = None
+    password_file: str | None = None
+    oauth2_token_env: str | None = None
+    oauth2_token_file: str | None = None
+    folder: str = "INBOX"
+    processed_folder: str | None = None
+    backfill_days: int = Field(default=7, ge=0)
+    poll_seconds: float = Field(default=60.0, gt=0)
+    idle: bool = True
+
+
+class ChannelConfig(_Section):
+    name: str = Field(min_length=1)
+    addresses: list[str] = Field(min_length=1)
+    subject_threading: bool = True
+    subject_threading_days: int = Field(default=14, ge=0)
+    require_dkim: bool = False
+    trusted_authserv_id: str | None = None
+    imap: ImapConfig | None = None
+
+    @field_validator("addresses")
+    @classmethod
+    def _check_addresses(cls, v: list[str]) -> list[str]:
+        out = []
+        for address in v:
+            local, at, domain = address.strip().rpartition("@")
+            if not at or not local or not domain or "+" in local:
+                raise ValueError(f"{address!r} is not a plain address like support@example.com")
+            out.append(address.strip().lower())
+        return out
+
+
+class CalendarConfig(_Section):
+    name: str = Field(min_length=1)
+    timezone: str = "UTC"
+    hours: dict[str, str | list[str]] = {}
+    holidays: list[str] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> CalendarConfig:
+        self.to_calendar()
+        return self
+
+    def to_calendar(self) -> Calendar:
+        return Calendar.from_config(self.name, self.timezone, self.hours, self.holidays)
+
+
+PriorityName = Literal["low", "normal", "high", "urgent"]
+
+
+class SlaPolicyConfig(_Section):
+    name: str = Field(min_length=1)
+    priorities: list[PriorityName] = ["low", "normal", "high", "urgent"]
+    categories: list[str] = []
+    first_response: str | None = None
+    next_response: str | None = None
+    resolution: str | None = None
+    calendar: str = "always"
+    warn_at: float = Field(default=0.8, gt=0, lt=1)
+
+    @field_validator("first_response", "next_response", "resolution")
+    @classmethod
+    def _check_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+
+class AppConfig(_Section):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    brand: str = Field(min_length=1)
+    default_locale: str = "en"
+    channels: list[ChannelConfig] = []
+    calendars: list[CalendarConfig] = []
+    sla_policies: list[SlaPolicyConfig] = []
+
+    @model_validator(mode="after")
+    def _check_references(self) -> AppConfig:
+        calendars = {c.name for c in self.calendars} | {"always"}
+        for i, policy in enumerate(self.sla_policies):
+            if policy.calendar not in calendars:
+                raise ValueError(
+                    f"sla_policies[{i}].calendar: no calendar named {policy.calendar!r}"
+                )
+        names = [c.name for c in self.channels]
+        if len(names) != len(set(names)):
+            raise ValueError("channels: two channels share a name")
+        return self
+
+
+class GatewayConfig(_Section):
+    data_dir: str = "./gateway-data"
+    database_url: str | None = None
+    broker_url: str = "stub://"
+    secret_key_env: str = "GATEWAY_SECRET_KEY"  # noqa: S105 - the name of a variable
+    secret_key_file: str | None = None
+    worker_threads: int = Field(default=4, gt=0)
+    sweep_seconds: float = Field(default=5.0, gt=0)
+    smtp: SmtpConfig = SmtpConfig()
+    http: HttpConfig = HttpConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    limits: LimitsConfig = LimitsConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    apps: list[AppConfig] = []
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker(cls, v: str) -> str:
+        if not v.startswith(("stub://", "redis://", "rediss://", "amqp://", "amqps://")):
+            raise ValueError(f"expected stub://, redis://... or amqp://..., got {v!r}")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"expected a sqlite:/// or postgresql+psycopg:// URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _check_apps(self) -> GatewayConfig:
+        names = [a.name for a in self.apps]
+        if len(names) != len(set(names)):
+            raise ValueError("apps: two apps share a name")
+        seen: dict[str, str] = {}
+        for app in self.apps:
+            for channel in app.channels:
+                for address in channel.addresses:
+                    if address in seen:
+                        raise ValueError(f"address {address} belongs to two channels")
+                    seen[address] = channel.name
+        return self
+
+    # Derived values: resolved once here so every part of the gateway agrees on them.
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.environ.get("GATEWAY_DATA_DIR") or self.data_dir)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'gateway.db'}"
+
+    @property
+    def outbound_dir(self) -> Path:
+        return Path(self.outbound.file_dir) if self.outbound.file_dir else self.data_path / "sent"
+
+    def secret_key(self) -> bytes:
+        """The HMAC key: from the environment, else the named file, else a generated local file.
+
+        Generating one is only right for the embedded default, where the data directory is
+        this machine's own; a deployment names its key.
+        """
+        value = os.environ.get(self.secret_key_env)
+        if value:
+            return value.encode()
+        path = Path(self.secret_key_file) if self.secret_key_file else None
+        if path is not None:
+            try:
+                return path.read_text().strip().encode()
+            except OSError as exc:
+                raise ConfigError(f"secret_key_file: cannot read {path}: {exc.strerror}") from exc
+        path = self.data_path / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+
+def embedded_default() -> GatewayConfig:
+    """The configuration `gateway serve` runs with when no file is given."""
+    return GatewayConfig(
+        apps=[
+            AppConfig(
+                name="demo",
+                brand="Demo",
+                channels=[ChannelConfig(name="support", addresses=["support@localhost"])],
+                sla_policies=[
+                    SlaPolicyConfig(
+                        name="default", first_response="1h", next_response="4h", resolution="3d"
+                    )
+                ],
+            )
+        ]
+    )
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(part) for part in err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{key}: {msg}" if key else msg
+
+
+def parse_config(data: dict[str, Any]) -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
+    """Read the file named by `path` or `GATEWAY_CONFIG`; no file means the embedded default."""
+    path = path or os.environ.get("GATEWAY_CONFIG")
+    if not path:
+        return embedded_default()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

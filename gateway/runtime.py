@@ -1,0 +1,110 @@
+"""The running gateway's shared pieces: config, engine, sessions, and the config-to-database sync.
+
+Every entry point (CLI command, `serve`, a worker process, a test) builds one `Runtime` from a
+config; actors and handlers reach the database only through it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway.config import AppConfig, GatewayConfig
+from gateway.db import make_engine, session_factory, upgrade, utcnow
+from tickets import services
+from tickets.models import App, Channel, ChannelAddress
+
+
+@dataclass
+class Runtime:
+    config: GatewayConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @classmethod
+    def create(cls, config: GatewayConfig, *, migrate: bool = True) -> Runtime:
+        engine = make_engine(config.resolved_database_url)
+        runtime = cls(config=config, engine=engine, sessions=session_factory(engine))
+        if migrate:
+            runtime.migrate()
+        runtime.sync_config()
+        return runtime
+
+    def clock(self) -> dt.datetime:
+        return utcnow()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """One session, one transaction: committed on success, rolled back on any error."""
+        with self.sessions() as session, session.begin():
+            yield session
+
+    def migrate(self) -> None:
+        if self.engine.dialect.name == "postgresql":
+            # Several nodes may start at once; one migrates, the others wait for it.
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(741852)"))
+                try:
+                    upgrade(self.engine)
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(741852)"))
+                    conn.commit()
+        else:
+            upgrade(self.engine)
+
+    def sync_config(self) -> None:
+        """Make the apps and channels of the config exist in the database (never deletes)."""
+        now = self.clock()
+        with self.unit_of_work() as session:
+            for app_config in self.config.apps:
+                app = services.ensure_app(
+                    session,
+                    app_config.name,
+                    app_config.brand,
+                    now,
+                    default_locale=app_config.default_locale,
+                )
+                _sync_channels(session, app, app_config, now)
+
+    def app_names(self) -> list[str]:
+        return [a.name for a in self.config.apps]
+
+    def app_config(self, name: str) -> AppConfig | None:
+        return next((a for a in self.config.apps if a.name == name), None)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sync_channels(session: Session, app: App, app_config: AppConfig, now: dt.datetime) -> None:
+    for channel_config in app_config.channels:
+        channel = session.scalar(
+            select(Channel).where(Channel.app_id == app.id, Channel.name == channel_config.name)
+        )
+        settings = channel_config.model_dump(exclude={"name", "addresses"})
+        settings["source"] = "config"
+        if channel is None:
+            channel = Channel(app_id=app.id, name=channel_config.name, created_at=now)
+            session.add(channel)
+        channel.settings = settings
+        wanted = list(channel_config.addresses)
+        have = {a.address: a for a in channel.addresses}
+        for address in wanted:
+            if address not in have:
+                existing = session.scalar(
+                    select(ChannelAddress).where(ChannelAddress.address == address)
+                )
+                if existing is not None:
+                    # The config moved the address to this channel.
+                    session.delete(existing)
+                    session.flush()
+                channel.addresses.append(ChannelAddress(address=address))
+        for address, row in have.items():
+            if address not in wanted:
+                channel.addresses.remove(row)
+    session.flush()

@@ -1,0 +1,120 @@
+"""The scheduler: one leader per deployment runs a sweep that enqueues whatever is due or stuck.
+
+Leadership is a lease row in the database, renewed on every sweep and taken over when it runs
+out, so a dead leader is replaced within one lease period. The sweep is a tuple of named steps;
+each step selects only due rows (by an indexed due time) and hands their ids to actors, which are
+safe to run twice: a row enqueued twice, or by two leaders during a handover, does no harm.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway import actors
+from gateway.runtime import Runtime
+from tickets.models import Conversation, ConversationState, Lease
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+BATCH = 1000
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def try_acquire_lease(
+    session: Session, name: str, holder: str, now: dt.datetime, ttl: dt.timedelta
+) -> bool:
+    """Take or renew the lease; True if `holder` holds it until now + ttl."""
+    result = session.execute(
+        update(Lease)
+        .where(Lease.name == name, (Lease.holder == holder) | (Lease.expires_at < now))
+        .values(holder=holder, expires_at=now + ttl)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        return True
+    if session.get(Lease, name) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.execute(insert(Lease).values(name=name, holder=holder, expires_at=now + ttl))
+    except IntegrityError:
+        return False
+    return True
+
+
+def due_snoozes(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    ids = session.scalars(
+        select(Conversation.id)
+        .where(Conversation.state == ConversationState.SNOOZED, Conversation.snoozed_until <= now)
+        .order_by(Conversation.snoozed_until)
+        .limit(BATCH)
+    ).all()
+    return [partial(actors.wake_snoozed.send, i) for i in ids]
+
+
+@dataclass(frozen=True)
+class SweepStep:
+    name: str
+    find: Callable[[Session, dt.datetime], list[Callable[[], object]]]
+
+
+SWEEP_STEPS: tuple[SweepStep, ...] = (SweepStep("wake_snoozed", due_snoozes),)
+
+
+class Scheduler:
+    def __init__(self, runtime: Runtime, steps: tuple[SweepStep, ...] = SWEEP_STEPS) -> None:
+        self.runtime = runtime
+        self.steps = steps
+        self.holder = holder_id()
+        self.interval = runtime.config.sweep_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sweep_once(self) -> dict[str, int] | None:
+        """One sweep if this process leads; the number of ids enqueued per step, else None."""
+        now = self.runtime.clock()
+        ttl = dt.timedelta(seconds=max(3 * self.interval, 15))
+        with self.runtime.unit_of_work() as session:
+            if not try_acquire_lease(session, LEASE_NAME, self.holder, now, ttl):
+                return None
+        counts: dict[str, int] = {}
+        for step in self.steps:
+            # Find in one short transaction, enqueue after it: the broker never waits on a lock.
+            with self.runtime.unit_of_work() as session:
+                sends = step.find(session, now)
+            for send in sends:
+                send()
+            counts[step.name] = len(sends)
+        return counts
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sweep_once()
+            except Exception:
+                # The sweep must survive a database blip; the next one catches up.
+                log.exception("scheduler sweep failed")
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="gateway-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

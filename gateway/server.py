@@ -1,0 +1,94 @@
+"""`gateway serve` and `gateway worker`: start the parts of the gateway a role needs, stop cleanly.
+
+The broker is set here, before the actor module is imported, and every part registers a start
+and a stop, so SIGTERM or Ctrl-C stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.broker import setup_broker
+from gateway.config import GatewayConfig
+from gateway.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Role = Literal["all", "ingress", "worker"]
+
+
+@dataclass
+class Services:
+    """The running parts, each with its stop function, in start order."""
+
+    runtime: Runtime
+    stops: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    listening: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for name, stop in reversed(self.stops):
+            try:
+                stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+        self.stops.clear()
+        self.runtime.close()
+
+
+def start(config: GatewayConfig, role: Role = "all") -> Services:
+    broker = setup_broker(config.broker_url)
+    runtime = Runtime.create(config)
+    from gateway import actors  # after setup_broker: actors bind to the current broker
+
+    actors.bind(runtime)
+    services = Services(runtime)
+    if role in ("all", "worker"):
+        import dramatiq
+
+        worker = dramatiq.Worker(broker, worker_threads=config.worker_threads)
+        worker.start()
+        services.stops.append(("worker", worker.stop))
+        services.listening.append(
+            f"workers: {config.worker_threads} threads on {config.broker_url}"
+        )
+    if role in ("all", "worker"):
+        from gateway.scheduler import Scheduler
+
+        scheduler = Scheduler(runtime)
+        scheduler.start()
+        services.stops.append(("scheduler", scheduler.stop))
+        services.listening.append(f"scheduler: sweep every {config.sweep_seconds:g}s")
+    return services
+
+
+def run_forever(config: GatewayConfig, role: Role, echo: Callable[[str], None]) -> None:
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    services = start(config, role)
+    try:
+        echo(f"gateway ({role}) running; database {_safe_url(config.resolved_database_url)}")
+        for line in services.listening:
+            echo(f"  {line}")
+        echo("stop with Ctrl-C or SIGTERM")
+        stopping.wait()
+        echo("stopping...")
+    finally:
+        services.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    echo("stopped")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

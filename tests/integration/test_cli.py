@@ -1,0 +1,204 @@
+"""The `gateway` command as a user runs it: a real process, a data directory, JSON on stdout,
+one line on stderr for a user error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+
+
+@pytest.fixture
+def gw(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+
+    def run(
+        *args: str, ok: bool = True, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "gateway"]
+        if config is not None:
+            cmd += ["--config", str(config)]
+        proc = subprocess.run(
+            [*cmd, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert fragment in lines[0]
+
+
+def test_seed_convert_note_and_the_two_views(gw):
+    conversation_id = gw("demo", "seed").stdout.strip()
+    inbox = json.loads(gw("conversations", "list", "--json").stdout)
+    assert [c["id"] for c in inbox] == [int(conversation_id)]
+    assert inbox[0]["customer"]["email"] == "customer@example.com"
+    assert inbox[0]["ticket"] is None
+
+    out = gw("convert", conversation_id, "--by", "agent@localhost", "--priority", "high").stdout
+    assert "converted" in out
+    tickets = json.loads(gw("conversations", "list", "--view", "tickets", "--json").stdout)
+    inbox = json.loads(gw("conversations", "list", "--view", "inbox", "--json").stdout)
+    assert [c["id"] for c in tickets] == [int(conversation_id)]
+    assert [c["id"] for c in inbox] == [int(conversation_id)]
+    assert tickets[0]["ticket"]["priority"] == "high"
+    assert set(tickets[0]["ticket"]) >= {"type", "status", "priority", "assignee"}
+
+    gw("note", conversation_id, "--by", "agent@localhost", "--text", "refund approved by Kim")
+    gw("reply", conversation_id, "--by", "agent@localhost", "--text", "A new one is on its way!")
+    shown = json.loads(gw("conversations", "show", conversation_id, "--json").stdout)
+    assert [n["text"] for n in shown["notes"]] == ["refund approved by Kim"]
+    assert [m["author_type"] for m in shown["messages"]] == ["customer", "agent"]
+    assert {"id", "author_type", "via", "text", "created_at"} <= set(shown["messages"][0])
+    assert {"title", "summary", "email_check", "sla"} <= set(shown["ticket"])
+
+    raw = gw("conversations", "customer-view", conversation_id, "--json").stdout
+    view = json.loads(raw)
+    assert [m["text"] for m in view["messages"]] == [
+        shown["messages"][0]["text"],
+        "A new one is on its way!",
+    ]
+    assert {"author_name", "text", "created_at"} <= set(view["messages"][0])
+    assert "refund approved" not in raw
+    for internal in ("ticket", "priority", "high", "status", "notes", "assignee", "sla"):
+        assert internal not in raw.lower()
+
+
+def test_ticket_layer_commands(gw):
+    cid = gw("demo", "seed").stdout.strip()
+    gw("agents", "add", "bo@localhost", "--name", "Bo")
+    agents = json.loads(gw("agents", "list", "--json").stdout)
+    assert {a["email"] for a in agents} == {"agent@localhost", "bo@localhost"}
+    gw("convert", cid, "--by", "agent@localhost")
+    gw("assign", cid, "bo@localhost")
+    gw("status-set", cid, "waiting_on_customer")
+    gw("snooze", cid, "--until", "2d")
+    ticket = json.loads(gw("conversations", "show", cid, "--json").stdout)
+    assert ticket["state"] == "snoozed"
+    assert ticket["ticket"]["assignee"] == "bo@localhost"
+    assert ticket["ticket"]["status"] == "waiting_on_customer"
+    gw("resolve", cid)
+    shown = json.loads(gw("conversations", "show", cid, "--json").stdout)
+    assert shown["state"] == "resolved" and shown["ticket"]["status"] == "resolved"
+    kinds = [e["kind"] for e in shown["events"]]
+    assert {"ticket.converted", "ticket.assigned", "conversation.snoozed"} <= set(kinds)
+    status = json.loads(gw("status", "--json").stdout)
+    assert status["conversations_open"] == 0
+    assert status["tickets_open"] == 0
+    assert set(status["inbound"]) >= {"accepted", "processed", "quarantined", "pending"}
+    assert set(status["outbox"]) >= {"pending", "sent", "failed"}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("conversations", "show", "999"), "no conversation 999"),
+        (("conversations", "show", "abc"), "is not a conversation id"),
+        (("convert", "1", "--by", "agent@localhost", "--priority", "sky"), "not a priority"),
+        (("convert", "1", "--by", "nobody@localhost"), "no agent nobody@localhost"),
+        (("snooze", "1", "--until", "someday"), "neither an ISO 8601 time nor a duration"),
+        (("conversations", "list", "--view", "archive"), "Invalid value for '--view'"),
+        (("no-such-command",), "No such command"),
+        (("agents", "add", "not-an-address", "--name", "X"), "not a valid email address"),
+    ],
+)
+def test_bad_input_gives_one_line_and_non_zero_exit(gw, args, fragment):
+    gw("demo", "seed")
+    assert_user_error(gw(*args, ok=False), fragment)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("this is = not toml [", "not valid TOML"),
+        ('broker_url = "kafka://x"', "broker_url: expected stub://"),
+        ('[smtp]\nlisten = "nowhere"', "smtp.listen: expected HOST:PORT"),
+        ('[smtp]\nlistne = "127.0.0.1:25"', "smtp.listne: unknown key"),
+        (
+            '[[apps]]\nname = "a"\nbrand = "A"\n[[apps.sla_policies]]\nname = "x"\n'
+            'first_response = "soon"',
+            "apps.0.sla_policies.0.first_response",
+        ),
+        (
+            '[[apps]]\nname = "a"\nbrand = "A"\n[[apps.calendars]]\nname = "office"\n'
+            'timezone = "Mars/Olympus"',
+            "apps.0.calendars.0",
+        ),
+    ],
+)
+def test_broken_config_is_one_clear_line(gw, tmp_path, content, fragment):
+    config = tmp_path / "gateway.toml"
+    config.write_text(content)
+    proc = gw("config", "check", ok=False, config=config)
+    assert_user_error(proc, fragment)
+    # Every other command refuses the same way.
+    assert_user_error(gw("status", ok=False, config=config), fragment)
+
+
+def test_missing_config_file(gw, tmp_path):
+    assert_user_error(gw("status", ok=False, config=tmp_path / "nope.toml"), "no such file")
+
+
+def test_example_config_is_valid(gw, tmp_path):
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    assert "config ok" in gw("config", "check", config=example).stdout
+
+
+@pytest.mark.skipif(not PG_URL, reason="GATEWAY_TEST_DATABASE_URL not set")
+def test_cli_on_postgresql(gw, tmp_path):
+    from tests.conftest import reset_postgres
+
+    assert PG_URL
+    reset_postgres(PG_URL).dispose()
+    config = tmp_path / "pg.toml"
+    config.write_text(
+        f'database_url = "{PG_URL}"\n[[apps]]\nname = "demo"\nbrand = "Demo"\n'
+        '[[apps.channels]]\nname = "support"\naddresses = ["support@localhost"]\n'
+    )
+    cid = gw("demo", "seed", config=config).stdout.strip()
+    gw("convert", cid, "--by", "agent@localhost", "--priority", "urgent", config=config)
+    tickets = json.loads(
+        gw("conversations", "list", "--view", "tickets", "--json", config=config).stdout
+    )
+    assert [t["ticket"]["priority"] for t in tickets] == ["urgent"]
+
+
+def test_serve_starts_and_stops_on_sigterm(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "running" in first, first + (proc.stderr.read() if proc.poll() is not None else "")
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert "Traceback" not in err
+    assert (tmp_path / "data" / "gateway.db").exists()
