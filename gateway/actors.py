@@ -31,6 +31,16 @@ def current_runtime() -> Runtime:
     return _runtime
 
 
+@dramatiq.actor(queue_name="inbound", max_retries=5)
+def process_inbound(inbound_id: int) -> None:
+    """Parse, filter, thread and store one accepted mail; a no-op once it is done."""
+    from gateway.inbound import process_inbound as process
+
+    outcome = process(current_runtime(), inbound_id)
+    if outcome is not None:
+        log.info("inbound %s %s: %s", inbound_id, outcome.state, outcome.detail)
+
+
 @dramatiq.actor(queue_name="timers", max_retries=5)
 def wake_snoozed(conversation_id: int) -> None:
     """Wake a conversation whose snooze time has come; a no-op if it is awake already."""

@@ -637,3 +637,219 @@ def link(state: State, conversation_id: str, tracker_id: str) -> None:
 
 def main() -> None:
     cli(prog_name="gateway")
+
+
+# --- inbound mail -------------------------------------------------------------------------
+
+
+def _read_eml(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise DomainError(f"{path}: {exc.strerror}") from None
+
+
+@cli.command("parse")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def parse_cmd(state: State, path: str, as_json: bool) -> None:
+    """Parse one message as the gateway would; stores nothing."""
+    from channels.email.parse import MessageRejected, parse_message
+
+    try:
+        parsed = parse_message(_read_eml(path))
+    except MessageRejected as exc:
+        raise DomainError(f"{path}: would be quarantined: {exc}") from None
+    data = parsed.to_json()
+    if as_json:
+        echo_json(data)
+        return
+    click.echo(f"From: {data['from']['name']} <{data['from']['address']}>")
+    click.echo(f"Subject: {data['subject']}")
+    flags = [k for k in ("is_auto_reply", "is_bounce", "is_spam") if data[k]]
+    if flags:
+        click.echo(f"Flags: {', '.join(flags)}")
+    click.echo("")
+    click.echo(data["reply_text"])
+
+
+@cli.command()
+@click.argument("path")
+@pass_state
+@handle_errors
+def explain(state: State, path: str) -> None:
+    """Where this message would be threaded, and why; stores nothing."""
+    from channels.email.process import run_pipeline
+    from gateway.inbound import channel_rules
+    from tickets.inbound import IncomingMail, store_incoming
+
+    raw = _read_eml(path)
+    runtime = state.runtime()
+    with runtime.sessions() as session:
+        session.begin()
+        try:
+            app = state.app(session)
+            [row_id] = store_incoming(
+                session, [IncomingMail(raw=raw, source="import", app_id=app.id)], runtime.clock()
+            )
+            from tickets.models import InboundMail
+
+            row = session.get(InboundMail, row_id)
+            assert row is not None
+            result = run_pipeline(
+                session, row, app, channel_rules(runtime, session, row), runtime.clock()
+            )
+            conversation = result.conversation
+            click.echo(f"outcome: {result.outcome}")
+            if result.rule:
+                click.echo(f"threading rule: {result.rule}")
+            if conversation is not None and result.rule != "new conversation":
+                click.echo(f"conversation: {conversation.id} ({conversation.subject})")
+        except Exception as exc:  # noqa: BLE001 - explain what processing would do with it
+            click.echo(f"outcome: quarantined: {type(exc).__name__}: {exc}")
+        finally:
+            session.rollback()
+
+
+@cli.group()
+def quarantine() -> None:
+    """Mail that could not be processed: kept with its bytes and the reason."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def quarantine_list(state: State, as_json: bool) -> None:
+    from tickets.inbound import list_quarantined
+
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        rows = [
+            {
+                "id": r.id,
+                "received_at": r.received_at.isoformat(),
+                "source": r.source,
+                "envelope_from": r.envelope_from,
+                "size": r.size,
+                "reason": r.reason,
+            }
+            for r in list_quarantined(session, limit=1000)
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("id", "received", "from", "reason")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["received_at"]),
+            str(r["envelope_from"] or ""),
+            str(r["reason"] or ""),
+        )
+    Console().print(table)
+
+
+def _inbound_id(value: str) -> int:
+    if not value.isdigit():
+        raise DomainError(f"{value!r} is not an inbound mail id")
+    return int(value)
+
+
+@quarantine.command("show")
+@click.argument("inbound_id")
+@click.option("--raw", is_flag=True, help="print the message bytes")
+@pass_state
+@handle_errors
+def quarantine_show(state: State, inbound_id: str, raw: bool) -> None:
+    from tickets.inbound import get_inbound
+
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        row = get_inbound(session, _inbound_id(inbound_id))
+        if raw:
+            sys.stdout.buffer.write(row.raw)
+            return
+        click.echo(f"id: {row.id}\nstate: {row.state.value}\nsource: {row.source}")
+        click.echo(f"from: {row.envelope_from}\nto: {', '.join(row.envelope_to)}")
+        click.echo(f"size: {row.size}\nreason: {row.reason}")
+
+
+@quarantine.command("reprocess")
+@click.argument("inbound_id")
+@pass_state
+@handle_errors
+def quarantine_reprocess(state: State, inbound_id: str) -> None:
+    from gateway.inbound import process_inbound
+    from tickets.inbound import release_for_reprocessing
+
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        release_for_reprocessing(session, _inbound_id(inbound_id))
+    outcome = process_inbound(runtime, int(inbound_id))
+    if outcome is None:
+        fail(f"inbound mail {inbound_id} was processed meanwhile")
+    click.echo(f"{outcome.state}: {outcome.detail}")
+    if outcome.state != "processed":
+        sys.exit(EXIT_USER_ERROR)
+
+
+@quarantine.command("discard")
+@click.argument("inbound_id")
+@pass_state
+@handle_errors
+def quarantine_discard(state: State, inbound_id: str) -> None:
+    from tickets.inbound import discard
+
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        discard(session, _inbound_id(inbound_id), runtime.clock())
+    click.echo(f"inbound mail {inbound_id} discarded")
+
+
+@cli.command("import")
+@click.argument("path")
+@click.option(
+    "--process/--no-process",
+    default=True,
+    show_default=True,
+    help="process the imported mail now (else the running gateway will)",
+)
+@pass_state
+@handle_errors
+def import_cmd(state: State, path: str, process: bool) -> None:
+    """Import an mbox, a maildir or a folder of .eml files; a re-run imports nothing twice."""
+    from rich.progress import Progress
+
+    from gateway.importer import iter_messages
+    from gateway.inbound import process_inbound, store_batch
+    from tickets.inbound import IncomingMail
+
+    runtime = state.runtime()
+    with runtime.unit_of_work() as session:
+        app_id = state.app(session).id
+    messages = list(iter_messages(path))
+    stored: list[int] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("importing", total=len(messages))
+        for start in range(0, len(messages), 100):
+            chunk = messages[start : start + 100]
+            mails = [
+                IncomingMail(raw=raw, source="import", source_key=key, app_id=app_id)
+                for key, raw in chunk
+            ]
+            stored.extend(store_batch(runtime, mails))
+            progress.advance(task, len(chunk))
+    processed = quarantined = 0
+    if process:
+        for inbound_id in stored:
+            outcome = process_inbound(runtime, inbound_id)
+            if outcome is not None:
+                processed += outcome.state == "processed"
+                quarantined += outcome.state == "quarantined"
+    click.echo(
+        f"{len(messages)} messages read, {processed} processed now, {quarantined} quarantined"
+    )

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway import actors
 from gateway.runtime import Runtime
+from tickets import inbound
 from tickets.models import Conversation, ConversationState, Lease
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,22 @@ def due_snoozes(session: Session, now: dt.datetime) -> list[Callable[[], object]
     return [partial(actors.wake_snoozed.send, i) for i in ids]
 
 
+def pending_inbound(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    # Rows younger than a few seconds are still on their way through the broker.
+    ids = inbound.pending_ids(session, now - dt.timedelta(seconds=10), BATCH)
+    return [partial(actors.process_inbound.send, i) for i in ids]
+
+
 @dataclass(frozen=True)
 class SweepStep:
     name: str
     find: Callable[[Session, dt.datetime], list[Callable[[], object]]]
 
 
-SWEEP_STEPS: tuple[SweepStep, ...] = (SweepStep("wake_snoozed", due_snoozes),)
+SWEEP_STEPS: tuple[SweepStep, ...] = (
+    SweepStep("process_inbound", pending_inbound),
+    SweepStep("wake_snoozed", due_snoozes),
+)
 
 
 class Scheduler:

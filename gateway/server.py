@@ -47,6 +47,8 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
 
     actors.bind(runtime)
     services = Services(runtime)
+    if role in ("all", "ingress"):
+        _start_smtp(services, actors.process_inbound.send)
     if role in ("all", "worker"):
         import dramatiq
 
@@ -64,6 +66,51 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
         services.stops.append(("scheduler", scheduler.stop))
         services.listening.append(f"scheduler: sweep every {config.sweep_seconds:g}s")
     return services
+
+
+def _start_smtp(services: Services, enqueue: Callable[[int], object]) -> None:
+    from channels.email.smtp import (
+        BatchWriter,
+        InboundController,
+        InboundHandler,
+        SmtpLimits,
+        tls_context,
+    )
+    from gateway.inbound import RouteTable, store_batch
+
+    runtime = services.runtime
+    smtp = runtime.config.smtp
+    writer = BatchWriter(lambda mails: store_batch(runtime, mails))
+    services.stops.append(("smtp batch writer", writer.close))
+    limits = SmtpLimits(
+        max_message_bytes=smtp.max_message_bytes,
+        max_recipients=smtp.max_recipients,
+        max_header_bytes=smtp.max_header_bytes,
+        max_received_headers=smtp.max_received_headers,
+        max_connections=smtp.max_connections,
+        max_connections_per_peer=smtp.max_connections_per_peer,
+    )
+
+    def on_stored(inbound_id: int) -> None:
+        try:
+            enqueue(inbound_id)
+        except Exception:
+            # The row is committed; the scheduler sweep will enqueue it instead.
+            log.exception("enqueueing inbound %s failed", inbound_id)
+
+    handler = InboundHandler(RouteTable(runtime), writer, limits, on_stored)
+    host, _, port = smtp.listen.rpartition(":")
+    context = (
+        tls_context(smtp.tls_cert_file, smtp.tls_key_file)
+        if smtp.tls_cert_file and smtp.tls_key_file
+        else None
+    )
+    controller = InboundController(
+        handler, host, int(port), server_hostname=smtp.hostname, tls_context=context
+    )
+    controller.start()
+    services.stops.append(("smtp", controller.stop))
+    services.listening.append(f"smtp: {smtp.listen}" + (" (STARTTLS)" if context else ""))
 
 
 def run_forever(config: GatewayConfig, role: Role, echo: Callable[[str], None]) -> None:

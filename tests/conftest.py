@@ -15,6 +15,8 @@ from gateway.db import make_engine, upgrade
 from tickets import services
 from tickets.models import App, Base
 
+pytest_plugins = ["tests.support.dovecot"]
+
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 
 PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")

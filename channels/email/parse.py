@@ -1,0 +1,287 @@
+"""Parse one raw message into what the gateway needs: addresses, threading headers, text, HTML,
+attachments, the new text of a reply, and whether it is automatic or a bounce.
+
+mail-parser does the MIME work; the stdlib `email` package is the fallback when it raises, so a
+broken message still yields what can be read, with its defects recorded. Limits are checked
+before any decoding work, so a MIME bomb is refused cheaply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import email.utils
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.message import Message
+from typing import Any
+
+import mailparser
+import nh3
+
+from channels.email.autoreply import auto_reply_reason
+from channels.email.bounce import Bounce, detect_bounce
+from channels.email.strip import Stripped, html_to_text, strip_reply
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+class MessageRejected(Exception):
+    """The message breaks a limit or cannot be parsed at all; the reason goes to quarantine."""
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_message_bytes: int = 26_214_400
+    max_header_bytes: int = 102_400
+    max_mime_depth: int = 50
+    max_mime_parts: int = 1000
+    max_attachment_bytes: int = 26_214_400
+
+
+@dataclass(frozen=True)
+class ParsedAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str | None
+    inline: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    from_name: str
+    from_address: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    date: dt.datetime | None
+    text: str
+    html: str | None
+    stripped: Stripped
+    auto_reply: str | None
+    bounce: Bounce | None
+    spam: bool
+    attachments: tuple[ParsedAttachment, ...]
+    defects: tuple[str, ...]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "in_reply_to": self.in_reply_to,
+            "references": list(self.references),
+            "from": {"name": self.from_name, "address": self.from_address},
+            "to": list(self.to),
+            "cc": list(self.cc),
+            "subject": self.subject,
+            "date": self.date.isoformat() if self.date else None,
+            "text": self.text,
+            "html": self.html,
+            "reply_text": self.stripped.reply_text,
+            "quoted": self.stripped.quoted,
+            "signature": self.stripped.signature,
+            "forwarded": self.stripped.forwarded,
+            "is_auto_reply": self.auto_reply is not None,
+            "auto_reply_reason": self.auto_reply,
+            "is_bounce": self.bounce is not None,
+            "bounce": None
+            if self.bounce is None
+            else {
+                "permanent": self.bounce.permanent,
+                "recipients": list(self.bounce.recipients),
+                "original_message_id": self.bounce.original_message_id,
+                "diagnostic": self.bounce.diagnostic,
+            },
+            "is_spam": self.spam,
+            "attachments": [
+                {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+                for a in self.attachments
+            ],
+            "defects": list(self.defects),
+        }
+
+
+def decode_words(value: str | None) -> str:
+    """RFC 2047 encoded words to text; undecodable bytes become replacement characters."""
+    if not value:
+        return ""
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError):
+        parts = []
+        for chunk, charset in decode_header(value):
+            if isinstance(chunk, bytes):
+                try:
+                    parts.append(chunk.decode(charset or "ascii", "replace"))
+                except LookupError:
+                    parts.append(chunk.decode("utf-8", "replace"))
+            else:
+                parts.append(chunk)
+        return "".join(parts)
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    return tuple(_MSGID.findall(value or ""))
+
+
+def _header_end(raw: bytes) -> int:
+    positions = [p for p in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if p != -1]
+    return min(positions) if positions else len(raw)
+
+
+def _check_structure(msg: Message, limits: ParseLimits) -> None:
+    parts = 0
+    stack: list[tuple[Message, int]] = [(msg, 1)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > limits.max_mime_depth:
+            raise MessageRejected(f"MIME nesting deeper than {limits.max_mime_depth}")
+        if parts > limits.max_mime_parts:
+            raise MessageRejected(f"more than {limits.max_mime_parts} MIME parts")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+
+
+def _safe_filename(name: str | None, index: int) -> str:
+    name = decode_words(name) if name else ""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f<>:\"|?*]", "_", name).strip(" .")
+    return name[:200] or f"attachment-{index}"
+
+
+def _addresses(msg: Message, header: str) -> tuple[str, ...]:
+    values = [decode_words(v) for v in msg.get_all(header, [])]
+    return tuple(a.lower() for _, a in email.utils.getaddresses(values) if "@" in a)
+
+
+def _bodies(
+    raw: bytes, msg: Message, limits: ParseLimits
+) -> tuple[str, str | None, list[ParsedAttachment], list[str]]:
+    defects: list[str] = []
+    attachments: list[ParsedAttachment] = []
+    try:
+        parsed = mailparser.parse_from_bytes(raw)
+        text = "\n".join(parsed.text_plain)
+        html = "\n".join(parsed.text_html) or None
+        defects.extend(str(d) for d in parsed.defects_categories or ())
+    except Exception as exc:  # noqa: BLE001 - any parser failure falls back to the stdlib
+        defects.append(f"mail-parser failed: {type(exc).__name__}")
+        text, html = _stdlib_bodies(msg, defects)
+    for index, part in enumerate(msg.walk()):
+        if part.is_multipart():
+            continue
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = part.get_filename()
+        if disposition != "attachment" and not filename:
+            continue
+        content = _decoded_payload(part)
+        if content is None:
+            defects.append(f"undecodable attachment part {index}")
+            content = b""
+        if len(content) > limits.max_attachment_bytes:
+            defects.append(
+                f"attachment {filename!r} over {limits.max_attachment_bytes} bytes dropped"
+            )
+            continue
+        cid = part.get("Content-ID")
+        attachments.append(
+            ParsedAttachment(
+                filename=_safe_filename(filename, index),
+                content_type=part.get_content_type(),
+                content=content,
+                content_id=cid.strip() if cid else None,
+                inline=disposition == "inline",
+            )
+        )
+    return text, html, attachments, defects
+
+
+def _decoded_payload(part: Message) -> bytes | None:
+    try:
+        payload = part.get_payload(decode=True)
+    except (ValueError, TypeError):
+        return None
+    return payload if isinstance(payload, bytes) else None
+
+
+def _stdlib_bodies(msg: Message, defects: list[str]) -> tuple[str, str | None]:
+    texts: list[str] = []
+    htmls: list[str] = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_disposition() == "attachment":
+            continue
+        ctype = part.get_content_type()
+        if ctype not in ("text/plain", "text/html"):
+            continue
+        payload = _decoded_payload(part) or b""
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            body = payload.decode(charset, "replace")
+        except LookupError:
+            defects.append(f"unknown charset {charset!r}")
+            body = payload.decode("utf-8", "replace")
+        (texts if ctype == "text/plain" else htmls).append(body)
+    return "\n".join(texts), "\n".join(htmls) or None
+
+
+def parse_message(
+    raw: bytes, limits: ParseLimits | None = None, envelope_from: str | None = None
+) -> ParsedMail:
+    limits = limits or ParseLimits()
+    if len(raw) > limits.max_message_bytes:
+        raise MessageRejected(f"message larger than {limits.max_message_bytes} bytes")
+    if _header_end(raw) > limits.max_header_bytes:
+        raise MessageRejected(f"header section larger than {limits.max_header_bytes} bytes")
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    _check_structure(msg, limits)
+    text, html, attachments, defects = _bodies(raw, msg, limits)
+    defects.extend(type(d).__name__ for d in msg.defects)
+    text = text.replace("\r\n", "\n")
+    clean_html = nh3.clean(html) if html else None
+    if not text.strip() and html:
+        text = html_to_text(html)
+    from_name, from_address = email.utils.parseaddr(decode_words(msg.get("From")))
+    date = None
+    if msg.get("Date"):
+        try:
+            date = email.utils.parsedate_to_datetime(str(msg.get("Date")))
+            if date.tzinfo is None:
+                date = date.replace(tzinfo=dt.UTC)
+        except (TypeError, ValueError, IndexError):
+            defects.append("unparseable Date header")
+    ids = message_ids(msg.get("Message-ID"))
+    in_reply_to = message_ids(msg.get("In-Reply-To"))
+    spam_flag = (msg.get("X-Spam-Flag") or "").strip().lower() == "yes" or (
+        msg.get("X-Spam-Status") or ""
+    ).strip().lower().startswith("yes")
+    return ParsedMail(
+        message_id=ids[0] if ids else None,
+        in_reply_to=in_reply_to[0] if in_reply_to else None,
+        references=message_ids(msg.get("References")),
+        from_name=from_name.strip(),
+        from_address=from_address.strip().lower(),
+        to=_addresses(msg, "To"),
+        cc=_addresses(msg, "Cc"),
+        subject=" ".join(decode_words(msg.get("Subject")).split()),
+        date=date,
+        text=text,
+        html=clean_html,
+        stripped=strip_reply(text, html),
+        auto_reply=auto_reply_reason(msg, envelope_from),
+        bounce=detect_bounce(msg),
+        spam=spam_flag,
+        attachments=tuple(attachments),
+        defects=tuple(dict.fromkeys(defects)),
+    )

@@ -1,0 +1,319 @@
+"""Turn one stored inbound mail into a message of the right conversation.
+
+A pipeline of named steps, run in order inside the caller's transaction (Mailman's handler
+pipeline): parse -> filter -> route -> dedupe -> thread -> store -> effects. A step either
+enriches the `Processing` record or ends the pipeline with an outcome; any exception means the
+mail is quarantined by the caller, with its bytes, and can be reprocessed later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from channels.email.parse import ParsedMail, ParseLimits, parse_message
+from tickets import services
+from tickets.models import (
+    App,
+    Attachment,
+    Conversation,
+    ConversationState,
+    CustomerAddress,
+    InboundMail,
+    Message,
+    ThreadRef,
+    Via,
+)
+
+LOOP_HEADER = "X-Gateway-Loop"
+_SUBJECT_PREFIX = re.compile(
+    r"^\s*((re|aw|sv|vs|antw|fwd?|wg|tr|rv|r|odp|ynt|enc)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class ChannelRules:
+    """What the processing of one channel's mail depends on."""
+
+    own_domains: frozenset[str]
+    subject_threading: bool = True
+    subject_threading_days: int = 14
+    limits: ParseLimits = field(default_factory=ParseLimits)
+
+
+@dataclass
+class Processing:
+    session: Session
+    row: InboundMail
+    app: App
+    rules: ChannelRules
+    now: dt.datetime
+    parsed: ParsedMail | None = None
+    conversation: Conversation | None = None
+    rule: str | None = None  # which threading rule matched
+    message: Message | None = None
+    outcome: str | None = None  # set by a step that ends the pipeline
+    duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
+
+
+def normalized_subject(subject: str) -> str:
+    return " ".join(_SUBJECT_PREFIX.sub("", subject).split()).casefold()
+
+
+def body_digest(parsed: ParsedMail) -> str:
+    return hashlib.sha256((parsed.subject + "\0" + parsed.text).encode()).hexdigest()
+
+
+def step_parse(p: Processing) -> None:
+    p.parsed = parse_message(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
+    if not p.parsed.from_address:
+        raise ValueError("no From address")
+
+
+def step_own_loop(p: Processing) -> None:
+    assert p.parsed
+    raw_headers = p.row.raw[: p.row.raw.find(b"\n\n") + 1 or 65536]
+    if LOOP_HEADER.lower().encode() in raw_headers.lower():
+        p.outcome = f"dropped our own mail ({LOOP_HEADER})"
+        return
+    mid = p.parsed.message_id or ""
+    domain = mid.strip("<>").rpartition("@")[2].lower()
+    if domain in p.rules.own_domains and p.parsed.from_address.rpartition("@")[2] in (
+        p.rules.own_domains
+    ):
+        p.outcome = "dropped our own mail (Message-ID domain)"
+
+
+def step_bounce(p: Processing) -> None:
+    assert p.parsed
+    bounce = p.parsed.bounce
+    if bounce is None:
+        return
+    notes: list[str] = []
+    conversation: Conversation | None = None
+    if bounce.original_message_id:
+        ref = _ref(p.session, p.app.id, bounce.original_message_id)
+        if ref is not None:
+            conversation = p.session.get(Conversation, ref.conversation_id)
+            if ref.message_id is not None and bounce.permanent:
+                message = p.session.get(Message, ref.message_id)
+                if message is not None:
+                    message.delivery_state = "bounced"
+                    message.delivery_error = bounce.diagnostic or "bounced"
+    if bounce.permanent:
+        for address in bounce.recipients:
+            row = p.session.scalar(
+                select(CustomerAddress).where(
+                    CustomerAddress.app_id == p.app.id, CustomerAddress.address == address
+                )
+            )
+            if row is not None and row.bounced_at is None:
+                row.bounced_at = p.now
+                row.bounce_reason = bounce.diagnostic or "permanent delivery failure"
+                notes.append(address)
+    if conversation is not None:
+        kind = "could not be delivered" if bounce.permanent else "is delayed"
+        services.add_note(
+            p.session,
+            conversation,
+            None,
+            f"Email to {', '.join(bounce.recipients) or 'the customer'} {kind}: "
+            f"{bounce.diagnostic or bounce.family}",
+            p.now,
+        )
+    p.outcome = (
+        f"bounce ({'permanent' if bounce.permanent else 'temporary'}, {bounce.family}); "
+        f"marked undeliverable: {', '.join(notes) or 'none'}"
+    )
+
+
+def step_spam(p: Processing) -> None:
+    assert p.parsed
+    if p.parsed.spam:
+        raise SpamFlagged("flagged as spam by the upstream filter")
+
+
+class SpamFlagged(Exception):
+    """Kept in quarantine, not dropped: an agent can release a false positive."""
+
+
+def _ref(session: Session, app_id: int, message_id: str) -> ThreadRef | None:
+    return session.scalar(
+        select(ThreadRef)
+        .where(ThreadRef.app_id == app_id, ThreadRef.message_id_header == message_id)
+        .order_by(ThreadRef.id)
+        .limit(1)
+    )
+
+
+def step_dedupe(p: Processing) -> None:
+    assert p.parsed
+    if not p.parsed.message_id:
+        return
+    digest = body_digest(p.parsed)
+    refs = p.session.scalars(
+        select(ThreadRef).where(
+            ThreadRef.app_id == p.app.id,
+            ThreadRef.message_id_header == p.parsed.message_id,
+            ThreadRef.outbound.is_(False),
+        )
+    ).all()
+    if any(r.content_sha256 == digest for r in refs):
+        p.outcome = f"duplicate of a stored message ({p.parsed.message_id})"
+    elif refs:
+        p.duplicate_message_id = True
+
+
+def step_thread(p: Processing) -> None:
+    """Find the conversation: In-Reply-To, then References, then same sender and subject.
+
+    A header match is accepted only for the conversation's own customer: a forwarded thread
+    answered by someone else starts that person's own conversation instead of merging.
+    """
+    assert p.parsed
+    sender = p.parsed.from_address
+    candidates = [p.parsed.in_reply_to] if p.parsed.in_reply_to else []
+    candidates += list(reversed(p.parsed.references))
+    for mid in candidates:
+        ref = _ref(p.session, p.app.id, mid)
+        if ref is None:
+            continue
+        conversation = p.session.get(Conversation, ref.conversation_id)
+        if conversation is not None and _owns(conversation, sender):
+            p.conversation = conversation
+            p.rule = "in-reply-to" if mid == p.parsed.in_reply_to else "references"
+            return
+    if p.rules.subject_threading and p.parsed.subject:
+        wanted = normalized_subject(p.parsed.subject)
+        since = p.now - dt.timedelta(days=p.rules.subject_threading_days)
+        customer = services.find_customer_by_address(p.session, p.app, sender)
+        if customer is not None and wanted:
+            recent = p.session.scalars(
+                select(Conversation)
+                .where(
+                    Conversation.customer_id == customer.id,
+                    Conversation.state.in_([ConversationState.OPEN, ConversationState.SNOOZED]),
+                    Conversation.updated_at >= since,
+                )
+                .order_by(Conversation.updated_at.desc())
+            ).all()
+            for conversation in recent:
+                if normalized_subject(conversation.subject) == wanted:
+                    p.conversation, p.rule = conversation, "same sender and subject"
+                    return
+    p.rule = "new conversation"
+
+
+def _owns(conversation: Conversation, address: str) -> bool:
+    return any(a.address == address for a in conversation.customer.addresses)
+
+
+def step_store(p: Processing) -> None:
+    assert p.parsed
+    parsed = p.parsed
+    fields = {
+        "html": parsed.html,
+        "quoted_text": parsed.stripped.quoted or None,
+        "signature": parsed.stripped.signature or None,
+        "email_message_id": parsed.message_id,
+        "inbound_mail_id": p.row.id,
+        "from_address": parsed.from_address,
+        "flags": {
+            k: v
+            for k, v in {
+                "auto_reply": parsed.auto_reply,
+                "forwarded": parsed.stripped.forwarded or None,
+                "defects": list(parsed.defects) or None,
+                "duplicate_message_id": p.duplicate_message_id,
+                "thread_rule": p.rule,
+            }.items()
+            if v
+        },
+    }
+    text = parsed.stripped.reply_text or parsed.text.strip() or "(no text)"
+    if p.conversation is None:
+        customer = services.customer_by_address(
+            p.session, p.app, parsed.from_address, p.now, name=parsed.from_name or None
+        )
+        p.conversation, p.message = services.start_conversation(
+            p.session,
+            p.app,
+            customer,
+            Via.EMAIL,
+            text,
+            p.now,
+            subject=parsed.subject,
+            channel_id=p.row.channel_id,
+            is_auto_reply=parsed.auto_reply is not None,
+            **fields,
+        )
+    else:
+        p.message = services.add_customer_message(
+            p.session,
+            p.conversation,
+            text,
+            Via.EMAIL,
+            p.now,
+            is_auto_reply=parsed.auto_reply is not None,
+            **fields,
+        )
+    for attachment in parsed.attachments:
+        p.message.attachments.append(
+            Attachment(
+                filename=attachment.filename,
+                content_type=attachment.content_type,
+                size=attachment.size,
+                content_id=attachment.content_id,
+                inline=attachment.inline,
+                content=attachment.content,
+            )
+        )
+    if parsed.message_id:
+        p.session.add(
+            ThreadRef(
+                app_id=p.app.id,
+                message_id_header=parsed.message_id,
+                conversation_id=p.conversation.id,
+                message_id=p.message.id,
+                outbound=False,
+                content_sha256=body_digest(parsed),
+                created_at=p.now,
+            )
+        )
+    p.row.message_id = p.message.id
+    p.outcome = f"stored as message {p.message.id} in conversation {p.conversation.id} ({p.rule})"
+
+
+Step = tuple[str, Callable[[Processing], None]]
+
+PIPELINE: tuple[Step, ...] = (
+    ("parse", step_parse),
+    ("own-loop", step_own_loop),
+    ("bounce", step_bounce),
+    ("spam", step_spam),
+    ("dedupe", step_dedupe),
+    ("thread", step_thread),
+    ("store", step_store),
+)
+
+
+def run_pipeline(
+    session: Session,
+    row: InboundMail,
+    app: App,
+    rules: ChannelRules,
+    now: dt.datetime,
+    steps: tuple[Step, ...] = PIPELINE,
+) -> Processing:
+    p = Processing(session=session, row=row, app=app, rules=rules, now=now)
+    for _name, step in steps:
+        step(p)
+        if p.outcome is not None:
+            break
+    return p

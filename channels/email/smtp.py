@@ -1,0 +1,269 @@
+"""The inbound SMTP server (aiosmtpd): accepts mail for the channels' addresses, durably.
+
+RCPT is checked against the configured addresses (plus forms included), so the gateway is never
+an open relay and never has to bounce later. DATA answers 250 only after the message's row is
+committed; a storage failure answers 451 so the sending MTA retries. Commits are grouped by a
+writer thread (many sessions, one transaction) without letting any 250 out before its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import re
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tickets.inbound import IncomingMail
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where mail for one address goes: its app and channel."""
+
+    app_id: int
+    channel_id: int
+
+
+def base_address(address: str) -> str:
+    """`support+anything@Example.com` -> `support@example.com`."""
+    local, at, domain = address.strip().strip("<>").rpartition("@")
+    if not at:
+        return address.strip().lower()
+    return f"{local.split('+', 1)[0]}@{domain}".lower()
+
+
+@dataclass(frozen=True)
+class SmtpLimits:
+    max_message_bytes: int = 26_214_400
+    max_recipients: int = 100
+    max_header_bytes: int = 102_400
+    max_received_headers: int = 50
+    max_connections: int = 200
+    max_connections_per_peer: int = 20
+
+
+StoreBatch = Callable[[Sequence[IncomingMail]], list[int]]
+
+
+class BatchWriter:
+    """Commits accepted mail in groups: one transaction for whatever arrived meanwhile.
+
+    `store_batch` runs in this writer's thread and must commit before it returns; each waiting
+    DATA command gets its row id (or the exception) only after that.
+    """
+
+    def __init__(self, store_batch: StoreBatch, *, max_batch: int = 200) -> None:
+        self._store_batch = store_batch
+        self._max_batch = max_batch
+        self._queue: queue.Queue[tuple[IncomingMail, Future[int]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="smtp-batch-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, mail: IncomingMail) -> Future[int]:
+        future: Future[int] = Future()
+        self._queue.put((mail, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                batch.append(more)
+            try:
+                ids = self._store_batch([mail for mail, _ in batch])
+            except Exception as exc:  # every waiter must hear of the failure
+                log.exception("storing %d inbound messages failed", len(batch))
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), row_id in zip(batch, ids, strict=True):
+                future.set_result(row_id)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
+_RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+
+
+def header_block(raw: bytes) -> bytes:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end != -1:
+            return raw[:end]
+    return raw
+
+
+class InboundHandler:
+    """aiosmtpd handler: the `handle_*` hooks answer with SMTP status strings."""
+
+    def __init__(
+        self,
+        routes: Callable[[str], Route | None],
+        writer: BatchWriter,
+        limits: SmtpLimits,
+        on_stored: Callable[[int], None] = lambda _id: None,
+    ) -> None:
+        self.routes = routes
+        self.writer = writer
+        self.limits = limits
+        self.on_stored = on_stored
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        route = self.routes(base_address(address))
+        if route is None:
+            return "550 5.1.1 No such mailbox here"
+        routes = [self.routes(base_address(a)) for a in envelope.rcpt_tos]
+        if any(r is not None and r.app_id != route.app_id for r in routes):
+            # One stored message belongs to one app; the sender retries the rest separately.
+            return "452 4.5.3 One app per message, please send separately"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogateescape")
+        if len(raw) > self.limits.max_message_bytes:
+            return "552 5.3.4 Message too big for this system"
+        headers = header_block(raw)
+        if len(headers) > self.limits.max_header_bytes:
+            return "552 5.3.4 Header section too large"
+        if len(_RECEIVED.findall(headers)) > self.limits.max_received_headers:
+            return "554 5.4.6 Too many hops, probably a mail loop"
+        route = self.routes(base_address(envelope.rcpt_tos[0])) if envelope.rcpt_tos else None
+        if route is None:
+            return "554 5.5.1 No valid recipients"
+        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        mail = IncomingMail(
+            raw=raw,
+            source="smtp",
+            envelope_from=envelope.mail_from,
+            envelope_to=tuple(envelope.rcpt_tos),
+            peer=peer,
+            app_id=route.app_id,
+            channel_id=route.channel_id,
+        )
+        try:
+            row_id = await asyncio.wrap_future(self.writer.submit(mail))
+        except Exception:  # noqa: BLE001 - any storage failure is a temporary one for the sender
+            return "451 4.3.0 Could not store the message, please try again later"
+        self.on_stored(row_id)
+        return "250 2.0.0 OK: queued"
+
+
+class GatewaySMTP(SMTP):
+    """aiosmtpd's SMTP with connection caps, counted per server and per peer address."""
+
+    def __init__(self, handler: InboundHandler, counter: ConnectionCounter, **kwargs: object):
+        super().__init__(handler, **kwargs)  # type: ignore[arg-type]
+        self._counter = counter
+        self._counted_peer: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else str(peer)
+        if not self._counter.enter(host):
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        self._counted_peer = host
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted_peer is not None:
+            self._counter.leave(self._counted_peer)
+            self._counted_peer = None
+        super().connection_lost(error)
+
+
+class ConnectionCounter:
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total, self.per_peer = total, per_peer
+        self.count = 0
+        self.by_peer: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        if self.count >= self.total or self.by_peer.get(peer, 0) >= self.per_peer:
+            return False
+        self.count += 1
+        self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        self.count -= 1
+        left = self.by_peer.get(peer, 1) - 1
+        if left:
+            self.by_peer[peer] = left
+        else:
+            self.by_peer.pop(peer, None)
+
+
+class InboundController(Controller):
+    def __init__(
+        self,
+        handler: InboundHandler,
+        host: str,
+        port: int,
+        *,
+        server_hostname: str = "localhost",
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._counter = ConnectionCounter(
+            handler.limits.max_connections, handler.limits.max_connections_per_peer
+        )
+        self._tls_context = tls_context
+        self._server_hostname = server_hostname
+        super().__init__(handler, hostname=host, port=port, ready_timeout=10)
+
+    def factory(self) -> SMTP:
+        limits: SmtpLimits = self.handler.limits
+        smtp = GatewaySMTP(
+            self.handler,
+            self._counter,
+            data_size_limit=limits.max_message_bytes,
+            hostname=self._server_hostname,
+            tls_context=self._tls_context,
+            timeout=300,
+        )
+        # RFC 5321 4.5.3.1.6: 998 characters + CRLF; a longer line is refused, not wrapped.
+        smtp.line_length_limit = 1001
+        return smtp
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context

@@ -1,0 +1,148 @@
+"""Durable acceptance of inbound mail and its quarantine.
+
+Once a row of `inbound_mail` is committed, the gateway has taken responsibility for the message:
+its bytes stay until an operator discards them. A message whose source names it (an IMAP
+UIDVALIDITY+UID, an imported file's digest) is stored at most once: storing it again is a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tickets.errors import NotAllowed, NotFound
+from tickets.models import InboundMail, InboundState
+
+
+@dataclass(frozen=True)
+class IncomingMail:
+    """A message as a transport received it, before anything is decided about it."""
+
+    raw: bytes
+    source: str  # smtp, imap, import
+    envelope_from: str | None = None
+    envelope_to: Sequence[str] = field(default_factory=tuple)
+    peer: str | None = None
+    source_key: str | None = None
+    app_id: int | None = None
+    channel_id: int | None = None
+
+
+def store_incoming(session: Session, mails: Sequence[IncomingMail], now: dt.datetime) -> list[int]:
+    """Add the rows for `mails` (flushed, not committed); the id of each, in order.
+
+    A mail whose `source_key` is stored already gets the existing row's id, so a source that
+    re-delivers after a crash between commit and acknowledgement stores nothing twice.
+    """
+    keys = [m.source_key for m in mails if m.source_key]
+    existing: dict[str, int] = {}
+    if keys:
+        found = session.execute(
+            select(InboundMail.source_key, InboundMail.id).where(InboundMail.source_key.in_(keys))
+        )
+        existing = {key: row_id for key, row_id in found if key is not None}
+    rows: list[InboundMail | int] = []
+    for mail in mails:
+        if mail.source_key and mail.source_key in existing:
+            rows.append(existing[mail.source_key])
+            continue
+        new = InboundMail(
+            app_id=mail.app_id,
+            channel_id=mail.channel_id,
+            source=mail.source,
+            source_key=mail.source_key,
+            peer=mail.peer,
+            envelope_from=mail.envelope_from,
+            envelope_to=list(mail.envelope_to),
+            raw=mail.raw,
+            size=len(mail.raw),
+            sha256=hashlib.sha256(mail.raw).hexdigest(),
+            state=InboundState.PENDING,
+            received_at=now,
+        )
+        session.add(new)
+        rows.append(new)
+        if mail.source_key:
+            existing[mail.source_key] = -1  # a duplicate inside one batch is stored once
+    session.flush()
+    ids: list[int] = []
+    for mail, row in zip(mails, rows, strict=True):
+        if isinstance(row, InboundMail):
+            ids.append(row.id)
+            if mail.source_key:
+                existing[mail.source_key] = row.id
+        elif row == -1:
+            assert mail.source_key
+            ids.append(existing[mail.source_key])
+        else:
+            ids.append(row)
+    return ids
+
+
+def source_keys_stored(session: Session, prefix: str) -> set[str]:
+    """The source keys stored under `prefix` (an IMAP account and folder), for reconciling."""
+    return set(
+        session.scalars(
+            select(InboundMail.source_key).where(InboundMail.source_key.startswith(prefix))
+        )
+    )
+
+
+def quarantine(session: Session, row: InboundMail, reason: str, now: dt.datetime) -> None:
+    row.state = InboundState.QUARANTINED
+    row.reason = reason[:4000]
+    row.processed_at = now
+
+
+def get_inbound(session: Session, inbound_id: int) -> InboundMail:
+    row = session.get(InboundMail, inbound_id)
+    if row is None:
+        raise NotFound(f"no inbound mail {inbound_id}")
+    return row
+
+
+def release_for_reprocessing(session: Session, inbound_id: int) -> InboundMail:
+    row = get_inbound(session, inbound_id)
+    if row.state != InboundState.QUARANTINED:
+        raise NotAllowed(f"inbound mail {inbound_id} is {row.state.value}, not quarantined")
+    row.state = InboundState.PENDING
+    row.reason = None
+    return row
+
+
+def discard(session: Session, inbound_id: int, now: dt.datetime) -> InboundMail:
+    """Give up on a quarantined message; the row stays (with its reason) as a record."""
+    row = get_inbound(session, inbound_id)
+    if row.state != InboundState.QUARANTINED:
+        raise NotAllowed(f"inbound mail {inbound_id} is {row.state.value}, not quarantined")
+    row.state = InboundState.DISCARDED
+    row.processed_at = now
+    return row
+
+
+def list_quarantined(session: Session, limit: int = 100) -> Sequence[InboundMail]:
+    return session.scalars(
+        select(InboundMail)
+        .where(InboundMail.state == InboundState.QUARANTINED)
+        .order_by(InboundMail.id)
+        .limit(limit)
+    ).all()
+
+
+def pending_ids(session: Session, older_than: dt.datetime, limit: int) -> Sequence[int]:
+    return session.scalars(
+        select(InboundMail.id)
+        .where(InboundMail.state == InboundState.PENDING, InboundMail.received_at <= older_than)
+        .order_by(InboundMail.id)
+        .limit(limit)
+    ).all()
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(InboundMail.state, func.count()).group_by(InboundMail.state))
+    return {state.value: n for state, n in rows}
