@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from channels.email.parse import ParsedMail, ParseLimits, parse_message
@@ -157,6 +157,11 @@ def step_dedupe(p: Processing) -> None:
     if not p.parsed.message_id:
         return
     digest = body_digest(p.parsed)
+    if p.session.get_bind().dialect.name == "postgresql":
+        # Two copies processed at once would both find no stored copy; one waits for the other.
+        p.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:mid))"), {"mid": p.parsed.message_id}
+        )
     refs = p.session.scalars(
         select(ThreadRef).where(
             ThreadRef.app_id == p.app.id,
