@@ -353,7 +353,11 @@ def _constant_offset_spans(
 def _business_intervals(
     cal: Calendar, start: datetime, stop: datetime | None
 ) -> Iterator[tuple[datetime, datetime]]:
-    """Yield the maximal business intervals in [start, stop) as naive-UTC pairs, in order.
+    """Yield business intervals in [start, stop) as naive-UTC pairs, in order.
+
+    Intervals are disjoint but not necessarily maximal (one may end where the next begins, e.g.
+    at midnight or a DST change); consumers only sum them. Merging them would be wrong here: a
+    round-the-clock stretch would then never be handed out until it ended.
 
     With `stop=None` this runs until the consumer stops, or raises ValueError once no business
     time has been seen for `_MAX_GAP`.
@@ -363,7 +367,6 @@ def _business_intervals(
         wd: tuple((_since_midnight(s), _since_midnight(e)) for s, e in cal.hours.get(wd, ()))
         for wd in range(7)
     }
-    pending: tuple[datetime, datetime] | None = None
     last_business = start
     # Within a span of constant offset, wall time is UTC plus that offset, a monotonic map; so
     # working ranges can be intersected in local time and mapped back. DST gaps and overlaps are
@@ -372,10 +375,6 @@ def _business_intervals(
         if stop is not None and a >= stop:
             break
         if stop is None and a - last_business > _MAX_GAP:
-            if pending is not None:
-                # The consumer may be satisfied by what we already have; only fail if it asks on.
-                yield pending
-                pending = None
             raise ValueError(
                 f"calendar {cal.name!r} has no business time between {last_business:%Y-%m-%d} "
                 f"and {a:%Y-%m-%d} (UTC)"
@@ -390,18 +389,10 @@ def _business_intervals(
                     lo, hi = max(midnight + s, local_lo), min(midnight + e, local_hi)
                     if lo >= hi:
                         continue
-                    lo, hi = lo - offset, hi - offset
-                    if pending is not None and pending[1] == lo:
-                        pending = (pending[0], hi)
-                    else:
-                        if pending is not None:
-                            yield pending
-                        pending = (lo, hi)
-                    last_business = hi
+                    yield lo - offset, hi - offset
+                    last_business = hi - offset
             day += _DAY
             midnight += _DAY
-    if pending is not None:
-        yield pending
 
 
 # Round the clock, no holidays. Defined last because constructing it runs the validators above.

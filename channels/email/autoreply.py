@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from email.errors import MessageError
 from email.header import decode_header
 from email.message import Message
 from email.utils import parseaddr
@@ -109,7 +110,7 @@ def _header(msg: Message, name: str) -> str:
         return ""
     try:
         chunks = decode_header(raw)
-    except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
+    except (MessageError, LookupError, UnicodeError, ValueError, TypeError, AssertionError):
         return str(raw)
     out: list[str] = []
     for data, charset in chunks:

@@ -27,6 +27,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from email.errors import MessageError
 from email.header import decode_header
 from email.message import Message
 from email.parser import HeaderParser
@@ -63,7 +64,9 @@ _MAX_TEXT = 200_000
 _ADDR_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _STATUS_RE = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_CODE_RE = re.compile(r"(?<![\d.])([245])\d\d(?:[ -]|$)")
-_MESSAGE_ID_RE = re.compile(r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>|[^\s<>]+@[^\s<>]+)", re.I | re.M)
+_MESSAGE_ID_RE = re.compile(
+    r"^[ \t>]*Message-ID:[ \t]*(<[^<>\s]+>|[^\s<>@]+@[^\s<>]+)", re.I | re.M
+)
 
 _DAEMON_LOCALPARTS = frozenset(
     {"mailer-daemon", "mailer_daemon", "mailerdaemon", "postmaster", "mail-daemon", "mdaemon"}
@@ -81,7 +84,7 @@ def _header(msg: Message, name: str) -> str:
         return ""
     try:
         chunks = decode_header(raw)
-    except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
+    except (MessageError, LookupError, UnicodeError, ValueError, TypeError, AssertionError):
         return str(raw)
     out: list[str] = []
     for data, charset in chunks:
@@ -93,6 +96,14 @@ def _header(msg: Message, name: str) -> str:
         except (LookupError, UnicodeError, ValueError, TypeError):
             out.append(data.decode("utf-8", errors="replace"))
     return "".join(out)
+
+
+def _raw_payload(part: Message) -> object:
+    """``part.get_payload()``, which itself raises on some broken charset parameters."""
+    try:
+        return part.get_payload()
+    except (LookupError, UnicodeError, ValueError, TypeError, AssertionError):
+        return None
 
 
 def _part_text(part: Message) -> str:
@@ -110,7 +121,7 @@ def _part_text(part: Message) -> str:
         except (LookupError, UnicodeError, ValueError, TypeError):
             text = payload.decode("utf-8", errors="replace")
     else:
-        raw = part.get_payload()
+        raw = _raw_payload(part)
         text = raw if isinstance(raw, str) else ""
     return text[:_MAX_TEXT]
 
@@ -137,7 +148,7 @@ def _walk_outer(msg: Message) -> Iterator[Message]:
         ctype = _content_type(part)
         if ctype.startswith("message/"):
             continue
-        payload = part.get_payload()
+        payload = _raw_payload(part)
         if isinstance(payload, list):
             stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
 
@@ -155,7 +166,7 @@ def _notification_text(msg: Message) -> str:
     if not any(t.strip() for t in texts) and html:
         # Some Exchange NDRs ship HTML only; a crude strip is enough for pattern matching.
         stripped = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", "\n".join(html))
-        stripped = re.sub(r"<[^>]*>", " ", stripped)
+        stripped = re.sub(r"<[^<>]*>", " ", stripped)
         stripped = re.sub(r"&lt;", "<", stripped)
         stripped = re.sub(r"&gt;", ">", stripped)
         stripped = re.sub(r"&nbsp;|&#160;", " ", stripped)
@@ -214,7 +225,7 @@ def _original_message_id(msg: Message, text: str) -> str | None:
     for part in _walk_outer(msg):
         ctype = _content_type(part)
         if ctype in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
+            payload = _raw_payload(part)
             inner: Message | None = None
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 inner = payload[0]
@@ -237,7 +248,20 @@ def _original_message_id(msg: Message, text: str) -> str | None:
             if match:
                 return _normalise_message_id(match.group(1))
     match = _MESSAGE_ID_RE.search(text)
-    return _normalise_message_id(match.group(1)) if match else None
+    if match:
+        return _normalise_message_id(match.group(1))
+    # Last resorts, once the message is known to be a bounce: Gmail names the original in the
+    # report, and Gmail, Exchange and Exim thread the notice onto it.
+    for report in _report_parts(msg):
+        for block in _dsn_blocks(report)[:1]:
+            mid = _normalise_message_id(_header(block, "X-Original-Message-ID"))
+            if mid:
+                return mid
+    for name in ("In-Reply-To", "References"):
+        mid = _normalise_message_id(_header(msg, name))
+        if mid:
+            return mid
+    return None
 
 
 # --- RFC 3464 ----------------------------------------------------------------------------------
@@ -252,7 +276,7 @@ class _DsnRecipient:
 
 
 def _dsn_blocks(part: Message) -> list[Message]:
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if isinstance(payload, list) and all(isinstance(p, Message) for p in payload):
         return list(payload)
     # Malformed or transfer-encoded reports arrive as a string: split into header blocks.
@@ -437,7 +461,7 @@ def _parse_exim(notice: str) -> _FreeText | None:
             continue
         indent = len(line) - len(line.lstrip())
         stripped = line.strip()
-        if indent <= 3 and re.fullmatch(r"<?[^\s<>]+@[^\s<>]+>?", stripped):
+        if indent <= 3 and re.fullmatch(r"<?[^\s<>@]+@[^\s<>]+>?", stripped):
             addr = _clean_addr(stripped)
             if addr:
                 recipients.append(addr)
@@ -492,8 +516,8 @@ def _parse_gmail(notice: str) -> _FreeText | None:
     if not recipients:
         new = re.finditer(
             r"(?:Your message wasn't delivered to|There was a (?:temporary )?problem delivering"
-            r" your message to|Your message to|couldn't be delivered to)\s+<?([^\s<>]+@[^\s<>]+?)>?"
-            r"[\s.,]",
+            r" your message to|Your message to|couldn't be delivered to)"
+            r"\s+<?([^\s<>@]+@[^\s<>]+?)>?[\s.,]",
             notice,
             re.I,
         )
@@ -544,7 +568,7 @@ def _parse_exchange(notice: str) -> _FreeText | None:
         # or old-style "addr on <date>"; free text explanation follows each.
         for line in user_part[colon.end() : 4000].split("\n"):
             match = re.match(
-                r"^\s*(?:\S[^(\n]*\(([^()\s]+@[^()\s]+)\)|<?([^\s<>()]+@[^\s<>()]+?)>?)"
+                r"^\s*(?:\S[^(\n]*\(([^()\s@]+@[^()\s]+)\)|<?([^\s<>()@]+@[^\s<>()]+?)>?)"
                 r"\s*(?:on \d.*)?$",
                 line,
             )
@@ -554,7 +578,7 @@ def _parse_exchange(notice: str) -> _FreeText | None:
                     recipients.append(addr)
     if admin and not recipients:
         for match in re.finditer(
-            r"^\s*(\S+@\S+)\s*\n\s*(?:Remote Server returned|#\d{3})", body[admin.end() :], re.M
+            r"^\s*([^\s@]+@\S+)\s*\n\s*(?:Remote Server returned|#\d{3})", body[admin.end() :], re.M
         ):
             addr = _clean_addr(match.group(1))
             if addr:
@@ -581,11 +605,11 @@ def _parse_generic(notice: str, msg: Message) -> _FreeText | None:
                 ours.add(own.lower())
     candidates: list[str] = []
     for pattern in (
-        r"^\s*(?:Failed |Original |Final )?Recipient(?:s|\(s\))?:?\s*<?([^\s<>]+@[^\s<>]+?)>?\s*$",
-        r"<([^\s<>]+@[^\s<>]+)>\.\.\.",  # Sendmail transcript "<addr>... User unknown"
-        r"^\s*<([^\s<>]+@[^\s<>]+)>\s*:?\s*$",
-        r"^\s{0,8}([^\s<>:]+@[^\s<>:]+)\s*$",
-        r"^\s*<?([^\s<>]+@[^\s<>]+?)>?\s*[:(]",
+        r"^\s*(?:Failed |Original |Final )?Recipient(?:s|\(s\))?:?\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*$",
+        r"<([^\s<>@]+@[^\s<>]+)>\.\.\.",  # Sendmail transcript "<addr>... User unknown"
+        r"^\s*<([^\s<>@]+@[^\s<>]+)>\s*:?\s*$",
+        r"^\s{0,8}([^\s<>:@]+@[^\s<>:]+)\s*$",
+        r"^\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*[:(]",
     ):
         for match in re.finditer(pattern, notice, re.I | re.M):
             addr = _clean_addr(match.group(1))
@@ -603,8 +627,9 @@ def _fingerprint(msg: Message, text: str) -> str | None:
     sender = (_header(msg, "From") + " " + _header(msg, "Return-Path")).lower()
     blob = text[:20_000]
     if (
+        # Not the X-MS-Exchange-Organization-* headers: any mail fetched from an Exchange
+        # mailbox carries those, bounces from other MTAs included.
         msg.get("X-MS-Exchange-Message-Is-Ndr") is not None
-        or msg.get("X-MS-Exchange-Organization-SCL") is not None
         or re.search(
             r"Delivery (?:has failed|is delayed) to these recipients|Diagnostic"
             r" information for administrators|Your message to \S+ couldn't be delivered",
@@ -678,6 +703,13 @@ def _detect(msg: Message) -> Bounce | None:
         if result is not None:
             return _build(msg, family, result, notice, subject, text)
     generic = _parse_generic(notice, msg)
+    if generic is None:
+        # Exim and Gmail name the failed addresses in a header even when the text is
+        # localised or customised beyond recognition.
+        failed = [a for _, a in getaddresses([_header(msg, "X-Failed-Recipients")])]
+        addrs = [c for c in map(_clean_addr, failed) if c]
+        if addrs:
+            generic = (addrs, _diagnostic_from(notice))
     if generic is not None:
         return _build(msg, "generic", generic, notice, subject, text)
     return None

@@ -138,6 +138,14 @@ class TestOfficeHours:
         # Saturday 24:00 and Sunday 00:00 meet: the weekend is one interval, not two.
         assert add_business_time(cal, saturday, h(30)) == utc(2026, 6, 7, 6)
 
+    def test_round_the_clock_with_a_past_holiday_is_not_endless(self) -> None:
+        # Regression: consecutive whole days must not be collected into one never-ending interval.
+        cal = daily("Europe/Berlin", "00:00-24:00")
+        cal = Calendar(cal.name, cal.timezone, cal.hours, frozenset({date(2027, 12, 25)}))
+        start = utc(2027, 12, 28)
+        assert add_business_time(cal, start, timedelta(days=8)) == start + timedelta(days=8)
+        assert add_business_time(cal, utc(2027, 12, 24), h(48)) == utc(2027, 12, 27)
+
 
 class TestAlways:
     def test_equals_plain_addition_across_dst(self) -> None:
