@@ -853,3 +853,68 @@ def import_cmd(state: State, path: str, process: bool) -> None:
     click.echo(
         f"{len(messages)} messages read, {processed} processed now, {quarantined} quarantined"
     )
+
+
+@cli.group()
+def channels() -> None:
+    """Email channels."""
+
+
+@channels.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def channels_list(state: State, as_json: bool) -> None:
+    from tickets.models import Channel
+
+    with unit_of_work(state) as (session, app, _):
+        rows = [
+            {
+                "name": c.name,
+                "addresses": [a.address for a in c.addresses],
+                "enabled": c.enabled,
+                "inbound": ["smtp"] + (["imap"] if c.settings.get("imap") else []),
+                "verified_at": c.verified_at.isoformat() if c.verified_at else None,
+            }
+            for c in session.scalars(select(Channel).where(Channel.app_id == app.id))
+        ]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("name", "addresses", "inbound", "verified")
+    for r in rows:
+        table.add_row(
+            str(r["name"]),
+            ", ".join(r["addresses"]),  # type: ignore[arg-type]
+            "+".join(r["inbound"]),  # type: ignore[arg-type]
+            str(r["verified_at"] or "no"),
+        )
+    Console().print(table)
+
+
+@channels.command("imap-status")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def channels_imap_status(state: State, name: str, as_json: bool) -> None:
+    """Reconcile the mailbox with what was ingested: nothing may be silently skipped."""
+    from channels.email.imap import ImapError
+    from gateway.inbound import imap_pollers
+
+    pollers = imap_pollers(state.runtime(), lambda _id: None, channel=name)
+    if not pollers:
+        raise DomainError(f"no channel {name!r} with an IMAP account")
+    try:
+        result = pollers[0].reconcile()
+    except ImapError as exc:
+        raise DomainError(str(exc)) from None
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"{result['on_server']} on the server, {result['ingested']} ingested, "
+            f"{len(result['missing'])} missing"
+        )
+    if result["missing"]:
+        sys.exit(EXIT_USER_ERROR)

@@ -4,15 +4,19 @@ and the processing of one stored mail (called by the `process_inbound` actor and
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.email.imap import ImapAccount, ImapPoller
 from channels.email.parse import MessageRejected, ParseLimits
 from channels.email.process import ChannelRules, Processing, run_pipeline
 from channels.email.smtp import Route
+from gateway.config import ConfigError
 from gateway.runtime import Runtime
 from tickets import inbound as inbound_store
 from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState
@@ -126,3 +130,81 @@ def process_inbound(runtime: Runtime, inbound_id: int) -> Outcome | None:
         row.processed_at = now
         row.reason = result.outcome
         return Outcome(inbound_id, "processed", result.outcome or "")
+
+
+def _secret(env: str | None, file: str | None, what: str) -> str | None:
+    if env:
+        value = os.environ.get(env)
+        if value:
+            return value
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {file}: {exc.strerror}") from None
+    return None
+
+
+def imap_pollers(
+    runtime: Runtime, on_stored: Callable[[int], object], channel: str | None = None
+) -> list[ImapPoller]:
+    """One poller per channel with an `[apps.channels.imap]` section (or just `channel`)."""
+    routes = RouteTable(runtime)
+    pollers = []
+    for app_config in runtime.config.apps:
+        for channel_config in app_config.channels:
+            imap = channel_config.imap
+            if imap is None or (channel is not None and channel_config.name != channel):
+                continue
+            route = routes(channel_config.addresses[0])
+            where = f"apps.{app_config.name}.channels.{channel_config.name}.imap"
+            account = ImapAccount(
+                name=channel_config.name,
+                host=imap.host,
+                port=imap.port,
+                ssl=imap.ssl,
+                starttls=imap.starttls,
+                username=imap.username,
+                password=_secret(imap.password_env, imap.password_file, where),
+                oauth2_token=_secret(imap.oauth2_token_env, imap.oauth2_token_file, where),
+                folder=imap.folder,
+                processed_folder=imap.processed_folder,
+                backfill_days=imap.backfill_days,
+                poll_seconds=imap.poll_seconds,
+                idle=imap.idle,
+                app_id=route.app_id if route else None,
+                channel_id=route.channel_id if route else None,
+            )
+            pollers.append(_poller(runtime, account, on_stored))
+    return pollers
+
+
+def _poller(
+    runtime: Runtime, account: ImapAccount, on_stored: Callable[[int], object]
+) -> ImapPoller:
+    def stored_keys(prefix: str) -> set[str]:
+        with runtime.unit_of_work() as session:
+            return inbound_store.source_keys_stored(session, prefix)
+
+    def stored_hashes(shas: Sequence[str]) -> set[str]:
+        with runtime.unit_of_work() as session:
+            return set(
+                session.scalars(
+                    select(InboundMail.sha256).where(
+                        InboundMail.sha256.in_(list(shas)),
+                        InboundMail.source_key.startswith(f"imap:{account.name}:"),
+                    )
+                )
+            )
+
+    def notify(inbound_id: int) -> None:
+        on_stored(inbound_id)
+
+    return ImapPoller(
+        account,
+        lambda mails: store_batch(runtime, mails),
+        stored_keys,
+        stored_hashes,
+        notify,
+        runtime.clock,
+    )

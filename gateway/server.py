@@ -49,6 +49,7 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
     services = Services(runtime)
     if role in ("all", "ingress"):
         _start_smtp(services, actors.process_inbound.send)
+        _start_imap(services, actors.process_inbound.send)
     if role in ("all", "worker"):
         import dramatiq
 
@@ -111,6 +112,26 @@ def _start_smtp(services: Services, enqueue: Callable[[int], object]) -> None:
     controller.start()
     services.stops.append(("smtp", controller.stop))
     services.listening.append(f"smtp: {smtp.listen}" + (" (STARTTLS)" if context else ""))
+
+
+def _start_imap(services: Services, enqueue: Callable[[int], object]) -> None:
+    from gateway.inbound import imap_pollers
+
+    for poller in imap_pollers(services.runtime, enqueue):
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=poller.run, args=(stop,), name=f"imap-{poller.account.name}", daemon=True
+        )
+        thread.start()
+
+        def halt(stop: threading.Event = stop, thread: threading.Thread = thread) -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        services.stops.append((f"imap {poller.account.name}", halt))
+        services.listening.append(
+            f"imap: {poller.account.username} at {poller.account.where} ({poller.account.folder})"
+        )
 
 
 def run_forever(config: GatewayConfig, role: Role, echo: Callable[[str], None]) -> None:
