@@ -833,7 +833,7 @@ def import_cmd(state: State, path: str, process: bool) -> None:
         app_id = state.app(session).id
     messages = list(iter_messages(path))
     stored: list[int] = []
-    with Progress(transient=True) as progress:
+    with Progress(transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task("importing", total=len(messages))
         for start in range(0, len(messages), 100):
             chunk = messages[start : start + 100]

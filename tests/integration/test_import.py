@@ -1,0 +1,69 @@
+"""`gateway import`: mbox, maildir and a folder of .eml through the durable path; a re-run
+imports nothing twice."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import os
+import subprocess
+import sys
+from email.message import EmailMessage
+from pathlib import Path
+
+
+def make(i: int) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = f"person{i}@example.com"
+    msg["To"] = "support@localhost"
+    msg["Subject"] = f"Imported {i}"
+    msg["Message-ID"] = f"<import-{i}@example.com>"
+    msg.set_content(f"Old question {i}")
+    return msg
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_import_mbox_maildir_and_eml_folder_once(tmp_path):
+    mbox = mailbox.mbox(tmp_path / "old.mbox")
+    for i in range(3):
+        mbox.add(make(i))
+    mbox.flush()
+    maildir = mailbox.Maildir(tmp_path / "Maildir")
+    for i in range(3, 5):
+        maildir.add(make(i))
+    folder = tmp_path / "emls"
+    folder.mkdir()
+    for i in range(5, 7):
+        (folder / f"{i}.eml").write_bytes(make(i).as_bytes())
+
+    for path, count in (("old.mbox", 3), ("Maildir", 2), ("emls", 2)):
+        proc = run(tmp_path, "import", path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"{count} messages read, {count} processed now")
+    again = run(tmp_path, "import", "old.mbox")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("3 messages read, 0 processed now")
+
+    listed = json.loads(run(tmp_path, "conversations", "list", "--json").stdout)
+    assert sorted(c["subject"] for c in listed) == [f"Imported {i}" for i in range(7)]
+    status = json.loads(run(tmp_path, "status", "--json").stdout)
+    assert status["inbound"]["accepted"] == 7
+    assert status["inbound"]["processed"] == 7
+
+
+def test_import_of_a_missing_path_is_one_line(tmp_path):
+    proc = run(tmp_path, "import", "nowhere.mbox")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "gateway: nowhere.mbox: no such file or folder"
