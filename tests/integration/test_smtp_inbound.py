@@ -332,3 +332,25 @@ def test_asyncio_is_not_blocked_by_storage():
     finally:
         controller.stop()
         writer.close()
+
+
+def test_starttls_from_configured_certificate_files(tmp_path):
+    from tests.support.certs import make_self_signed_cert
+
+    cert = make_self_signed_cert(tmp_path / "tls")
+    config = make_config(tmp_path)
+    smtp = config.smtp.model_copy(
+        update={"tls_cert_file": str(cert.cert_path), "tls_key_file": str(cert.key_path)}
+    )
+    services = start(config.model_copy(update={"smtp": smtp}), "ingress")
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp_port(services)) as client:
+            client.ehlo()
+            assert client.has_extn("starttls")
+            client.starttls(context=cert.client_context())
+            client.ehlo()
+            client.send_message(mail())
+        [row] = inbound_rows(services)
+        assert row.state == InboundState.PENDING
+    finally:
+        services.stop()
