@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from email.errors import MessageError
-from email.header import decode_header
 from email.message import Message
 from email.utils import parseaddr
+
+from channels.email.headers import header_text
 
 __all__ = ["auto_reply_reason"]
 
@@ -99,31 +99,6 @@ _OOF_ANYWHERE_RE = re.compile(
 )
 
 
-def _header(msg: Message, name: str) -> str:
-    """A header as text, RFC 2047-decoded as far as possible; '' if absent.
-
-    Unknown charsets and raw 8-bit bytes (which compat32 returns as a Header object) are
-    decoded as UTF-8 with replacement rather than given up on, so patterns still match.
-    """
-    raw = msg.get(name)
-    if raw is None:
-        return ""
-    try:
-        chunks = decode_header(raw)
-    except (MessageError, LookupError, UnicodeError, ValueError, TypeError, AssertionError):
-        return str(raw)
-    out: list[str] = []
-    for data, charset in chunks:
-        if isinstance(data, str):
-            out.append(data)
-            continue
-        try:
-            out.append(data.decode(charset or "ascii", errors="replace"))
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            out.append(data.decode("utf-8", errors="replace"))
-    return "".join(out)
-
-
 def _has(msg: Message, name: str) -> bool:
     return msg.get(name) is not None
 
@@ -148,21 +123,21 @@ def auto_reply_reason(msg: Message, envelope_from: str | None = None) -> str | N
 
 
 def _reason(msg: Message, envelope_from: str | None) -> str | None:
-    auto_submitted = _header(msg, "Auto-Submitted").strip()
+    auto_submitted = header_text(msg, "Auto-Submitted").strip()
     if auto_submitted:
         keyword = auto_submitted.split(";", 1)[0].strip().lower()
         if keyword and keyword != "no":
             return f"Auto-Submitted: {keyword}"
 
     for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
-        if _has(msg, name) and _header(msg, name).strip().lower() not in ("no", "false", "0"):
+        if _has(msg, name) and header_text(msg, name).strip().lower() not in ("no", "false", "0"):
             return name
 
-    suppress = _header(msg, "X-Auto-Response-Suppress").lower()
+    suppress = header_text(msg, "X-Auto-Response-Suppress").lower()
     if _SUPPRESS_AUTO & {v.strip() for v in suppress.split(",")}:
         return "X-Auto-Response-Suppress"
 
-    precedence = _header(msg, "Precedence").strip().lower()
+    precedence = header_text(msg, "Precedence").strip().lower()
     if precedence in _PRECEDENCE_AUTO:
         return f"Precedence: {precedence}"
 
@@ -177,7 +152,7 @@ def _reason(msg: Message, envelope_from: str | None) -> str | None:
         if str(value).strip() == "<>":
             return "empty return path"
 
-    senders = [_header(msg, "From"), _header(msg, "Sender")]
+    senders = [header_text(msg, "From"), header_text(msg, "Sender")]
     if envelope_from:
         senders.append(envelope_from)
     for sender in senders:
@@ -187,7 +162,7 @@ def _reason(msg: Message, envelope_from: str | None) -> str | None:
         if _NOREPLY_RE.match(local):
             return "no-reply sender"
 
-    subject = unicodedata.normalize("NFC", " ".join(_header(msg, "Subject").split()))
+    subject = unicodedata.normalize("NFC", " ".join(header_text(msg, "Subject").split()))
     if _OOF_SUBJECT_RE.search(subject) or _OOF_ANYWHERE_RE.search(subject):
         return "out-of-office subject"
     return None

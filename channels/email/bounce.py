@@ -27,11 +27,11 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from email.errors import MessageError
-from email.header import decode_header
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
+
+from channels.email.headers import header_text
 
 __all__ = ["Bounce", "detect_bounce"]
 
@@ -71,31 +71,6 @@ _MESSAGE_ID_RE = re.compile(
 _DAEMON_LOCALPARTS = frozenset(
     {"mailer-daemon", "mailer_daemon", "mailerdaemon", "postmaster", "mail-daemon", "mdaemon"}
 )
-
-
-def _header(msg: Message, name: str) -> str:
-    """A header as text, RFC 2047-decoded as far as possible; '' if absent.
-
-    Unknown charsets and raw 8-bit bytes (which compat32 returns as a Header object) are
-    decoded as UTF-8 with replacement rather than given up on, so patterns still match.
-    """
-    raw = msg.get(name)
-    if raw is None:
-        return ""
-    try:
-        chunks = decode_header(raw)
-    except (MessageError, LookupError, UnicodeError, ValueError, TypeError, AssertionError):
-        return str(raw)
-    out: list[str] = []
-    for data, charset in chunks:
-        if isinstance(data, str):
-            out.append(data)
-            continue
-        try:
-            out.append(data.decode(charset or "ascii", errors="replace"))
-        except (LookupError, UnicodeError, ValueError, TypeError):
-            out.append(data.decode("utf-8", errors="replace"))
-    return "".join(out)
 
 
 def _raw_payload(part: Message) -> object:
@@ -208,11 +183,11 @@ def _sender_is_daemon(msg: Message) -> bool:
         if str(value).strip() in ("<>", ""):
             return True
     for name in ("From", "Sender"):
-        _, addr = parseaddr(_header(msg, name))
+        _, addr = parseaddr(header_text(msg, name))
         local = addr.rpartition("@")[0].lower() if "@" in addr else addr.lower()
         if local in _DAEMON_LOCALPARTS or local.startswith("microsoftexchange"):
             return True
-        display = _header(msg, name).lower()
+        display = header_text(msg, name).lower()
         if "mail delivery" in display or "mailer-daemon" in display:
             return True
     return False
@@ -232,12 +207,12 @@ def _original_message_id(msg: Message, text: str) -> str | None:
             elif isinstance(payload, str):
                 inner = HeaderParser().parsestr(_part_text(part))
             if inner is not None:
-                mid = _normalise_message_id(_header(inner, "Message-ID"))
+                mid = _normalise_message_id(header_text(inner, "Message-ID"))
                 if mid:
                     return mid
         elif ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
             headers = HeaderParser().parsestr(_part_text(part).lstrip())
-            mid = _normalise_message_id(_header(headers, "Message-ID"))
+            mid = _normalise_message_id(header_text(headers, "Message-ID"))
             if mid:
                 return mid
     # Non-MIME bounces quote the original below a separator; the bounce's own Message-ID is a
@@ -254,11 +229,11 @@ def _original_message_id(msg: Message, text: str) -> str | None:
     # report, and Gmail, Exchange and Exim thread the notice onto it.
     for report in _report_parts(msg):
         for block in _dsn_blocks(report)[:1]:
-            mid = _normalise_message_id(_header(block, "X-Original-Message-ID"))
+            mid = _normalise_message_id(header_text(block, "X-Original-Message-ID"))
             if mid:
                 return mid
     for name in ("In-Reply-To", "References"):
-        mid = _normalise_message_id(_header(msg, name))
+        mid = _normalise_message_id(header_text(msg, name))
         if mid:
             return mid
     return None
@@ -293,20 +268,20 @@ def _typed_address(value: str) -> str | None:
 def _parse_dsn(part: Message) -> list[_DsnRecipient]:
     recipients: list[_DsnRecipient] = []
     for block in _dsn_blocks(part):
-        final = _header(block, "Final-Recipient")
-        original = _header(block, "Original-Recipient")
+        final = header_text(block, "Final-Recipient")
+        original = header_text(block, "Original-Recipient")
         # Original-Recipient is the address we actually wrote to, before forwarding/aliasing.
         address = _typed_address(original) if original else None
         address = address or (_typed_address(final) if final else None)
         if not address:
             continue
-        status_match = _STATUS_RE.search(_header(block, "Status"))
-        diagnostic = _header(block, "Diagnostic-Code")
+        status_match = _STATUS_RE.search(header_text(block, "Status"))
+        diagnostic = header_text(block, "Diagnostic-Code")
         _, sep, rest = diagnostic.partition(";")
         recipients.append(
             _DsnRecipient(
                 address=address,
-                action=_header(block, "Action").strip().lower(),
+                action=header_text(block, "Action").strip().lower(),
                 status=status_match.group(0) if status_match else "",
                 diagnostic=_short(rest if sep else diagnostic),
             )
@@ -600,7 +575,7 @@ def _parse_generic(notice: str, msg: Message) -> _FreeText | None:
         return None
     ours: set[str] = set()
     for name in ("To", "Cc", "From", "Sender", "Reply-To"):
-        for _, own in getaddresses([_header(msg, name)]):
+        for _, own in getaddresses([header_text(msg, name)]):
             if own:
                 ours.add(own.lower())
     candidates: list[str] = []
@@ -624,7 +599,7 @@ def _parse_generic(notice: str, msg: Message) -> _FreeText | None:
 
 def _fingerprint(msg: Message, text: str) -> str | None:
     """The MTA/provider a DSN comes from, when it shows; None for an anonymous RFC 3464."""
-    sender = (_header(msg, "From") + " " + _header(msg, "Return-Path")).lower()
+    sender = (header_text(msg, "From") + " " + header_text(msg, "Return-Path")).lower()
     blob = text[:20_000]
     if (
         # Not the X-MS-Exchange-Organization-* headers: any mail fetched from an Exchange
@@ -678,7 +653,7 @@ def detect_bounce(msg: Message) -> Bounce | None:
 
 def _detect(msg: Message) -> Bounce | None:
     text = _notification_text(msg)
-    subject = _header(msg, "Subject")
+    subject = header_text(msg, "Subject")
 
     reports = _report_parts(msg)
     if reports or _is_dsn_report(msg):
@@ -706,7 +681,7 @@ def _detect(msg: Message) -> Bounce | None:
     if generic is None:
         # Exim and Gmail name the failed addresses in a header even when the text is
         # localised or customised beyond recognition.
-        failed = [a for _, a in getaddresses([_header(msg, "X-Failed-Recipients")])]
+        failed = [a for _, a in getaddresses([header_text(msg, "X-Failed-Recipients")])]
         addrs = [c for c in map(_clean_addr, failed) if c]
         if addrs:
             generic = (addrs, _diagnostic_from(notice))

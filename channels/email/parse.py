@@ -14,7 +14,6 @@ import email.policy
 import email.utils
 import re
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
 
@@ -23,6 +22,7 @@ import nh3
 
 from channels.email.autoreply import auto_reply_reason
 from channels.email.bounce import Bounce, detect_bounce
+from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -109,25 +109,6 @@ class ParsedMail:
             ],
             "defects": list(self.defects),
         }
-
-
-def decode_words(value: str | None) -> str:
-    """RFC 2047 encoded words to text; undecodable bytes become replacement characters."""
-    if not value:
-        return ""
-    try:
-        return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError):
-        parts = []
-        for chunk, charset in decode_header(value):
-            if isinstance(chunk, bytes):
-                try:
-                    parts.append(chunk.decode(charset or "ascii", "replace"))
-                except LookupError:
-                    parts.append(chunk.decode("utf-8", "replace"))
-            else:
-                parts.append(chunk)
-        return "".join(parts)
 
 
 def message_ids(value: str | None) -> tuple[str, ...]:
