@@ -71,12 +71,6 @@ class Runtime:
                 )
                 _sync_channels(session, app, app_config, now)
 
-    def app_names(self) -> list[str]:
-        return [a.name for a in self.config.apps]
-
-    def app_config(self, name: str) -> AppConfig | None:
-        return next((a for a in self.config.apps if a.name == name), None)
-
     def close(self) -> None:
         self.engine.dispose()
 

@@ -81,7 +81,7 @@ def _start_smtp(services: Services, enqueue: Callable[[int], object]) -> None:
 
     runtime = services.runtime
     smtp = runtime.config.smtp
-    writer = BatchWriter(lambda mails: store_batch(runtime, mails))
+    writer = BatchWriter(lambda mails: store_batch(runtime, mails), on_stored=enqueue)
     services.stops.append(("smtp batch writer", writer.close))
     limits = SmtpLimits(
         max_message_bytes=smtp.max_message_bytes,
@@ -92,14 +92,7 @@ def _start_smtp(services: Services, enqueue: Callable[[int], object]) -> None:
         max_connections_per_peer=smtp.max_connections_per_peer,
     )
 
-    def on_stored(inbound_id: int) -> None:
-        try:
-            enqueue(inbound_id)
-        except Exception:
-            # The row is committed; the scheduler sweep will enqueue it instead.
-            log.exception("enqueueing inbound %s failed", inbound_id)
-
-    handler = InboundHandler(RouteTable(runtime), writer, limits, on_stored)
+    handler = InboundHandler(RouteTable(runtime), writer, limits)
     host, _, port = smtp.listen.rpartition(":")
     context = (
         tls_context(smtp.tls_cert_file, smtp.tls_key_file)

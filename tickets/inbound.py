@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tickets.errors import NotAllowed, NotFound
@@ -141,8 +141,3 @@ def pending_ids(session: Session, older_than: dt.datetime, limit: int) -> Sequen
         .order_by(InboundMail.id)
         .limit(limit)
     ).all()
-
-
-def count_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(select(InboundMail.state, func.count()).group_by(InboundMail.state))
-    return {state.value: n for state, n in rows}

@@ -62,8 +62,15 @@ class BatchWriter:
     DATA command gets its row id (or the exception) only after that.
     """
 
-    def __init__(self, store_batch: StoreBatch, *, max_batch: int = 200) -> None:
+    def __init__(
+        self,
+        store_batch: StoreBatch,
+        *,
+        max_batch: int = 200,
+        on_stored: Callable[[int], object] = lambda _id: None,
+    ) -> None:
         self._store_batch = store_batch
+        self._on_stored = on_stored
         self._max_batch = max_batch
         self._queue: queue.Queue[tuple[IncomingMail, Future[int]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="smtp-batch-writer", daemon=True)
@@ -98,6 +105,13 @@ class BatchWriter:
                 continue
             for (_, future), row_id in zip(batch, ids, strict=True):
                 future.set_result(row_id)
+            # Enqueueing may block on a broker round trip: done here, never on the event loop.
+            for row_id in ids:
+                try:
+                    self._on_stored(row_id)
+                except Exception:
+                    # The row is committed; the scheduler sweep will enqueue it instead.
+                    log.exception("handing on inbound %s failed", row_id)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -123,12 +137,10 @@ class InboundHandler:
         routes: Callable[[str], Route | None],
         writer: BatchWriter,
         limits: SmtpLimits,
-        on_stored: Callable[[int], None] = lambda _id: None,
     ) -> None:
         self.routes = routes
         self.writer = writer
         self.limits = limits
-        self.on_stored = on_stored
 
     async def handle_RCPT(
         self,
@@ -176,10 +188,9 @@ class InboundHandler:
             channel_id=route.channel_id,
         )
         try:
-            row_id = await asyncio.wrap_future(self.writer.submit(mail))
+            await asyncio.wrap_future(self.writer.submit(mail))
         except Exception:  # noqa: BLE001 - any storage failure is a temporary one for the sender
             return "451 4.3.0 Could not store the message, please try again later"
-        self.on_stored(row_id)
         return "250 2.0.0 OK: queued"
 
 
