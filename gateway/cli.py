@@ -210,7 +210,7 @@ def config_group() -> None:
 def config_check(state: State) -> None:
     """Validate the config file; one line naming the key and the problem if it is invalid."""
     config = state.config
-    config.secret_key()
+    config.keyring()
     source = state.config_path or "embedded default"
     apps = ", ".join(a.name for a in config.apps) or "none"
     click.echo(f"config ok ({source}): apps {apps}")

@@ -7,6 +7,7 @@ file: it names the environment variable (or file) that holds them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import tomllib
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from channels.email.tokens import Keyring
 from tickets.business_time import Calendar, parse_duration
 
 
@@ -207,6 +209,10 @@ class GatewayConfig(_Section):
     broker_url: str = "stub://"
     secret_key_env: str = "GATEWAY_SECRET_KEY"  # noqa: S105 - the name of a variable
     secret_key_file: str | None = None
+    # Keys that still verify reply tokens but no longer sign them; drop one to retire it.
+    previous_secret_key_envs: list[str] = []
+    previous_secret_key_files: list[str] = []
+    agent_token_ttl: str = "30d"  # noqa: S105 - a duration
     worker_threads: int = Field(default=4, gt=0)
     sweep_seconds: float = Field(default=5.0, gt=0)
     smtp: SmtpConfig = SmtpConfig()
@@ -215,6 +221,12 @@ class GatewayConfig(_Section):
     limits: LimitsConfig = LimitsConfig()
     outbound: OutboundConfig = OutboundConfig()
     apps: list[AppConfig] = []
+
+    @field_validator("agent_token_ttl")
+    @classmethod
+    def _check_ttl(cls, v: str) -> str:
+        parse_duration(v)
+        return v
 
     @field_validator("broker_url")
     @classmethod
@@ -280,6 +292,34 @@ class GatewayConfig(_Section):
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
+
+    def previous_secret_keys(self) -> list[bytes]:
+        """Keys of earlier rotations, each from its variable or file; all must be present."""
+        keys = []
+        for name in self.previous_secret_key_envs:
+            value = os.environ.get(name)
+            if not value:
+                raise ConfigError(f"previous_secret_key_envs: {name} is not set")
+            keys.append(value.encode())
+        for file in self.previous_secret_key_files:
+            try:
+                keys.append(Path(file).read_text().strip().encode())
+            except OSError as exc:
+                raise ConfigError(
+                    f"previous_secret_key_files: cannot read {file}: {exc.strerror}"
+                ) from exc
+        return keys
+
+    def keyring(self) -> Keyring:
+        """The reply-token keyring: the current key signs, previous keys still verify."""
+        try:
+            return Keyring(self.secret_key(), self.previous_secret_keys())
+        except ValueError as exc:
+            raise ConfigError(f"secret keys: {exc}") from None
+
+    @property
+    def agent_token_lifetime(self) -> dt.timedelta:
+        return parse_duration(self.agent_token_ttl)
 
 
 def embedded_default() -> GatewayConfig:
