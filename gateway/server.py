@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gateway.broker import setup_broker
-from gateway.config import GatewayConfig
+from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
     if role in ("all", "ingress"):
         _start_smtp(services, actors.process_inbound.send)
         _start_imap(services, actors.process_inbound.send)
+        _start_http(services)
     if role in ("all", "worker"):
         import dramatiq
 
@@ -125,6 +126,20 @@ def _start_imap(services: Services, enqueue: Callable[[int], object]) -> None:
         services.listening.append(
             f"imap: {poller.account.username} at {poller.account.where} ({poller.account.folder})"
         )
+
+
+def _start_http(services: Services) -> None:
+    from gateway.http.app import create_app
+    from gateway.http.server import HttpError, HttpServer
+
+    try:
+        server = HttpServer(create_app(services.runtime), services.runtime.config.http.listen)
+        server.start()
+    except HttpError as exc:
+        services.stop()  # what started before must not keep the process alive
+        raise ConfigError(f"http.listen: {exc}") from None
+    services.stops.append(("http", server.stop))
+    services.listening.append(f"http: {server.url}")
 
 
 def run_forever(config: GatewayConfig, role: Role, echo: Callable[[str], None]) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.serve import clean_env, serve_process, stop_cleanly
+
 PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
 
 
@@ -179,26 +181,10 @@ def test_cli_on_postgresql(gw, tmp_path):
 
 
 def test_serve_starts_and_stops_on_sigterm(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    env = clean_env(GATEWAY_DATA_DIR=str(tmp_path / "data"))
+    with serve_process(["serve"], cwd=tmp_path, env=env) as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "running" in first, first + (proc.stderr.read() if proc.poll() is not None else "")
-        proc.terminate()
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    assert "stopped" in out
-    assert "Traceback" not in err
+        stop_cleanly(proc)
     assert (tmp_path / "data" / "gateway.db").exists()

@@ -80,6 +80,7 @@ def test_sigkill_mid_load_loses_nothing_and_doubles_nothing(tmp_path, database):
     config.write_text(
         f'database_url = "{db_url}"\ndata_dir = "{tmp_path}"\nsweep_seconds = 1.0\n'
         f'[smtp]\nlisten = "127.0.0.1:{port}"\n'
+        '[http]\nlisten = "127.0.0.1:0"\n'
         '[[apps]]\nname = "demo"\nbrand = "Demo"\n'
         '[[apps.channels]]\nname = "support"\naddresses = ["support@localhost"]\n'
     )

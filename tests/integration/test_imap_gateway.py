@@ -26,6 +26,7 @@ def config_toml(tmp_path, dovecot: Dovecot) -> str:
         f'database_url = "sqlite:///{tmp_path / "gw.db"}"\ndata_dir = "{tmp_path}"\n'
         "sweep_seconds = 0.5\n"
         f'[smtp]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[http]\nlisten = "127.0.0.1:0"\n'
         '[[apps]]\nname = "demo"\nbrand = "Demo"\n'
         '[[apps.channels]]\nname = "support"\naddresses = ["support@example.test"]\n'
         f'[apps.channels.imap]\nhost = "{dovecot.host}"\nport = {dovecot.port}\nssl = false\n'

@@ -37,6 +37,7 @@ def make_config(tmp_path: Path, **limits: int) -> GatewayConfig:
             "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
             "data_dir": str(tmp_path),
             "smtp": smtp,
+            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
             "sweep_seconds": 0.5,
             "worker_threads": 2,
         }

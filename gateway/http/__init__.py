@@ -1,0 +1,1 @@
+"""The gateway's HTTP side: one FastAPI app (agent API, admin API, widget, health, metrics)."""

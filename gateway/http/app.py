@@ -1,0 +1,41 @@
+"""The HTTP application: `create_app(runtime)` builds the FastAPI app `gateway serve` runs.
+
+Each area keeps its routes in its own module with an `APIRouter` named `router`; adding an area
+is one import and one `include_router` line below. Handlers are thin: they take the runtime from
+`deps`, open a unit of work, call a service and shape the answer with `gateway.views`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gateway.runtime import Runtime
+from tickets.errors import DomainError, InvalidValue, NotAllowed, NotFound
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Support email gateway",
+        version="1",
+        description="Agent and admin API of the support email gateway.",
+    )
+    app.state.runtime = runtime
+    _add_error_handlers(app)
+
+    from gateway.http import health
+
+    app.include_router(health.router)
+    return app
+
+
+_STATUS = {NotFound: 404, NotAllowed: 403, InvalidValue: 400}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    # A refusal from the domain is the caller's mistake: a 4xx with the domain's own message.
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    app.add_exception_handler(DomainError, domain_error)
