@@ -26,6 +26,8 @@ from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
 
 _MSGID = re.compile(r"<[^<>\s]+>")
+# `cid:` keeps inline images pointing at their attachment; everything else is nh3's default.
+_HTML_URL_SCHEMES = nh3.ALLOWED_URL_SCHEMES | {"cid"}
 
 
 class MessageRejected(Exception):
@@ -165,7 +167,11 @@ def _bodies(
             continue
         disposition = (part.get_content_disposition() or "").lower()
         filename = part.get_filename()
-        if disposition != "attachment" and not filename:
+        cid = part.get("Content-ID")
+        # An inline image often has only a Content-ID (no file name): the HTML shows it by
+        # `cid:`, so it is kept with the message like any attachment.
+        is_body = part.get_content_type() in ("text/plain", "text/html")
+        if disposition != "attachment" and not filename and not (cid and not is_body):
             continue
         content = _decoded_payload(part)
         if content is None:
@@ -176,14 +182,13 @@ def _bodies(
                 f"attachment {filename!r} over {limits.max_attachment_bytes} bytes dropped"
             )
             continue
-        cid = part.get("Content-ID")
         attachments.append(
             ParsedAttachment(
                 filename=_safe_filename(filename, index),
                 content_type=part.get_content_type(),
                 content=content,
-                content_id=cid.strip() if cid else None,
-                inline=disposition == "inline",
+                content_id=str(cid).strip() if cid else None,
+                inline=disposition == "inline" or (bool(cid) and disposition != "attachment"),
             )
         )
     return text, html, attachments, defects
@@ -230,7 +235,7 @@ def parse_message(
     text, html, attachments, defects = _bodies(raw, msg, limits)
     defects.extend(type(d).__name__ for d in msg.defects)
     text = text.replace("\r\n", "\n")
-    clean_html = nh3.clean(html) if html else None
+    clean_html = nh3.clean(html, url_schemes=_HTML_URL_SCHEMES) if html else None
     if not text.strip() and html:
         text = html_to_text(html)
     from_name, from_address = email.utils.parseaddr(decode_words(msg.get("From")))
@@ -242,6 +247,10 @@ def parse_message(
                 date = date.replace(tzinfo=dt.UTC)
         except (TypeError, ValueError, IndexError):
             defects.append("unparseable Date header")
+    subject = " ".join(decode_words(msg.get("Subject")).split())
+    for name, value in (("Subject", subject), ("From", from_name)):
+        if "\ufffd" in value:
+            defects.append(f"undecodable characters in {name}")
     ids = message_ids(msg.get("Message-ID"))
     in_reply_to = message_ids(msg.get("In-Reply-To"))
     spam_flag = (msg.get("X-Spam-Flag") or "").strip().lower() == "yes" or (
@@ -255,7 +264,7 @@ def parse_message(
         from_address=from_address.strip().lower(),
         to=_addresses(msg, "To"),
         cc=_addresses(msg, "Cc"),
-        subject=" ".join(decode_words(msg.get("Subject")).split()),
+        subject=subject,
         date=date,
         text=text,
         html=clean_html,

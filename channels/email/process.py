@@ -13,10 +13,12 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from channels.email.bounce import Bounce
 from channels.email.parse import ParsedMail, ParseLimits, parse_message
 from tickets import services
 from tickets.models import (
@@ -27,6 +29,7 @@ from tickets.models import (
     CustomerAddress,
     InboundMail,
     Message,
+    Outbox,
     ThreadRef,
     Via,
 )
@@ -60,6 +63,8 @@ class Processing:
     message: Message | None = None
     outcome: str | None = None  # set by a step that ends the pipeline
     duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
+    # Extra flags a step wants stored on the message (agents see them); merged by step_store.
+    flags: dict[str, Any] = field(default_factory=dict)
 
 
 def normalized_subject(subject: str) -> str:
@@ -98,14 +103,7 @@ def step_bounce(p: Processing) -> None:
     notes: list[str] = []
     conversation: Conversation | None = None
     if bounce.original_message_id:
-        ref = _ref(p.session, p.app.id, bounce.original_message_id)
-        if ref is not None:
-            conversation = p.session.get(Conversation, ref.conversation_id)
-            if ref.message_id is not None and bounce.permanent:
-                message = p.session.get(Message, ref.message_id)
-                if message is not None:
-                    message.delivery_state = "bounced"
-                    message.delivery_error = bounce.diagnostic or "bounced"
+        conversation = _mark_not_delivered(p, bounce.original_message_id, bounce)
     if bounce.permanent:
         for address in bounce.recipients:
             row = p.session.scalar(
@@ -137,6 +135,28 @@ def step_spam(p: Processing) -> None:
     assert p.parsed
     if p.parsed.spam:
         raise SpamFlagged("flagged as spam by the upstream filter")
+
+
+def _mark_not_delivered(p: Processing, message_id: str, bounce: Bounce) -> Conversation | None:
+    """The conversation the bounced email belonged to; a permanent failure marks every message
+    that email carried (an outbox row can carry several replies) as not delivered."""
+    outbox = p.session.scalar(
+        select(Outbox).where(Outbox.app_id == p.app.id, Outbox.message_id_header == message_id)
+    )
+    ref = _ref(p.session, p.app.id, message_id)
+    carried: list[int] = []
+    if outbox is not None:
+        carried = [int(i) for i in outbox.message_ids or ()]
+    elif ref is not None and ref.message_id is not None:
+        carried = [ref.message_id]
+    if bounce.permanent:
+        for message in p.session.scalars(select(Message).where(Message.id.in_(carried))):
+            message.delivery_state = "bounced"
+            message.delivery_error = bounce.diagnostic or "bounced"
+    conversation_id = outbox.conversation_id if outbox is not None else None
+    if conversation_id is None and ref is not None:
+        conversation_id = ref.conversation_id
+    return p.session.get(Conversation, conversation_id) if conversation_id else None
 
 
 class SpamFlagged(Exception):
@@ -179,7 +199,8 @@ def step_thread(p: Processing) -> None:
     """Find the conversation: In-Reply-To, then References, then same sender and subject.
 
     A header match is accepted only for the conversation's own customer: a forwarded thread
-    answered by someone else starts that person's own conversation instead of merging.
+    answered by someone else starts that person's own conversation instead of merging, with a
+    pointer to the thread it answered so an agent can link the two by hand.
     """
     assert p.parsed
     sender = p.parsed.from_address
@@ -190,10 +211,15 @@ def step_thread(p: Processing) -> None:
         if ref is None:
             continue
         conversation = p.session.get(Conversation, ref.conversation_id)
-        if conversation is not None and _owns(conversation, sender):
-            p.conversation = conversation
-            p.rule = "in-reply-to" if mid == p.parsed.in_reply_to else "references"
-            return
+        if conversation is None:
+            continue
+        if not _owns(conversation, sender):
+            p.flags.setdefault("answers_conversation_of_someone_else", conversation.id)
+            continue
+        p.conversation = conversation
+        p.rule = "in-reply-to" if mid == p.parsed.in_reply_to else "references"
+        _flag_new_topic(p, conversation)
+        return
     if p.rules.subject_threading and p.parsed.subject:
         wanted = normalized_subject(p.parsed.subject)
         since = p.now - dt.timedelta(days=p.rules.subject_threading_days)
@@ -213,6 +239,17 @@ def step_thread(p: Processing) -> None:
                     p.conversation, p.rule = conversation, "same sender and subject"
                     return
     p.rule = "new conversation"
+
+
+def _flag_new_topic(p: Processing, conversation: Conversation) -> None:
+    """People answer an old mail to ask something new; a changed subject under a header match
+    is the sign. The mail still threads (the headers are the stronger evidence), but agents see
+    the flag and can split it off."""
+    assert p.parsed
+    new = normalized_subject(p.parsed.subject)
+    old = normalized_subject(conversation.subject)
+    if new and old and new not in old and old not in new:
+        p.flags["possible_new_topic"] = {"previous_subject": conversation.subject}
 
 
 def _owns(conversation: Conversation, address: str) -> bool:
@@ -237,6 +274,7 @@ def step_store(p: Processing) -> None:
                 "defects": list(parsed.defects) or None,
                 "duplicate_message_id": p.duplicate_message_id,
                 "thread_rule": p.rule,
+                **p.flags,
             }.items()
             if v
         },
