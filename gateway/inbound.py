@@ -60,12 +60,13 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         max_mime_parts=limits.max_mime_parts,
         max_attachment_bytes=limits.max_attachment_bytes,
     )
-    own = {
-        address.rpartition("@")[2]
+    addresses = {
+        address.lower()
         for app in runtime.config.apps
         for channel in app.channels
         for address in channel.addresses
     }
+    own = {address.rpartition("@")[2] for address in addresses}
     settings = {}
     if row.channel_id is not None:
         channel = session.get(Channel, row.channel_id)
@@ -75,6 +76,8 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         subject_threading=bool(settings.get("subject_threading", True)),
         subject_threading_days=int(settings.get("subject_threading_days", 14)),
         limits=parse_limits,
+        channel_addresses=frozenset(addresses),
+        keyring=runtime.keyring,
     )
 
 

@@ -10,10 +10,12 @@ import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from channels.email.tokens import Keyring
 from gateway.config import AppConfig, GatewayConfig
 from gateway.db import make_engine, session_factory, upgrade, utcnow
 from tickets import services
@@ -34,6 +36,11 @@ class Runtime:
             runtime.migrate()
         runtime.sync_config()
         return runtime
+
+    @cached_property
+    def keyring(self) -> Keyring:
+        """Read once: processing verifies a reply token per message."""
+        return self.config.keyring()
 
     def clock(self) -> dt.datetime:
         return utcnow()

@@ -19,7 +19,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from channels.email.bounce import Bounce
-from channels.email.parse import ParsedMail, ParseLimits, parse_message
+from channels.email.parse import MessageRejected, ParsedMail, ParseLimits, parse_message
+from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
 from tickets import services
 from tickets.models import (
     App,
@@ -48,6 +49,10 @@ class ChannelRules:
     subject_threading: bool = True
     subject_threading_days: int = 14
     limits: ParseLimits = field(default_factory=ParseLimits)
+    # Threading rule 1: the channel addresses a reply token can be attached to (`local+token@`)
+    # and the keyring that verifies it. Without a keyring, rule 1 is off.
+    channel_addresses: frozenset[str] = frozenset()
+    keyring: Keyring | None = None
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Processing:
     message: Message | None = None
     outcome: str | None = None  # set by a step that ends the pipeline
     duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
+    token: CustomerToken | AgentToken | None = None  # a verified reply token (rule 1)
     # Extra flags a step wants stored on the message (agents see them); merged by step_store.
     flags: dict[str, Any] = field(default_factory=dict)
 
@@ -195,6 +201,47 @@ def step_dedupe(p: Processing) -> None:
         p.duplicate_message_id = True
 
 
+def step_reply_token(p: Processing) -> None:
+    """Threading rule 1: a signed token in a recipient address (envelope first, then To, Cc).
+
+    A token that does not verify is ignored (flagged): a customer's mail must still thread by
+    its headers, and a forged token must not route anything anywhere.
+    """
+    assert p.parsed
+    if p.rules.keyring is None:
+        return
+    recipients = [*map(str, p.row.envelope_to or ()), *p.parsed.to, *p.parsed.cc]
+    text = find_token(recipients, p.rules.channel_addresses)
+    if text is None:
+        return
+    try:
+        token = p.rules.keyring.verify(text)
+    except TokenError as exc:
+        p.flags["reply_token_rejected"] = exc.reason
+        return
+    if token.app_id != p.app.id:
+        p.flags["reply_token_rejected"] = "other-app"  # noqa: S105 - a reason code
+        return
+    p.token = token
+
+
+class AgentReplyUnhandled(MessageRejected):
+    """Mail to an agent's reply address while no agent-reply step is installed: quarantined, so
+    it can be reprocessed once one is, and never shown to a customer as their message."""
+
+
+def step_agent_reply(p: Processing) -> None:
+    """The hook for replies by agents from their mail client (an agent token in the address).
+
+    The agent-reply path replaces this step in PIPELINE; it must end the pipeline (set
+    `p.outcome`) or raise, since what follows treats the sender as a customer.
+    """
+    if isinstance(p.token, AgentToken):
+        raise AgentReplyUnhandled(
+            f"reply by email to agent reply address (conversation {p.token.conversation_id})"
+        )
+
+
 def step_thread(p: Processing) -> None:
     """Find the conversation: In-Reply-To, then References, then same sender and subject.
 
@@ -204,6 +251,19 @@ def step_thread(p: Processing) -> None:
     """
     assert p.parsed
     sender = p.parsed.from_address
+    if isinstance(p.token, CustomerToken):
+        conversation = p.session.get(Conversation, p.token.conversation_id)
+        if (
+            conversation is not None
+            and conversation.app_id == p.app.id
+            and conversation.customer_id == p.token.customer_id
+            and _owns(conversation, sender)
+        ):
+            p.conversation, p.rule = conversation, "reply token"
+            _flag_new_topic(p, conversation)
+            return
+        if conversation is not None:
+            p.flags.setdefault("answers_conversation_of_someone_else", conversation.id)
     candidates = [p.parsed.in_reply_to] if p.parsed.in_reply_to else []
     candidates += list(reversed(p.parsed.references))
     for mid in candidates:
@@ -341,6 +401,8 @@ PIPELINE: tuple[Step, ...] = (
     ("bounce", step_bounce),
     ("spam", step_spam),
     ("dedupe", step_dedupe),
+    ("reply-token", step_reply_token),
+    ("agent-reply", step_agent_reply),
     ("thread", step_thread),
     ("store", step_store),
 )

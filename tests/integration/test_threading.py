@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from channels.email.process import ChannelRules, Processing, run_pipeline
+from channels.email.process import AgentReplyUnhandled, ChannelRules, Processing, run_pipeline
+from channels.email.tokens import AgentToken, CustomerToken, Keyring, reply_address
 from tickets import services
 from tickets.inbound import IncomingMail, store_incoming
 from tickets.models import (
@@ -423,3 +424,92 @@ def test_our_own_mail_coming_back_is_not_stored(session, app, now):
     assert p.message is None and p.outcome == "dropped our own mail (Message-ID domain)"
     looped = mail("a@example.com", "Hi", "x", message_id="<y@example.com>", X_Gateway_Loop="1")
     assert deliver(session, app, looped, now).outcome == "dropped our own mail (X-Gateway-Loop)"
+
+
+KEYRING = Keyring(b"a test key that is long enough to sign tokens")
+TOKEN_RULES = ChannelRules(
+    own_domains=RULES.own_domains,
+    channel_addresses=frozenset({"support@acme-help.example"}),
+    keyring=KEYRING,
+)
+
+
+def to_token_address(raw: bytes, token: CustomerToken | AgentToken) -> bytes:
+    address = reply_address("support@acme-help.example", KEYRING.sign(token))
+    return raw.replace(b"To: support@acme-help.example", f"To: {address}".encode(), 1)
+
+
+def customer_token(p: Processing) -> CustomerToken:
+    assert p.conversation is not None
+    return CustomerToken(p.conversation.app_id, p.conversation.id, p.conversation.customer_id)
+
+
+def test_customer_reply_token_threads_without_any_header(session, app, now, first):
+    raw = mail(
+        "Carol <carol@example.com>",
+        "Re: Parcel never arrived",
+        "My client drops the headers.",
+        message_id="<carol-2@example.com>",
+    )
+    p = deliver(session, app, to_token_address(raw, customer_token(first)), later(now), TOKEN_RULES)
+    assert p.conversation is first.conversation and p.rule == "reply token"
+
+
+def test_reply_token_in_the_envelope_only(session, app, now, first):
+    raw = mail("carol@example.com", "Parcel?", "Forwarded by my MTA.", message_id="<c-3@ex.com>")
+    [row_id] = store_incoming(
+        session,
+        [
+            IncomingMail(
+                raw=raw,
+                source="smtp",
+                app_id=app.id,
+                envelope_to=[
+                    reply_address("support@acme-help.example", KEYRING.sign(customer_token(first)))
+                ],
+            )
+        ],
+        later(now),
+    )
+    row = session.get(InboundMail, row_id)
+    assert row is not None
+    p = run_pipeline(session, row, app, TOKEN_RULES, later(now))
+    assert p.conversation is first.conversation and p.rule == "reply token"
+
+
+def test_customer_token_used_by_someone_else_does_not_merge(session, app, now, first):
+    raw = mail("dave@example.org", "Re: Parcel", "Hi, Dave here.", message_id="<dave-1@ex.org>")
+    p = deliver(session, app, to_token_address(raw, customer_token(first)), later(now), TOKEN_RULES)
+    assert p.rule == "new conversation" and p.conversation is not first.conversation
+    assert p.message is not None
+    assert first.conversation is not None
+    assert p.message.flags["answers_conversation_of_someone_else"] == first.conversation.id
+
+
+def test_forged_token_is_ignored_and_headers_still_thread(session, app, now, first):
+    signed = KEYRING.sign(customer_token(first))
+    # One character changed inside the token: the signature no longer matches.
+    tampered = signed[:10] + ("c" if signed[10] != "c" else "d") + signed[11:]
+    forged = reply_address("support@acme-help.example", tampered)
+    raw = mail(
+        "carol@example.com",
+        "Re: Parcel never arrived",
+        "Reply.",
+        message_id="<carol-2@example.com>",
+        in_reply_to=OURS,
+    ).replace(b"To: support@acme-help.example", f"To: {forged}".encode(), 1)
+    p = deliver(session, app, raw, later(now), TOKEN_RULES)
+    assert p.conversation is first.conversation and p.rule == "in-reply-to"
+    assert p.message is not None and p.message.flags["reply_token_rejected"] == "bad-signature"
+
+
+def test_agent_token_never_becomes_a_customer_message(session, app, now, first):
+    assert first.conversation is not None
+    agent = services.find_agent(session, app, "agent@acme-help.example")
+    token = AgentToken(app.id, first.conversation.id, agent.id, "reply", later(now, 600))
+    raw = mail("agent@acme-help.example", "Re: Parcel", "On its way.", message_id="<ag-1@ex>")
+    before = len(first.conversation.messages)
+    with pytest.raises(AgentReplyUnhandled, match="agent reply address"):
+        deliver(session, app, to_token_address(raw, token), later(now), TOKEN_RULES)
+    session.refresh(first.conversation)
+    assert len(first.conversation.messages) == before
