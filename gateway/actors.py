@@ -59,3 +59,31 @@ def wake_snoozed(conversation_id: int) -> None:
             return
         services.unsnooze(session, conversation, services.SYSTEM, now, reason="snooze ended")
     log.info("conversation %s woke from snooze", conversation_id)
+
+
+@dramatiq.actor(queue_name="timers", max_retries=5)
+def fire_sla_timer(timer_id: int) -> None:
+    """Record the warning or the breach of one SLA timer; a no-op if neither is due any more."""
+    from gateway.background import fire_timer
+
+    fired = fire_timer(current_runtime(), timer_id)
+    if fired:
+        log.info("sla timer %s: %s", timer_id, fired)
+
+
+@dramatiq.actor(queue_name="checks", max_retries=5)
+def check_email(ticket_id: int) -> None:
+    """The convert-time email check of one ticket; a no-op once its result is stored."""
+    from gateway.background import run_email_check
+
+    result = run_email_check(current_runtime(), ticket_id)
+    if result is not None:
+        log.info("ticket %s email check: %s", ticket_id, "ok" if result["ok"] else "warning")
+
+
+@dramatiq.actor(queue_name="checks", max_retries=3)
+def summarize_ticket(ticket_id: int) -> None:
+    """Title and summary of one ticket; a no-op unless a refresh is due."""
+    from gateway.background import run_summary
+
+    run_summary(current_runtime(), ticket_id)

@@ -452,7 +452,13 @@ def convert(
             assignee=assignee_agent,
             category=category,
         )
-        number, check = ticket.number, ticket.email_check
+        number, ticket_id = ticket.number, ticket.id
+    # A one-shot command has no worker to wait for: run the check (and the first summary) here.
+    # The conversion is committed already; whatever fails below, the sweep does it later.
+    from gateway.background import run_email_check, run_summary
+
+    check = run_email_check(state.runtime(), ticket_id)
+    run_summary(state.runtime(), ticket_id)
     click.echo(f"conversation {conversation_id} converted: ticket #{number}")
     if check and not check.get("ok"):
         click.echo(f"warning: {check['reason']} ({check.get('setup_url')})")

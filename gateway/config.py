@@ -107,6 +107,30 @@ class OutboundConfig(_Section):
         return v
 
 
+class EmailCheckConfig(_Section):
+    # Off by default: a DNS lookup at every conversion is a network dependency many sites lack.
+    mx_lookup: bool = False
+    mx_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+
+
+class SummarizerConfig(_Section):
+    provider: Literal["offline", "openai"] = "offline"
+    base_url: str | None = None  # e.g. https://api.openai.com/v1 or a local compatible server
+    model: str | None = None
+    api_key_env: str | None = None  # the variable that holds the key; never the key itself
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # New messages refresh the summary once the conversation has been quiet this long.
+    debounce_seconds: float = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> SummarizerConfig:
+        if self.provider == "openai" and not (self.base_url and self.model):
+            raise ValueError("provider 'openai' needs base_url and model")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url: expected an http(s):// URL, got {self.base_url!r}")
+        return self
+
+
 class ImapConfig(_Section):
     host: str
     port: int = Field(default=993, gt=0, le=65535)
@@ -220,6 +244,8 @@ class GatewayConfig(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     limits: LimitsConfig = LimitsConfig()
     outbound: OutboundConfig = OutboundConfig()
+    email_check: EmailCheckConfig = EmailCheckConfig()
+    summarizer: SummarizerConfig = SummarizerConfig()
     apps: list[AppConfig] = []
 
     @field_validator("agent_token_ttl")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,7 @@ from gateway.config import AppConfig, GatewayConfig
 from gateway.db import make_engine, session_factory, upgrade, utcnow
 from tickets import services
 from tickets.models import App, Channel, ChannelAddress
+from tickets.sla import policy_json
 
 
 @dataclass
@@ -77,9 +79,32 @@ class Runtime:
                     default_locale=app_config.default_locale,
                 )
                 _sync_channels(session, app, app_config, now)
+                app.sla_policies = _sla_policies(app_config)
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _sla_policies(app_config: AppConfig) -> list[Any]:
+    calendars = {c.name: c for c in app_config.calendars}
+    out = []
+    for policy in app_config.sla_policies:
+        cal = calendars.get(policy.calendar)
+        out.append(
+            policy_json(
+                policy.name,
+                priorities=list(policy.priorities),
+                categories=list(policy.categories),
+                durations={
+                    "first_response": policy.first_response,
+                    "next_response": policy.next_response,
+                    "resolution": policy.resolution,
+                },
+                calendar=cal.model_dump() if cal is not None else None,
+                warn_at=policy.warn_at,
+            )
+        )
+    return out
 
 
 def _sync_channels(session: Session, app: App, app_config: AppConfig, now: dt.datetime) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway import actors
 from gateway.runtime import Runtime
-from tickets import inbound
+from tickets import email_check, inbound, sla, summary
 from tickets.models import Conversation, ConversationState, Lease
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def due_snoozes(session: Session, now: dt.datetime) -> list[Callable[[], object]
         .where(Conversation.state == ConversationState.SNOOZED, Conversation.snoozed_until <= now)
         .order_by(Conversation.snoozed_until)
         .limit(BATCH)
+        .with_for_update(skip_locked=True)
     ).all()
     return [partial(actors.wake_snoozed.send, i) for i in ids]
 
@@ -71,6 +72,25 @@ def pending_inbound(session: Session, now: dt.datetime) -> list[Callable[[], obj
     # Rows younger than a few seconds are still on their way through the broker.
     ids = inbound.pending_ids(session, now - dt.timedelta(seconds=10), BATCH)
     return [partial(actors.process_inbound.send, i) for i in ids]
+
+
+def due_sla_timers(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    return [partial(actors.fire_sla_timer.send, i) for i in sla.due_timer_ids(session, now, BATCH)]
+
+
+def due_email_checks(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    # Conversion enqueues the check itself; the sweep catches what that enqueue lost.
+    ids = email_check.due_ticket_ids(session, now - dt.timedelta(seconds=10), BATCH)
+    return [partial(actors.check_email.send, i) for i in ids]
+
+
+def due_summaries(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    # Debounced: only conversations that have been quiet for debounce_seconds.
+    quiet_since = now - dt.timedelta(
+        seconds=actors.current_runtime().config.summarizer.debounce_seconds
+    )
+    ids = summary.due_ticket_ids(session, quiet_since, BATCH)
+    return [partial(actors.summarize_ticket.send, i) for i in ids]
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,9 @@ class SweepStep:
 SWEEP_STEPS: tuple[SweepStep, ...] = (
     SweepStep("process_inbound", pending_inbound),
     SweepStep("wake_snoozed", due_snoozes),
+    SweepStep("sla_timers", due_sla_timers),
+    SweepStep("email_checks", due_email_checks),
+    SweepStep("summaries", due_summaries),
 )
 
 
@@ -128,3 +151,17 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.release()
+
+    def release(self) -> None:
+        """Give the lease up on a clean stop, so another node leads at its next sweep instead of
+        after the lease runs out (a leader that dies holds it for one ttl at most)."""
+        try:
+            with self.runtime.unit_of_work() as session:
+                session.execute(
+                    update(Lease)
+                    .where(Lease.name == LEASE_NAME, Lease.holder == self.holder)
+                    .values(expires_at=self.runtime.clock() - dt.timedelta(seconds=1))
+                )
+        except Exception:
+            log.exception("releasing the scheduler lease failed; it runs out by itself")

@@ -167,6 +167,9 @@ class App(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     brand: Mapped[str] = mapped_column(String(200))
     default_locale: Mapped[str] = mapped_column(String(16), default="en")
+    # The SLA policies of the config (with their calendars), synced like channels so that every
+    # process, CLI or worker, starts and resumes timers by the same rules.
+    sla_policies: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[dt.datetime]
 
 
@@ -408,6 +411,9 @@ class Ticket(Base):
     snoozed_until: Mapped[dt.datetime | None]
     # None while the convert-time check is pending.
     email_check: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Background work on this ticket that is due (NULL once done), indexed for the sweep.
+    email_check_due_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    summary_due_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]

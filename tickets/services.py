@@ -17,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from tickets import sla
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
     Agent,
@@ -378,6 +379,10 @@ def add_customer_message(
     ticket = conversation.ticket
     if ticket is not None and ticket.status == TicketStatus.WAITING_ON_CUSTOMER:
         _set_status(session, ticket, TicketStatus.OPEN, actor, now)
+    if ticket is not None:
+        sla.on_customer_message(session, ticket, now)
+        # Debounced: the sweep refreshes it once no message has come for a while.
+        ticket.summary_due_at = now
     return message
 
 
@@ -418,6 +423,8 @@ def add_agent_message(
         ticket=conversation.ticket,
         message_id=message.id,
     )
+    if conversation.ticket is not None:
+        sla.on_agent_reply(session, conversation.ticket, now)
     return message
 
 
@@ -515,6 +522,9 @@ def convert(
         assignee=assignee,
         created_by_id=by.id,
         snoozed_until=conversation.snoozed_until,
+        # The convert-time email check and the first title and summary are due at once.
+        email_check_due_at=now if ticket_type == TicketType.CUSTOMER else None,
+        summary_due_at=now,
         created_at=now,
         updated_at=now,
     )
@@ -532,6 +542,7 @@ def convert(
         priority=level.value,
         assignee=assignee.email if assignee else None,
     )
+    sla.on_converted(session, ticket, now)
     return ticket
 
 
@@ -545,7 +556,14 @@ def _ticket_event(
     session: Session, ticket: Ticket, kind: str, actor: Actor, now: dt.datetime, **data: Any
 ) -> None:
     ticket.updated_at = now
-    record(
+    record_ticket_event(session, ticket, kind, actor, now, **data)
+
+
+def record_ticket_event(
+    session: Session, ticket: Ticket, kind: str, actor: Actor, now: dt.datetime, **data: Any
+) -> Event:
+    """An event about a ticket (and its conversation) that changes nothing the team edits."""
+    return record(
         session,
         app_id=ticket.app_id,
         kind=kind,
@@ -586,6 +604,7 @@ def _set_status(
     _ticket_event(
         session, ticket, "ticket.status", by, now, status=status.value, previous=previous.value
     )
+    sla.on_status(session, ticket, previous, now)
 
 
 def set_status(
@@ -613,6 +632,7 @@ def set_priority(
     _ticket_event(
         session, ticket, "ticket.priority", by, now, priority=value.value, previous=previous.value
     )
+    sla.on_policy_inputs(session, ticket, now)
 
 
 def set_category(
@@ -623,6 +643,7 @@ def set_category(
         raise InvalidValue("a category is at most 100 characters")
     ticket.category = value
     _ticket_event(session, ticket, "ticket.category", by, now, category=value)
+    sla.on_policy_inputs(session, ticket, now)
 
 
 def _tag(session: Session, app_id: int, name: str) -> Tag:
@@ -692,6 +713,7 @@ def snooze(
     conversation.updated_at = now
     if conversation.ticket is not None:
         conversation.ticket.snoozed_until = until
+        sla.on_snoozed(session, conversation.ticket, now)
     record(
         session,
         app_id=conversation.app_id,
@@ -710,8 +732,10 @@ def _wake(
     conversation.state = ConversationState.OPEN
     conversation.snoozed_until = None
     conversation.updated_at = now
-    if conversation.ticket is not None:
-        conversation.ticket.snoozed_until = None
+    ticket = conversation.ticket
+    if ticket is not None:
+        ticket.snoozed_until = None
+        sla.on_woken(session, ticket, now)
     record(
         session,
         app_id=conversation.app_id,
@@ -719,8 +743,10 @@ def _wake(
         actor=by,
         now=now,
         conversation=conversation,
-        ticket=conversation.ticket,
+        ticket=ticket,
         reason=reason,
+        # Who is to be told it is back (none: the team).
+        assignee=ticket.assignee.email if ticket is not None and ticket.assignee else None,
     )
 
 
