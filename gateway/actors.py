@@ -7,6 +7,7 @@ current at import time) and call `bind(runtime)` before a worker runs them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import dramatiq
 from sqlalchemy import select
@@ -39,6 +40,24 @@ def process_inbound(inbound_id: int) -> None:
     outcome = process(current_runtime(), inbound_id)
     if outcome is not None:
         log.info("inbound %s %s: %s", inbound_id, outcome.state, outcome.detail)
+
+
+@dramatiq.actor(queue_name="inbound", max_retries=5)
+def process_inbound_batch(inbound_ids: list[int]) -> None:
+    """Process accepted mails in one transaction; those already done are skipped."""
+    from gateway.inbound import process_batch
+
+    for outcome in process_batch(current_runtime(), inbound_ids).values():
+        log.info("inbound %s %s: %s", outcome.inbound_id, outcome.state, outcome.detail)
+
+
+def enqueue_inbound(inbound_ids: Sequence[int]) -> None:
+    """Hand stored mails to the workers, in batches that keep each transaction short."""
+    from gateway.inbound import BATCH_SIZE
+
+    ids = list(inbound_ids)
+    for start in range(0, len(ids), BATCH_SIZE):
+        process_inbound_batch.send(ids[start : start + BATCH_SIZE])
 
 
 @dramatiq.actor(queue_name="timers", max_retries=5)

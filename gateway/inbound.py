@@ -3,23 +3,30 @@ and the processing of one stored mail (called by the `process_inbound` actor and
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from channels.email.imap import ImapAccount, ImapPoller
-from channels.email.parse import MessageRejected, ParseLimits
+from channels.email.parse import (
+    MessageRejected,
+    ParsedMail,
+    ParseLimits,
+    header_message_ids,
+    parse_message,
+)
 from channels.email.process import ChannelRules, Processing, run_pipeline
 from channels.email.smtp import Route
 from gateway.config import ConfigError
 from gateway.runtime import Runtime
 from tickets import inbound as inbound_store
-from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState
+from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState, ThreadRef
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +58,18 @@ def store_batch(runtime: Runtime, mails: Sequence[inbound_store.IncomingMail]) -
         return inbound_store.store_incoming(session, mails, runtime.clock())
 
 
-def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> ChannelRules:
+def parse_limits(runtime: Runtime) -> ParseLimits:
     limits = runtime.config.limits
-    parse_limits = ParseLimits(
+    return ParseLimits(
         max_message_bytes=runtime.config.smtp.max_message_bytes,
         max_header_bytes=limits.max_header_bytes,
         max_mime_depth=limits.max_mime_depth,
         max_mime_parts=limits.max_mime_parts,
         max_attachment_bytes=limits.max_attachment_bytes,
     )
+
+
+def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> ChannelRules:
     addresses = {
         address.lower()
         for app in runtime.config.apps
@@ -75,7 +85,7 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         own_domains=frozenset(own),
         subject_threading=bool(settings.get("subject_threading", True)),
         subject_threading_days=int(settings.get("subject_threading_days", 14)),
-        limits=parse_limits,
+        limits=parse_limits(runtime),
         channel_addresses=frozenset(addresses),
         keyring=runtime.keyring,
     )
@@ -86,6 +96,166 @@ class Outcome:
     inbound_id: int
     state: str
     detail: str
+
+
+# Mails per processing transaction: big enough that a busy gateway pays one commit for many
+# mails, small enough that the SQLite write lock is never held long from the SMTP accept path.
+BATCH_SIZE = 20
+
+# How far back a reply looks for its not-yet-processed parent among pending mail.
+PARENT_SCAN_ROWS = 500
+_HEADER_SCAN_BYTES = 16384
+
+
+def process_inbound(runtime: Runtime, inbound_id: int) -> Outcome | None:
+    """Process one stored mail; None if it was not pending (safe to run twice)."""
+    return process_batch(runtime, [inbound_id]).get(inbound_id)
+
+
+def process_batch(runtime: Runtime, inbound_ids: Sequence[int]) -> dict[int, Outcome]:
+    """Process stored mails in one transaction; the outcome of each that was pending.
+
+    Parsing is pure CPU and needs no lock, so it happens first, outside the transaction: on
+    SQLite the write lock (and with it the SMTP accept path's commits) waits only for the
+    database work. Each mail then runs in its own savepoint: if its pipeline fails, its partial
+    writes are undone and the row is quarantined with the reason, while the rest of the batch
+    goes on. One commit covers the batch, so a busy gateway pays for one per batch, not one per
+    mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
+    """
+    parsed = _parse_pending(runtime, inbound_ids)
+    if not parsed:
+        return {}
+    with runtime.unit_of_work() as session:
+        batch = _Batch(runtime, session, runtime.clock())
+        rows = session.scalars(
+            select(InboundMail)
+            .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
+            .order_by(InboundMail.id)
+            .with_for_update()
+        ).all()
+        for row in rows:
+            if row.state == InboundState.PENDING:  # else: done already, as another's parent
+                batch.process(row, parsed[row.id])
+    return batch.outcomes
+
+
+def _parse_pending(
+    runtime: Runtime, inbound_ids: Sequence[int]
+) -> dict[int, ParsedMail | Exception]:
+    """Parse the mails among `inbound_ids` that are still pending (read only, no lock held)."""
+    limits = parse_limits(runtime)
+    with runtime.sessions() as session:
+        pending = session.execute(
+            select(InboundMail.id, InboundMail.raw, InboundMail.envelope_from).where(
+                InboundMail.id.in_(list(inbound_ids)), InboundMail.state == InboundState.PENDING
+            )
+        ).all()
+        session.rollback()
+    return {row_id: _parse(raw, limits, envelope_from) for row_id, raw, envelope_from in pending}
+
+
+def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> ParsedMail | Exception:
+    try:
+        return parse_message(raw, limits, envelope_from=envelope_from)
+    except Exception as exc:  # noqa: BLE001 - the row is quarantined with it, not lost
+        return exc
+
+
+class _Batch:
+    """The mails processed in one transaction, with what they share (apps, channel rules).
+
+    The caches hold strong references on purpose: the session's identity map is weak, so
+    without them every mail would load its app and channel again.
+    """
+
+    def __init__(self, runtime: Runtime, session: Session, now: dt.datetime) -> None:
+        self.runtime, self.session, self.now = runtime, session, now
+        self.outcomes: dict[int, Outcome] = {}
+        self._apps: dict[int | None, App] = {}
+        self._rules: dict[int | None, ChannelRules] = {}
+
+    def process(self, row: InboundMail, parsed: ParsedMail | Exception, depth: int = 0) -> None:
+        self._parents_first(row, parsed, depth)
+        self.outcomes[row.id] = self._run(row, parsed)
+
+    def _run(self, row: InboundMail, parsed: ParsedMail | Exception) -> Outcome:
+        session, now = self.session, self.now
+        try:
+            with session.begin_nested():
+                if isinstance(parsed, Exception):
+                    raise parsed
+                result: Processing = run_pipeline(
+                    session, row, self._app(row), self._channel_rules(row), now, parsed=parsed
+                )
+                # Set inside the savepoint, so that they reach the database in one UPDATE
+                # with what the pipeline changed on the row, and vanish with it on failure.
+                row.attempts += 1
+                row.state = InboundState.PROCESSED
+                row.processed_at = now
+                row.reason = result.outcome
+        except MessageRejected as exc:
+            reason = str(exc)
+        except Exception as exc:
+            log.error("processing inbound mail %s failed", row.id, exc_info=exc)
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            return Outcome(row.id, "processed", result.outcome or "")
+        row.attempts += 1
+        inbound_store.quarantine(session, row, reason, now)
+        return Outcome(row.id, "quarantined", reason)
+
+    def _app(self, row: InboundMail) -> App:
+        app = self._apps.get(row.app_id)
+        if app is None:
+            app = self._apps[row.app_id] = _app_for(self.session, self.runtime, row)
+        return app
+
+    def _channel_rules(self, row: InboundMail) -> ChannelRules:
+        rules = self._rules.get(row.channel_id)
+        if rules is None:
+            rules = self._rules[row.channel_id] = channel_rules(self.runtime, self.session, row)
+        return rules
+
+    def _parents_first(self, row: InboundMail, parsed: ParsedMail | Exception, depth: int) -> None:
+        """Process the pending mails this reply answers before the reply itself.
+
+        A customer's mail and their quick follow-up can arrive within one second and be picked
+        up by two workers; if the follow-up ran first, its In-Reply-To would find nothing and
+        start a second conversation. Under the write lock, a reply whose parents are all
+        unknown looks for them among the older pending mail and processes them first, in
+        arrival order.
+        """
+        if isinstance(parsed, Exception) or depth > 10 or row.app_id is None:
+            return
+        wanted = {mid for mid in (parsed.in_reply_to, *parsed.references) if mid}
+        if not wanted:
+            return
+        session = self.session
+        known = session.scalar(
+            select(ThreadRef.id)
+            .where(ThreadRef.app_id == row.app_id, ThreadRef.message_id_header.in_(wanted))
+            .limit(1)
+        )
+        if known is not None:
+            return
+        heads = session.execute(
+            select(InboundMail.id, func.substr(InboundMail.raw, 1, _HEADER_SCAN_BYTES))
+            .where(
+                InboundMail.state == InboundState.PENDING,
+                InboundMail.app_id == row.app_id,
+                InboundMail.id < row.id,
+            )
+            .order_by(InboundMail.id.desc())
+            .limit(PARENT_SCAN_ROWS)
+        ).all()
+        parent_ids = sorted(
+            row_id for row_id, head in heads if wanted & set(header_message_ids(bytes(head)))
+        )
+        limits = parse_limits(self.runtime)
+        for parent_id in parent_ids:
+            parent = session.get(InboundMail, parent_id)
+            if parent is not None and parent.state == InboundState.PENDING:
+                self.process(parent, _parse(parent.raw, limits, parent.envelope_from), depth + 1)
 
 
 def _app_for(session: Session, runtime: Runtime, row: InboundMail) -> App:
@@ -99,40 +269,6 @@ def _app_for(session: Session, runtime: Runtime, row: InboundMail) -> App:
     if app is None:
         raise MessageRejected("no app to route this mail to")
     return app
-
-
-def process_inbound(runtime: Runtime, inbound_id: int) -> Outcome | None:
-    """Process one stored mail; None if it was not pending (safe to run twice).
-
-    The pipeline runs in a savepoint: if it fails, its partial writes are undone and the row is
-    quarantined with the reason in the same transaction, so the row is never left half-done.
-    """
-    now = runtime.clock()
-    with runtime.unit_of_work() as session:
-        row = session.scalar(
-            select(InboundMail).where(InboundMail.id == inbound_id).with_for_update()
-        )
-        if row is None or row.state != InboundState.PENDING:
-            return None
-        row.attempts += 1
-        try:
-            with session.begin_nested():
-                app = _app_for(session, runtime, row)
-                result: Processing = run_pipeline(
-                    session, row, app, channel_rules(runtime, session, row), now
-                )
-        except MessageRejected as exc:
-            inbound_store.quarantine(session, row, str(exc), now)
-            return Outcome(inbound_id, "quarantined", str(exc))
-        except Exception as exc:
-            log.exception("processing inbound mail %s failed", inbound_id)
-            reason = f"{type(exc).__name__}: {exc}"
-            inbound_store.quarantine(session, row, reason, now)
-            return Outcome(inbound_id, "quarantined", reason)
-        row.state = InboundState.PROCESSED
-        row.processed_at = now
-        row.reason = result.outcome
-        return Outcome(inbound_id, "processed", result.outcome or "")
 
 
 def _secret(env: str | None, file: str | None, what: str) -> str | None:

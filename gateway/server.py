@@ -48,7 +48,7 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
     actors.bind(runtime)
     services = Services(runtime)
     if role in ("all", "ingress"):
-        _start_smtp(services, actors.process_inbound.send)
+        _start_smtp(services, actors.enqueue_inbound)
         _start_imap(services, actors.process_inbound.send)
         _start_http(services)
     if role in ("all", "worker"):
@@ -70,7 +70,7 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
     return services
 
 
-def _start_smtp(services: Services, enqueue: Callable[[int], object]) -> None:
+def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> None:
     from channels.email.smtp import (
         BatchWriter,
         InboundController,

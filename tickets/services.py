@@ -226,7 +226,8 @@ def create_customer(
     email: str | None = None,
     locale: str | None = None,
 ) -> Customer:
-    customer = Customer(app_id=app.id, name=name, locale=locale, created_at=now)
+    # An empty collection, known as such: adding the first address asks the database nothing.
+    customer = Customer(app_id=app.id, name=name, locale=locale, created_at=now, addresses=[])
     session.add(customer)
     if email:
         add_customer_address(session, customer, email, now, app=app)
@@ -314,6 +315,8 @@ def start_conversation(
         state=ConversationState.OPEN,
         created_at=now,
         updated_at=now,
+        ticket=None,  # known: a new conversation has none, so nothing asks the database
+        last_customer_message_at=None if message_fields.get("is_auto_reply") else now,
     )
     session.add(conversation)
     session.flush()
@@ -356,6 +359,8 @@ def add_customer_message(
     )
     session.add(message)
     conversation.updated_at = now
+    if not is_auto_reply:
+        conversation.last_customer_message_at = now  # before the flush: one UPDATE, not two
     session.flush()
     actor = Actor("customer", conversation.customer_id)
     record(
@@ -371,7 +376,6 @@ def add_customer_message(
     )
     if is_auto_reply:
         return message
-    conversation.last_customer_message_at = now
     if conversation.state == ConversationState.SNOOZED:
         _wake(session, conversation, actor, now, reason="customer message")
     if conversation.state in (ConversationState.RESOLVED, ConversationState.CLOSED):

@@ -117,6 +117,17 @@ def message_ids(value: str | None) -> tuple[str, ...]:
     return tuple(_MSGID.findall(value or ""))
 
 
+_MESSAGE_ID_HEADER = re.compile(rb"^message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+def header_message_ids(head: bytes) -> tuple[str, ...]:
+    """The Message-ID of a raw header block, without parsing the message (cheap, for scans)."""
+    end = _header_end(head)
+    return tuple(
+        m.decode("ascii", "replace") for m in _MESSAGE_ID_HEADER.findall(head[: end or len(head)])
+    )
+
+
 def _header_end(raw: bytes) -> int:
     positions = [p for p in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if p != -1]
     return min(positions) if positions else len(raw)
@@ -155,7 +166,8 @@ def _bodies(
     defects: list[str] = []
     attachments: list[ParsedAttachment] = []
     try:
-        parsed = mailparser.parse_from_bytes(raw)
+        # The message is parsed once, by the stdlib, and mail-parser works on that tree.
+        parsed = mailparser.MailParser(msg)
         text = "\n".join(parsed.text_plain)
         html = "\n".join(parsed.text_html) or None
         defects.extend(str(d) for d in parsed.defects_categories or ())

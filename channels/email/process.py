@@ -27,6 +27,7 @@ from tickets.models import (
     Attachment,
     Conversation,
     ConversationState,
+    Customer,
     CustomerAddress,
     InboundMail,
     Message,
@@ -64,6 +65,8 @@ class Processing:
     now: dt.datetime
     parsed: ParsedMail | None = None
     conversation: Conversation | None = None
+    customer: Customer | None = None  # the sender's customer record, once a step looked it up
+    customer_looked_up: bool = False  # True once a step searched: None then means "new sender"
     rule: str | None = None  # which threading rule matched
     message: Message | None = None
     outcome: str | None = None  # set by a step that ends the pipeline
@@ -82,7 +85,8 @@ def body_digest(parsed: ParsedMail) -> str:
 
 
 def step_parse(p: Processing) -> None:
-    p.parsed = parse_message(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
+    if p.parsed is None:  # the caller may have parsed already, outside its transaction
+        p.parsed = parse_message(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
     if not p.parsed.from_address:
         raise ValueError("no From address")
 
@@ -283,7 +287,8 @@ def step_thread(p: Processing) -> None:
     if p.rules.subject_threading and p.parsed.subject:
         wanted = normalized_subject(p.parsed.subject)
         since = p.now - dt.timedelta(days=p.rules.subject_threading_days)
-        customer = services.find_customer_by_address(p.session, p.app, sender)
+        customer = p.customer = services.find_customer_by_address(p.session, p.app, sender)
+        p.customer_looked_up = True
         if customer is not None and wanted:
             recent = p.session.scalars(
                 select(Conversation)
@@ -341,9 +346,18 @@ def step_store(p: Processing) -> None:
     }
     text = parsed.stripped.reply_text or parsed.text.strip() or "(no text)"
     if p.conversation is None:
-        customer = services.customer_by_address(
-            p.session, p.app, parsed.from_address, p.now, name=parsed.from_name or None
-        )
+        name = parsed.from_name or None
+        customer = p.customer
+        if customer is None and p.customer_looked_up:
+            customer = services.create_customer(
+                p.session, p.app, p.now, name=name, email=parsed.from_address
+            )
+        elif customer is None:
+            customer = services.customer_by_address(
+                p.session, p.app, parsed.from_address, p.now, name=name
+            )
+        elif name and not customer.name:
+            customer.name = name
         p.conversation, p.message = services.start_conversation(
             p.session,
             p.app,
@@ -415,8 +429,9 @@ def run_pipeline(
     rules: ChannelRules,
     now: dt.datetime,
     steps: tuple[Step, ...] = PIPELINE,
+    parsed: ParsedMail | None = None,
 ) -> Processing:
-    p = Processing(session=session, row=row, app=app, rules=rules, now=now)
+    p = Processing(session=session, row=row, app=app, rules=rules, now=now, parsed=parsed)
     for _name, step in steps:
         step(p)
         if p.outcome is not None:

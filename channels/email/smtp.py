@@ -67,7 +67,7 @@ class BatchWriter:
         store_batch: StoreBatch,
         *,
         max_batch: int = 200,
-        on_stored: Callable[[int], object] = lambda _id: None,
+        on_stored: Callable[[list[int]], object] = lambda _ids: None,
     ) -> None:
         self._store_batch = store_batch
         self._on_stored = on_stored
@@ -106,12 +106,11 @@ class BatchWriter:
             for (_, future), row_id in zip(batch, ids, strict=True):
                 future.set_result(row_id)
             # Enqueueing may block on a broker round trip: done here, never on the event loop.
-            for row_id in ids:
-                try:
-                    self._on_stored(row_id)
-                except Exception:
-                    # The row is committed; the scheduler sweep will enqueue it instead.
-                    log.exception("handing on inbound %s failed", row_id)
+            try:
+                self._on_stored(ids)
+            except Exception:
+                # The rows are committed; the scheduler sweep will enqueue them instead.
+                log.exception("handing on inbound %s failed", ids)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -1,0 +1,141 @@
+"""Processing of stored inbound mail in batches: one transaction per batch, a failing mail
+quarantined without harming the rest, and a reply never overtaking the mail it answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gateway.config import embedded_default
+from gateway.inbound import RouteTable, process_batch, process_inbound, store_batch
+from gateway.runtime import Runtime
+from tickets.inbound import IncomingMail
+from tickets.models import Conversation, InboundMail, InboundState, Message
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
+    config = embedded_default().model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'gw.db'}", "data_dir": str(tmp_path)}
+    )
+    rt = Runtime.create(config)
+    yield rt
+    rt.close()
+
+
+def raw_mail(sender: str, subject: str, body: str, message_id: str, **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@localhost"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def store(runtime: Runtime, *raws: bytes) -> list[int]:
+    route = RouteTable(runtime)("support@localhost")
+    assert route is not None
+    return store_batch(
+        runtime,
+        [
+            IncomingMail(
+                raw=raw,
+                source="smtp",
+                envelope_to=("support@localhost",),
+                app_id=route.app_id,
+                channel_id=route.channel_id,
+            )
+            for raw in raws
+        ],
+    )
+
+
+def conversations(runtime: Runtime) -> list[list[str]]:
+    """The text of each conversation's messages, conversation by conversation."""
+    with runtime.unit_of_work() as session:
+        return [
+            [
+                m.text
+                for m in session.scalars(
+                    select(Message).where(Message.conversation_id == c.id).order_by(Message.id)
+                )
+            ]
+            for c in session.scalars(select(Conversation).order_by(Conversation.id))
+        ]
+
+
+def states(runtime: Runtime) -> list[str]:
+    with runtime.unit_of_work() as session:
+        rows = session.scalars(select(InboundMail).order_by(InboundMail.id))
+        return [r.state.value for r in rows]
+
+
+def test_a_reply_processed_before_its_parent_still_joins_the_parents_conversation(runtime):
+    # Both arrive before either is processed; a worker happens to pick up the reply first.
+    first, reply = store(
+        runtime,
+        raw_mail("ana@example.com", "Parcel missing", "My parcel never came.", "<p1@example.com>"),
+        raw_mail(
+            "ana@example.com",
+            "Re: Parcel missing",
+            "Also, the tracking page is blank.",
+            "<p2@example.com>",
+            In_Reply_To="<p1@example.com>",
+        ),
+    )
+    outcome = process_inbound(runtime, reply)
+    assert outcome is not None and outcome.state == "processed"
+    assert conversations(runtime) == [
+        ["My parcel never came.", "Also, the tracking page is blank."]
+    ]
+    assert states(runtime) == ["processed", "processed"]
+    # The parent's own job comes later and finds nothing to do.
+    assert process_inbound(runtime, first) is None
+
+
+def test_a_reply_by_someone_else_does_not_pull_in_anothers_mail(runtime):
+    store(
+        runtime,
+        raw_mail("ana@example.com", "Parcel missing", "My parcel never came.", "<q1@example.com>"),
+    )
+    (other,) = store(
+        runtime,
+        raw_mail(
+            "eve@example.com",
+            "Re: Parcel missing",
+            "I got this forwarded.",
+            "<q2@example.com>",
+            References="<q1@example.com>",
+        ),
+    )
+    process_inbound(runtime, other)
+    # Ana's mail was processed first (it is the parent), and Eve still gets her own conversation.
+    assert conversations(runtime) == [["My parcel never came."], ["I got this forwarded."]]
+
+
+def test_one_broken_mail_in_a_batch_is_quarantined_and_the_rest_are_stored(runtime):
+    good = raw_mail("ben@example.com", "Invoice", "Where is my invoice?", "<b1@example.com>")
+    no_sender = b"Subject: who am I\r\nMessage-ID: <b2@example.com>\r\n\r\nnobody wrote this\r\n"
+    ids = store(
+        runtime,
+        good,
+        no_sender,
+        raw_mail("cleo@example.com", "Login", "I cannot log in.", "<b3@example.com>"),
+    )
+    outcomes = process_batch(runtime, ids)
+    assert [outcomes[i].state for i in ids] == ["processed", "quarantined", "processed"]
+    assert "From" in outcomes[ids[1]].detail
+    assert conversations(runtime) == [["Where is my invoice?"], ["I cannot log in."]]
+    with runtime.unit_of_work() as session:
+        kept = session.get(InboundMail, ids[1])
+        assert kept is not None and kept.raw == no_sender and kept.state == InboundState.QUARANTINED
+    # Run twice: nothing happens the second time.
+    assert process_batch(runtime, ids) == {}
+    assert len(conversations(runtime)) == 2
