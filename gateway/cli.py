@@ -280,6 +280,21 @@ def agents_add(state: State, email: str, name: str, role: str) -> None:
     click.echo(f"agent {agent.email} added ({agent.role.value})")
 
 
+@agents.command("token")
+@click.argument("email")
+@click.option("--label", default="", help="What the token is for (shown in token lists).")
+@pass_state
+@handle_errors
+def agents_token(state: State, email: str, label: str) -> None:
+    """Issue an API token for an agent; it is printed once and stored only as a digest."""
+    from gateway.api_tokens import issue_token
+
+    with unit_of_work(state) as (session, app, now):
+        agent = services.find_agent(session, app, email)
+        _row, secret = issue_token(session, agent, label, now)
+    click.echo(secret)
+
+
 @agents.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state

@@ -23,13 +23,16 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     _add_error_handlers(app)
 
-    from gateway.http import health
+    from gateway.http import agent_api, health
 
     app.include_router(health.router)
+    app.include_router(agent_api.router)
     return app
 
 
-_STATUS = {NotFound: 404, NotAllowed: 403, InvalidValue: 400}
+# NotAllowed is a request that conflicts with the current state (already converted, not a
+# ticket): 409. Role checks answer 403 themselves.
+_STATUS = {NotFound: 404, NotAllowed: 409, InvalidValue: 400}
 
 
 def _add_error_handlers(app: FastAPI) -> None:

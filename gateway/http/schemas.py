@@ -1,0 +1,225 @@
+"""Request and answer models of the HTTP API; the answers mirror `gateway.views` key for key.
+
+They exist so that /openapi.json describes exactly what the API returns (schemathesis checks
+every answer against it) and so bad input is a 422 with the field and the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Priority = Literal["low", "normal", "high", "urgent"]
+Status = Literal["open", "in_progress", "waiting_on_customer", "resolved"]
+TicketType = Literal["customer", "back_office", "tracker"]
+State = Literal["open", "snoozed", "resolved", "closed"]
+RoleName = Literal["agent", "admin"]
+
+# Bounded strings keep absurd input (a megabyte tag) a 422 rather than a database error.
+Text = Field(min_length=1, max_length=100_000)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Body:
+        for _name, value in self:
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    check_text(item)
+        return self
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class CustomerOut(BaseModel):
+    id: int
+    name: str | None
+    email: str | None
+    emails: list[str]
+    undeliverable: list[str]
+
+
+class TicketSummaryOut(BaseModel):
+    number: int
+    type: TicketType
+    status: Status
+    priority: Priority
+    category: str | None
+    assignee: str | None
+    snoozed_until: dt.datetime | None
+
+
+class EmailCheckOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ok: bool
+    reason: str | None = None
+    setup_url: str | None = None
+
+
+class TimerOut(BaseModel):
+    kind: Literal["first_response", "next_response", "resolution"]
+    policy: str
+    state: Literal["running", "paused", "met", "breached"]
+    due_at: dt.datetime | None
+    warned: bool
+
+
+class TicketDetailOut(TicketSummaryOut):
+    title: str | None
+    summary: str | None
+    email_check: EmailCheckOut | None
+    tracker: int | None
+    created_at: dt.datetime | None
+    resolved_at: dt.datetime | None
+    sla: list[TimerOut]
+
+
+class ConversationSummaryOut(BaseModel):
+    id: int
+    customer: CustomerOut
+    state: State
+    subject: str
+    started_via: Literal["chat", "email"]
+    snoozed_until: dt.datetime | None
+    tags: list[str]
+    created_at: dt.datetime | None
+    updated_at: dt.datetime | None
+    ticket: TicketSummaryOut | None
+
+
+class AttachmentOut(BaseModel):
+    id: int
+    filename: str
+    content_type: str
+    size: int
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    id: int
+    author_type: Literal["customer", "agent", "system"]
+    author: str | None
+    via: Literal["chat", "email"]
+    text: str
+    quoted_text: str | None
+    signature: str | None
+    from_: str | None = Field(alias="from")
+    is_auto_reply: bool
+    flags: dict[str, Any]
+    delivery_state: str | None
+    delivery_error: str | None
+    attachments: list[AttachmentOut]
+    created_at: dt.datetime | None
+
+
+class NoteOut(BaseModel):
+    id: int
+    author: str | None
+    text: str
+    created_at: dt.datetime | None
+
+
+class EventOut(BaseModel):
+    kind: str
+    actor_type: str
+    actor_id: int | None
+    data: dict[str, Any]
+    created_at: dt.datetime | None
+
+
+class ConversationOut(ConversationSummaryOut):
+    messages: list[MessageOut]
+    notes: list[NoteOut]
+    ticket: TicketDetailOut | None
+    events: list[EventOut] = []
+
+
+class ConvertedOut(ConversationOut):
+    warning: str | None = Field(
+        description="The convert-time check's warning (no usable email route), null when fine "
+        "or still pending."
+    )
+
+
+class Page(BaseModel):
+    items: list[ConversationSummaryOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+class ConvertIn(Body):
+    type: TicketType = "customer"
+    priority: Priority = "normal"
+    assignee: str | None = Field(default=None, max_length=320, description="agent email")
+    category: str | None = Field(default=None, max_length=100)
+
+
+class TextIn(Body):
+    text: str = Text
+
+
+class AssignIn(Body):
+    assignee: str | None = Field(max_length=320, description="agent email; null unassigns")
+
+
+class StatusIn(Body):
+    status: Status
+
+
+class PriorityIn(Body):
+    priority: Priority
+
+
+class CategoryIn(Body):
+    category: str | None = Field(max_length=100)
+
+
+class TagIn(Body):
+    tag: str = Field(min_length=1, max_length=100)
+
+
+class SnoozeIn(Body):
+    until: dt.datetime | None = Field(default=None, description="ISO 8601; without zone: UTC")
+    duration: str | None = Field(
+        default=None, max_length=20, description='from now, like "30m", "4h" or "2d"'
+    )
+
+
+class TrackerIn(Body):
+    tracker: int | None = Field(
+        ge=1, le=2**31 - 1, description="conversation id of the tracker; null unlinks"
+    )
+
+
+class MessageCreated(BaseModel):
+    id: int
+    created_at: dt.datetime
+
+
+class MeOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: RoleName
+    app: str
+
+
+def check_text(value: str) -> str:
+    """Text the database can store: no NUL (PostgreSQL refuses it), valid Unicode only."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return value
