@@ -106,3 +106,25 @@ def summarize_ticket(ticket_id: int) -> None:
     from gateway.background import run_summary
 
     run_summary(current_runtime(), ticket_id)
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
+def deliver_email(conversation_id: int) -> None:
+    """Email the team messages a customer left unread past the grace period (or don't)."""
+    from gateway.outbound import deliver
+
+    outcome = deliver(current_runtime(), conversation_id)
+    if outcome.outbox_id is not None:
+        send_outbound.send(outcome.outbox_id)
+    if outcome.what != "not-due":
+        log.info("conversation %s delivery: %s %s", conversation_id, outcome.what, outcome.detail)
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
+def send_outbound(outbox_id: int) -> None:
+    """One attempt at one outbox row; claims the row first, so a second run sends nothing."""
+    from gateway.outbound import send_outbound as send
+
+    state = send(current_runtime(), outbox_id)
+    if state is not None:
+        log.info("outbox %s: %s", outbox_id, state.value)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway import actors
 from gateway.runtime import Runtime
-from tickets import email_check, inbound, sla, summary
+from tickets import delivery, email_check, inbound, sla, summary
 from tickets.models import Conversation, ConversationState, Lease
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,24 @@ def due_summaries(session: Session, now: dt.datetime) -> list[Callable[[], objec
     return [partial(actors.summarize_ticket.send, i) for i in ids]
 
 
+def due_outbox(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    from channels.email import outbox
+    from gateway.outbound import outbound_for
+
+    # Fresh rows are enqueued by whoever queued them; the sweep catches what that missed,
+    # retries whose time has come, and attempts that died mid-send (stale claims).
+    stale = outbound_for(actors.current_runtime()).stale_after
+    ids = outbox.due_ids(session, now - dt.timedelta(seconds=10), BATCH)
+    ids += outbox.stale_ids(session, now - stale, BATCH)
+    return [partial(actors.send_outbound.send, i) for i in ids]
+
+
+def due_deliveries(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    grace = dt.timedelta(seconds=actors.current_runtime().config.delivery.email_grace_seconds)
+    ids = delivery.due_conversations(session, now - grace, BATCH)
+    return [partial(actors.deliver_email.send, i) for i in ids]
+
+
 @dataclass(frozen=True)
 class SweepStep:
     name: str
@@ -105,6 +123,8 @@ SWEEP_STEPS: tuple[SweepStep, ...] = (
     SweepStep("sla_timers", due_sla_timers),
     SweepStep("email_checks", due_email_checks),
     SweepStep("summaries", due_summaries),
+    SweepStep("deliver_email", due_deliveries),
+    SweepStep("send_outbound", due_outbox),
 )
 
 

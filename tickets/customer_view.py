@@ -8,6 +8,7 @@ to the ticket layer or the notes: there is no attribute that leads there.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ class CustomerMessage:
     text: str
     created_at: dt.datetime
     via: str
+    new: bool = False  # one of the messages a mail is about (see `customer_view(new_ids=)`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,11 @@ def customer_display_name(conversation: Conversation) -> str:
     return "You"
 
 
-def customer_view(app: App, conversation: Conversation) -> CustomerView:
+def customer_view(
+    app: App, conversation: Conversation, *, new_ids: Collection[int] = ()
+) -> CustomerView:
+    """The customer's view; messages whose id is in `new_ids` are flagged `new` (the ids
+    themselves stay behind)."""
     customer_name = customer_display_name(conversation)
     messages = []
     for message in conversation.messages:
@@ -73,6 +79,7 @@ def customer_view(app: App, conversation: Conversation) -> CustomerView:
                 text=message.text,
                 created_at=message.created_at,
                 via=message.via.value,
+                new=message.id in new_ids,
             )
         )
     return CustomerView(

@@ -313,6 +313,11 @@ class Conversation(Base):
     snoozed_until: Mapped[dt.datetime | None] = mapped_column(index=True)
     last_customer_message_at: Mapped[dt.datetime | None]
     customer_last_read_at: Mapped[dt.datetime | None]
+    # Set while public team messages wait for the customer; the email goes out once this is
+    # older than the grace period and they are still unread (None: nothing waits).
+    email_pending_since: Mapped[dt.datetime | None] = mapped_column(index=True)
+    # Why waiting messages cannot go out by email (no channel, no deliverable address).
+    delivery_warning: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 
@@ -500,6 +505,7 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id"))
     kind: Mapped[str] = mapped_column(String(32))  # customer, agent_notification, system
     message_id_header: Mapped[str] = mapped_column(String(998), unique=True)
     mail_from: Mapped[str] = mapped_column(String(998))
@@ -510,6 +516,9 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # The claim of the attempt in flight (state `sending`): only its holder may finish it.
+    attempt_id: Mapped[str | None] = mapped_column(String(32))
+    claimed_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]
 

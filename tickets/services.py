@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from tickets import sla
+from tickets import delivery, sla
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
     Agent,
@@ -416,6 +416,7 @@ def add_agent_message(
     )
     session.add(message)
     conversation.updated_at = now
+    delivery.await_customer(conversation, message, now)
     session.flush()
     record(
         session,
@@ -443,6 +444,7 @@ def add_system_message(
         created_at=now,
     )
     session.add(message)
+    delivery.await_customer(conversation, message, now)
     session.flush()
     record(
         session,

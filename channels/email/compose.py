@@ -1,0 +1,110 @@
+"""Build outbound messages whose headers cannot be bent by what people typed.
+
+Display names and subjects come from people (an agent's name, the customer's own subject). They
+are made header-safe before they reach the `email` package: control characters and line breaks
+become spaces, and RFC 2047 encoded-word openers (`=?`) are broken up, because Python before the
+CVE-2024-6923 fix re-emits a decoded `=0D=0A` inside a display name as a real line break, which
+is a header injection. As a last check the finished bytes are parsed again and must carry exactly
+the headers that were set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import string
+from collections.abc import Iterable, Sequence
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]")
+_SPACES = re.compile(r"\s+")
+MAX_REFERENCES = 10
+
+
+class UnsafeHeader(ValueError):
+    """The composed message does not have the headers it was given: it is never sent."""
+
+
+def header_safe(text: str, limit: int = 200) -> str:
+    """One line of text fit for a header value, at most `limit` characters."""
+    text = _CONTROL.sub(" ", text).replace("=?", "= ?").replace("?=", "? =")
+    text = _SPACES.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def new_message_id(domain: str) -> str:
+    """A Message-ID on the channel's domain; letters only, so it can never look like an id."""
+    local = "".join(secrets.choice(string.ascii_lowercase) for _ in range(26))
+    return f"<{local}@{domain}>"
+
+
+def trim_references(ids: Iterable[str], limit: int = MAX_REFERENCES) -> list[str]:
+    """The thread's first Message-ID and the latest ones, without repeats (RFC 5322 3.6.4)."""
+    unique: list[str] = []
+    for mid in ids:
+        if mid and mid not in unique:
+            unique.append(mid)
+    if len(unique) <= limit:
+        return unique
+    return [unique[0], *unique[-(limit - 1) :]]
+
+
+def compose(
+    *,
+    from_name: str,
+    from_address: str,
+    to: Sequence[str],
+    subject: str,
+    text: str,
+    html: str | None,
+    message_id: str,
+    date: dt.datetime,
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    auto_submitted: bool = False,
+    extra_headers: Sequence[tuple[str, str]] = (),
+) -> EmailMessage:
+    msg = EmailMessage(policy=policy.SMTP)
+    local, _, domain = from_address.rpartition("@")
+    msg["From"] = Address(display_name=header_safe(from_name), username=local, domain=domain)
+    msg["To"] = ", ".join(to)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = header_safe(subject, 250)
+    msg["Date"] = format_datetime(date.astimezone(dt.UTC))
+    msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    if auto_submitted:
+        msg["Auto-Submitted"] = "auto-generated"
+    for name, value in extra_headers:
+        msg[name] = header_safe(value, 500)
+    msg.set_content(text, cte="quoted-printable")
+    if html is not None:
+        msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    _verify_headers(msg)
+    return msg
+
+
+def _verify_headers(msg: EmailMessage) -> None:
+    wanted = sorted(k.lower() for k in msg if k.lower() not in ("content-type", "mime-version"))
+    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    parsed = BytesParser(policy=policy.compat32).parsebytes(head, headersonly=True)
+    got = sorted(
+        k.lower()
+        for k in parsed
+        if k.lower() not in ("content-type", "mime-version", "content-transfer-encoding")
+    )
+    wanted = [k for k in wanted if k != "content-transfer-encoding"]
+    if got != wanted:
+        raise UnsafeHeader(f"headers changed in composing: {got} != {wanted}")

@@ -1,0 +1,356 @@
+"""The outbox: every outbound email is a row, stored with its Message-ID before any attempt.
+
+`queue_email` is the one way to send mail (customer replies, agent notifications, channel tests):
+it composes the message and adds the row in the caller's transaction. After the commit, the
+caller enqueues `send_outbound(row.id)`, or leaves it to the scheduler's sweep.
+
+At most one email per row. An attempt first *claims* the row (pending -> sending, with a fresh
+attempt id, in its own short transaction), then talks to the relay with no transaction open, then
+finishes the row only if its claim still holds. If the process dies in between, the row stays
+`sending`; once the claim is stale the sweep asks the transport whether the message arrived. The
+file transport can always tell (atomic rename). A relay cannot: a message it may have accepted is
+never sent again automatically; the row is *held* with an internal note for an agent, who can
+re-queue it (`gateway outbox retry ID`). We choose a possibly missing email, which an agent is
+told about, over a possibly duplicated one, which nobody can take back.
+
+Rows of one conversation go out in order: a row is not claimed while an earlier row of its
+conversation is still pending or sending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from channels.email.compose import compose, new_message_id
+from tickets import services
+from tickets.errors import NotAllowed, NotFound
+from tickets.models import Conversation, Message, Outbox, OutboxState, ThreadRef
+
+UNFINISHED = (OutboxState.PENDING, OutboxState.SENDING)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """RFC 5321 4.5.4: retry for days, not minutes; the last interval repeats."""
+
+    schedule: tuple[dt.timedelta, ...]
+    give_up_after: dt.timedelta
+
+    def delay(self, attempts: int) -> dt.timedelta:
+        return self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
+
+
+def queue_email(
+    session: Session,
+    *,
+    app_id: int,
+    from_address: str,
+    from_name: str,
+    to: Sequence[str],
+    subject: str,
+    text: str,
+    now: dt.datetime,
+    html: str | None = None,
+    kind: str = "system",
+    channel_id: int | None = None,
+    conversation_id: int | None = None,
+    message_ids: Sequence[int] = (),
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    auto_submitted: bool = True,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    hold_reason: str | None = None,
+) -> Outbox:
+    """Compose one email and add its outbox row (flushed, not committed).
+
+    `auto_submitted` adds `Auto-Submitted: auto-generated` (RFC 3834): right for notifications
+    and other automatic mail, wrong for a person's reply. A `hold_reason` stores the row held
+    for an agent instead of pending. For `kind="customer"` rows the Message-ID is recorded as a
+    thread reference of the conversation, so the customer's answer threads back into it.
+    """
+    if not to:
+        raise ValueError("an email needs a recipient")
+    message_id = new_message_id(from_address.rpartition("@")[2])
+    msg = compose(
+        from_name=from_name,
+        from_address=from_address,
+        to=to,
+        subject=subject,
+        text=text,
+        html=html,
+        message_id=message_id,
+        date=now,
+        reply_to=reply_to,
+        in_reply_to=in_reply_to,
+        references=references,
+        auto_submitted=auto_submitted,
+        extra_headers=extra_headers,
+    )
+    row = Outbox(
+        app_id=app_id,
+        conversation_id=conversation_id,
+        channel_id=channel_id,
+        kind=kind,
+        message_id_header=message_id,
+        mail_from=from_address,
+        recipients=list(to),
+        raw=msg.as_bytes(),
+        message_ids=list(message_ids),
+        state=OutboxState.HELD if hold_reason else OutboxState.PENDING,
+        last_error=hold_reason,
+        attempts=0,
+        next_attempt_at=None if hold_reason else now,
+        created_at=now,
+    )
+    session.add(row)
+    if kind == "customer" and conversation_id is not None:
+        refs: list[int | None] = list(message_ids) or [None]
+        for mid in refs:
+            session.add(
+                ThreadRef(
+                    app_id=app_id,
+                    message_id_header=message_id,
+                    conversation_id=conversation_id,
+                    message_id=mid,
+                    outbound=True,
+                    created_at=now,
+                )
+            )
+    session.flush()
+    return row
+
+
+def _earlier_unfinished() -> Exists:
+    earlier = aliased(Outbox)
+    return (
+        select(earlier.id)
+        .where(
+            earlier.conversation_id == Outbox.conversation_id,
+            earlier.id < Outbox.id,
+            earlier.state.in_(UNFINISHED),
+        )
+        .exists()
+    )
+
+
+def due_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
+    """Pending rows whose time has come and that are first in line in their conversation."""
+    return list(
+        session.scalars(
+            select(Outbox.id)
+            .where(
+                Outbox.state == OutboxState.PENDING,
+                Outbox.next_attempt_at <= now,
+                ~_earlier_unfinished(),
+            )
+            .order_by(Outbox.next_attempt_at, Outbox.id)
+            .limit(limit)
+        )
+    )
+
+
+def stale_ids(session: Session, claimed_before: dt.datetime, limit: int) -> list[int]:
+    """Rows left `sending` by an attempt that has not finished in time (its process died)."""
+    return list(
+        session.scalars(
+            select(Outbox.id)
+            .where(Outbox.state == OutboxState.SENDING, Outbox.claimed_at < claimed_before)
+            .order_by(Outbox.id)
+            .limit(limit)
+        )
+    )
+
+
+def next_in_conversation(session: Session, outbox_id: int, now: dt.datetime) -> int | None:
+    row = session.get(Outbox, outbox_id)
+    if row is None or row.conversation_id is None:
+        return None
+    return session.scalar(
+        select(Outbox.id)
+        .where(
+            Outbox.conversation_id == row.conversation_id,
+            Outbox.id > outbox_id,
+            Outbox.state == OutboxState.PENDING,
+            Outbox.next_attempt_at <= now,
+        )
+        .order_by(Outbox.id)
+        .limit(1)
+    )
+
+
+def claim(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -> Outbox | None:
+    """Take the row for one attempt; None if it is not due, not first in line, or taken.
+
+    One conditional UPDATE: of two workers given the same id, exactly one sees a row changed.
+    """
+    result = session.execute(
+        update(Outbox)
+        .where(
+            Outbox.id == outbox_id,
+            Outbox.state == OutboxState.PENDING,
+            or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now),
+            ~_earlier_unfinished(),
+        )
+        .values(
+            state=OutboxState.SENDING,
+            attempt_id=attempt_id,
+            claimed_at=now,
+            attempts=Outbox.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    row = session.get(Outbox, outbox_id, populate_existing=True)
+    return row
+
+
+def _held_by(session: Session, outbox_id: int, attempt_id: str) -> Outbox | None:
+    row = session.get(Outbox, outbox_id, with_for_update=True, populate_existing=True)
+    if row is None or row.state != OutboxState.SENDING or row.attempt_id != attempt_id:
+        return None
+    return row
+
+
+def _messages(session: Session, row: Outbox) -> list[Message]:
+    if not row.message_ids:
+        return []
+    return list(session.scalars(select(Message).where(Message.id.in_(row.message_ids))))
+
+
+def mark_sent(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -> bool:
+    row = _held_by(session, outbox_id, attempt_id)
+    if row is None:
+        return False
+    _sent(session, row, now)
+    return True
+
+
+def _sent(session: Session, row: Outbox, now: dt.datetime) -> None:
+    row.state = OutboxState.SENT
+    row.sent_at = now
+    row.last_error = None
+    for message in _messages(session, row):
+        if message.delivery_state in (None, "waiting", "queued", "failed", "held"):
+            message.delivery_state = "sent"
+            message.delivery_error = None
+
+
+def attempt_failed(
+    session: Session,
+    outbox_id: int,
+    attempt_id: str,
+    reason: str,
+    *,
+    permanent: bool,
+    policy: RetryPolicy,
+    now: dt.datetime,
+) -> OutboxState | None:
+    """Record a failed attempt: back to pending with the next time, or failed for good."""
+    row = _held_by(session, outbox_id, attempt_id)
+    if row is None:
+        return None
+    row.last_error = reason[:2000]
+    next_at = now + policy.delay(row.attempts)
+    if permanent or next_at - row.created_at > policy.give_up_after:
+        final = reason if permanent else f"gave up after {row.attempts} attempts: {reason}"
+        give_up(session, row, OutboxState.FAILED, final, now)
+        return OutboxState.FAILED
+    row.state = OutboxState.PENDING
+    row.next_attempt_at = next_at
+    for message in _messages(session, row):
+        message.delivery_error = f"retrying: {reason}"[:2000]
+    return OutboxState.PENDING
+
+
+def give_up(
+    session: Session, row: Outbox, state: OutboxState, reason: str, now: dt.datetime
+) -> None:
+    """A final failure (or a held row): the agents see it on the messages, in a note and in an
+    event that notifies the assignee."""
+    row.state = state
+    row.last_error = reason[:2000]
+    row.next_attempt_at = None
+    for message in _messages(session, row):
+        message.delivery_state = "failed" if state == OutboxState.FAILED else "held"
+        message.delivery_error = reason[:2000]
+    conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
+    if conversation is not None and row.kind == "customer":
+        to = ", ".join(row.recipients)
+        what = "could not be delivered" if state == OutboxState.FAILED else "was held, not sent"
+        services.add_note(session, conversation, None, f"Email to {to} {what}: {reason}", now)
+    ticket = conversation.ticket if conversation is not None else None
+    services.record(
+        session,
+        app_id=row.app_id,
+        kind="outbox.failed" if state == OutboxState.FAILED else "outbox.held",
+        actor=services.SYSTEM,
+        now=now,
+        conversation=conversation,
+        ticket=ticket,
+        outbox_id=row.id,
+        reason=reason[:500],
+        assignee_id=ticket.assignee_id if ticket is not None else None,
+    )
+
+
+def recover_stale(
+    session: Session,
+    outbox_id: int,
+    claimed_before: dt.datetime,
+    delivered: bool | None,
+    now: dt.datetime,
+) -> OutboxState | None:
+    """Settle a row whose attempt died mid-send, by what the transport can tell about it."""
+    row = session.get(Outbox, outbox_id, with_for_update=True, populate_existing=True)
+    if (
+        row is None
+        or row.state != OutboxState.SENDING
+        or row.claimed_at is None
+        or row.claimed_at >= claimed_before
+    ):
+        return None
+    row.attempt_id = None
+    if delivered is True:
+        _sent(session, row, now)
+    elif delivered is False:
+        row.state = OutboxState.PENDING
+        row.next_attempt_at = now
+    else:
+        give_up(
+            session,
+            row,
+            OutboxState.HELD,
+            "delivery unknown: the sending process stopped after handing the message to the "
+            "relay and before it answered; check with the customer, then retry it if needed",
+            now,
+        )
+    return row.state
+
+
+def retry(session: Session, outbox_id: int, now: dt.datetime) -> Outbox:
+    """An agent re-queues a failed or held row; it goes out at the next sweep."""
+    row = session.get(Outbox, outbox_id)
+    if row is None:
+        raise NotFound(f"no outbox row {outbox_id}")
+    if row.state not in (OutboxState.FAILED, OutboxState.HELD):
+        raise NotAllowed(f"outbox row {outbox_id} is {row.state.value}, not failed or held")
+    row.state = OutboxState.PENDING
+    row.next_attempt_at = now
+    row.attempt_id = None
+    for message in _messages(session, row):
+        message.delivery_state = "queued"
+        message.delivery_error = None
+    return row
+
+
+def list_rows(session: Session, app_id: int, limit: int = 100) -> Sequence[Outbox]:
+    return session.scalars(
+        select(Outbox).where(Outbox.app_id == app_id).order_by(Outbox.id.desc()).limit(limit)
+    ).all()

@@ -1,0 +1,193 @@
+"""Render customer mail from a `CustomerView`, and guard what the system writes around it.
+
+Templates live in `templates/email/<locale>/<name>/{subject.txt, body.txt, body.html}` and get
+plain values taken from a `CustomerView` only, so they cannot reach a ticket field or a note.
+
+The vocabulary guard checks the system's own words: every template is rendered a second time
+with each person-written value (names, subject, message text) and every value that may hold
+digits (times, links) replaced by a neutral placeholder, and that rendering must contain no
+internal word and no ticket reference. What the customer or an agent wrote is thereby never
+judged (a customer may ask about a concert ticket), and a template that says "ticket" or shows
+a number is always caught, whatever the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup, escape
+
+from tickets.customer_view import CustomerMessage, CustomerView
+from tickets.vocabulary import check
+
+TEMPLATE_NAMES = ("reply", "messages_waiting")
+RECAP_MESSAGES = 6
+RECAP_CHARS = 280
+PLACEHOLDER = "Placeholder"
+PLACEHOLDER_TIME = "2000-01-01 00:00 UTC"
+_TAG = re.compile(r"<[^>]*>")
+_STYLE = re.compile(r"\sstyle=\"[^\"]*\"")
+
+
+def default_root() -> Path:
+    return Path(str(resources.files("templates") / "email"))
+
+
+def _nl2br(value: str) -> Markup:
+    return Markup("<br>\n").join(escape(line) for line in str(value).split("\n"))
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    locale: str
+    from_name: str
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class EmailContent:
+    """What one customer email says: which of the view's messages are new, and where to link."""
+
+    view: CustomerView  # built with `new_ids`: the messages flagged `new` are the mail's news
+    chat_url: str
+    sender_name: str | None  # the agent the mail comes from; None for system mail
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def new(self) -> tuple[int, ...]:
+        return tuple(i for i, m in enumerate(self.view.messages) if m.new)
+
+
+class EmailTemplates:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.root)),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            auto_reload=False,
+        )
+        self.env.filters["nl2br"] = _nl2br
+
+    def locales(self) -> list[str]:
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")
+        )
+
+    def render(self, name: str, locale: str, context: dict[str, Any]) -> RenderedEmail:
+        def one(path: str) -> str:
+            return self.env.get_template(f"{locale}/{path}").render(context)
+
+        # System mail (no agent) comes from the brand alone.
+        from_name = one("from.txt").strip() if context.get("agent_name") else str(context["brand"])
+        return RenderedEmail(
+            locale=locale,
+            from_name=from_name,
+            subject=" ".join(one(f"{name}/subject.txt").split()),
+            text=one(f"{name}/body.txt").strip() + "\n",
+            html=one(f"{name}/body.html"),
+        )
+
+
+def _when(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _message(m: CustomerMessage, limit: int | None = None) -> dict[str, Any]:
+    text = m.text
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return {
+        "author_name": m.author_name,
+        "from_team": m.author == "team",
+        "text": text,
+        "when": _when(m.created_at),
+    }
+
+
+def template_context(content: EmailContent, locale: str) -> dict[str, Any]:
+    view = content.view
+    new = [view.messages[i] for i in content.new]
+    first_new = min(content.new) if content.new else len(view.messages)
+    earlier = view.messages[max(0, first_new - RECAP_MESSAGES) : first_new]
+    return {
+        "locale": locale,
+        "brand": view.brand,
+        "subject": view.subject,
+        "customer_name": view.customer_name,
+        "agent_name": content.sender_name,
+        "new_messages": [_message(m) for m in new],
+        "recap": [_message(m, RECAP_CHARS) for m in earlier],
+        "chat_url": content.chat_url,
+        **content.extra,
+    }
+
+
+def placeholder_content(content: EmailContent) -> EmailContent:
+    """The same email with every value a person wrote, or that holds digits, neutralised."""
+    view = content.view
+    fixed = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    messages = tuple(
+        replace(m, author_name=PLACEHOLDER, text=PLACEHOLDER, created_at=fixed)
+        for m in view.messages
+    )
+    neutral = replace(
+        view,
+        brand=PLACEHOLDER,
+        subject=PLACEHOLDER,
+        customer_name=PLACEHOLDER,
+        messages=messages,
+    )
+    return replace(
+        content,
+        view=neutral,
+        chat_url="https://placeholder.invalid/",
+        sender_name=PLACEHOLDER if content.sender_name else None,
+        extra={k: PLACEHOLDER for k in content.extra},
+    )
+
+
+def guard(rendered: RenderedEmail, ticket_refs: Iterable[str | int]) -> None:
+    """Raise `InternalWordsFound` if the system-written text shows the ticket layer.
+
+    HTML is checked twice: its visible text for words and ticket numbers, and its markup (with
+    the inline CSS taken out, whose colours and pixel sizes are digits by nature) for words.
+    """
+    refs = list(ticket_refs)
+    markup = _STYLE.sub("", rendered.html)
+    visible = html.unescape(_TAG.sub(" ", markup))
+    for where, text, where_refs in (
+        ("From name", rendered.from_name, refs),
+        ("subject", rendered.subject, refs),
+        ("text body", rendered.text, refs),
+        ("HTML body", visible, refs),
+        ("HTML markup", markup, []),
+    ):
+        # The placeholder time is the only number the data put there: take it out first.
+        check(where, text.replace(PLACEHOLDER_TIME, PLACEHOLDER), ticket_refs=where_refs)
+
+
+def render_checked(
+    templates: EmailTemplates,
+    name: str,
+    locale: str,
+    content: EmailContent,
+    ticket_refs: Sequence[str | int] = (),
+) -> RenderedEmail:
+    """Render for sending after the guard passed on the system-written text."""
+    guard(
+        templates.render(name, locale, template_context(placeholder_content(content), locale)),
+        ticket_refs,
+    )
+    return templates.render(name, locale, template_context(content, locale))

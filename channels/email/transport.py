@@ -1,0 +1,232 @@
+"""Outbound transports: hand one finished message to a relay (`smtp`) or to a folder (`file`).
+
+A transport reports how an attempt ended in the one way the outbox needs to know it:
+- it returned: the relay (or the folder) has the message;
+- `DeliveryError(permanent=False)`: it certainly does not, try again later;
+- `DeliveryError(permanent=True)`: a 5xx for this message, trying again will not help;
+- `DeliveryUnknown`: the connection broke after the whole message was sent and before the
+  relay answered, so it may have been accepted (RFC 1047). Resending could deliver it twice,
+  so the outbox holds such a row for an agent instead of retrying.
+
+That is why the SMTP transport runs the DATA phase itself rather than through `sendmail`: it has
+to know whether the final dot went out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import smtplib
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    """The message was not accepted; `permanent` says whether a retry could change that."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+class DeliveryUnknown(Exception):
+    """The message may or may not have been accepted: never retried automatically."""
+
+
+class Transport(Protocol):
+    def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        """Deliver or raise DeliveryError / DeliveryUnknown."""
+
+    def delivered(self, message_id: str) -> bool | None:
+        """Whether a message with this Message-ID was delivered; None if it cannot tell."""
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+def eml_name(message_id: str) -> str:
+    return _UNSAFE.sub("_", message_id.strip("<>")) + ".eml"
+
+
+class FileTransport:
+    """Writes each message as `<Message-ID>.eml` into a folder: the embedded default.
+
+    The file appears by an atomic rename, so after a crash it either exists whole (the message
+    was delivered) or not at all (safe to write again): `delivered` can always tell.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            final = self.directory / eml_name(message_id)
+            tmp = final.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+            with open(tmp, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except OSError as exc:
+            reason = f"cannot write to {self.directory}: {exc.strerror}"
+            raise DeliveryError(reason, permanent=False) from None
+
+    def delivered(self, message_id: str) -> bool | None:
+        return (self.directory / eml_name(message_id)).exists()
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    starttls: bool = False
+    tls: bool = False  # implicit TLS (port 465)
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+    local_hostname: str | None = None
+    tls_context: ssl.SSLContext | None = None
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {' '.join(text.split())}"
+
+
+class SmtpTransport:
+    """Submits to a relay over SMTP, reusing one connection per worker thread.
+
+    Authentication and TLS failures count as temporary: they are the relay's configuration,
+    not this message's fault, and a fixed password should still let queued mail through.
+    """
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        context = s.tls_context or ssl.create_default_context()
+        conn: smtplib.SMTP
+        if s.tls:
+            conn = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=s.timeout, context=context, local_hostname=s.local_hostname
+            )
+        else:
+            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname)
+        try:
+            conn.ehlo()
+            if s.starttls:
+                conn.starttls(context=context)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, s.password or "")
+        except BaseException:
+            _close(conn)
+            raise
+        return conn
+
+    def _connection(self) -> tuple[smtplib.SMTP, bool]:
+        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        conn = self._connect()
+        self._local.conn = conn
+        return conn, False
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            _close(conn)
+
+    def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        try:
+            self._send(envelope_from, recipients, raw, reconnect=True)
+        except (DeliveryError, DeliveryUnknown):
+            self.close()
+            raise
+
+    def _send(self, envelope_from: str, recipients: list[str], raw: bytes, reconnect: bool) -> None:
+        try:
+            conn, reused = self._connection()
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"relay refused the login: {_reply(exc.smtp_code, exc.smtp_error)}",
+                permanent=False,
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"relay: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=False
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryError(f"cannot reach the relay: {exc}", permanent=False) from None
+        try:
+            code, text = conn.mail(envelope_from)
+        except (OSError, smtplib.SMTPServerDisconnected):
+            # A reused connection the relay had closed: nothing was sent, so once more anew.
+            self.close()
+            if reused and reconnect:
+                self._send(envelope_from, recipients, raw, reconnect=False)
+                return
+            raise DeliveryError("the relay closed the connection", permanent=False) from None
+        if code != 250:
+            raise DeliveryError(f"MAIL FROM: {_reply(code, text)}", permanent=code >= 500)
+        refused: list[tuple[int, str]] = []
+        try:
+            for rcpt in recipients:
+                code, text = conn.rcpt(rcpt)
+                if code not in (250, 251):
+                    refused.append((code, _reply(code, text)))
+            if len(refused) == len(recipients):
+                _rset(conn)
+                raise DeliveryError(
+                    "RCPT TO: " + "; ".join(r for _, r in refused),
+                    permanent=all(c >= 500 for c, _ in refused),
+                )
+            conn.putcmd("data")
+            code, text = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise DeliveryError(f"connection lost before DATA: {exc}", permanent=False) from None
+        if code != 354:
+            _rset(conn)
+            raise DeliveryError(f"DATA: {_reply(code, text)}", permanent=code >= 500)
+        payload = smtplib._quote_periods(raw)  # type: ignore[attr-defined]
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        try:
+            conn.send(payload)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            # The final dot was not sent: the relay must discard the partial message.
+            raise DeliveryError(f"connection lost during DATA: {exc}", permanent=False) from None
+        try:
+            conn.send(b".\r\n")
+            code, text = conn.getreply()
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            raise DeliveryUnknown(
+                f"connection lost after the message was sent, before the relay answered: {exc}"
+            ) from None
+        if code != 250:
+            raise DeliveryError(f"after DATA: {_reply(code, text)}", permanent=code >= 500)
+
+    def delivered(self, message_id: str) -> bool | None:
+        return None
+
+
+def _rset(conn: smtplib.SMTP) -> None:
+    with contextlib.suppress(OSError, smtplib.SMTPException):
+        conn.rset()
+
+
+def _close(conn: smtplib.SMTP) -> None:
+    try:
+        conn.quit()
+    except (OSError, smtplib.SMTPException):
+        with contextlib.suppress(OSError):
+            conn.close()

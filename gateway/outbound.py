@@ -1,0 +1,225 @@
+"""Wiring of the outbound path: config -> transport, retry policy, DKIM, delivery settings; and
+the two units of work the actors run (deliver a conversation's waiting messages, send a row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from channels.email import outbox
+from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
+from channels.email.render import EmailTemplates
+from channels.email.transport import (
+    DeliveryError,
+    DeliveryUnknown,
+    FileTransport,
+    SmtpSettings,
+    SmtpTransport,
+    Transport,
+)
+from gateway.config import ConfigError, GatewayConfig
+from gateway.runtime import Runtime
+from tickets.business_time import parse_duration
+from tickets.models import App, Channel, Conversation, Outbox, OutboxState
+
+log = logging.getLogger(__name__)
+
+BATCH = 1000
+
+
+def make_transport(config: GatewayConfig) -> Transport:
+    out = config.outbound
+    if out.transport == "file":
+        return FileTransport(config.outbound_dir)
+    password = None
+    if out.password_env:
+        password = os.environ.get(out.password_env)
+        if password is None:
+            raise ConfigError(f"outbound.password_env: ${out.password_env} is not set")
+    return SmtpTransport(
+        SmtpSettings(
+            host=out.host,
+            port=out.port,
+            starttls=out.starttls,
+            tls=out.tls,
+            username=out.username,
+            password=password,
+            timeout=out.timeout_seconds,
+        )
+    )
+
+
+def retry_policy(config: GatewayConfig) -> outbox.RetryPolicy:
+    out = config.outbound
+    return outbox.RetryPolicy(
+        schedule=tuple(parse_duration(s) for s in out.retry_schedule),
+        give_up_after=parse_duration(out.give_up_after),
+    )
+
+
+def chat_url(config: GatewayConfig, app: App, conversation: Conversation, address: str) -> str:
+    return f"{config.http.public_url}/widget/{app.name}"
+
+
+def reply_to(config: GatewayConfig, app: App, conversation: Conversation, address: str) -> None:
+    # The signed customer token (channels/email/tokens.py) goes here once it exists; until then
+    # no Reply-To: replies go to From, the channel address, and thread by In-Reply-To.
+    return None
+
+
+@dataclass
+class Outbound:
+    """What sending needs, built once per runtime."""
+
+    runtime: Runtime
+    transport: Transport
+    policy: outbox.RetryPolicy
+    settings: DeliverySettings
+
+    @property
+    def stale_after(self) -> dt.timedelta:
+        # Longer than any attempt can take: socket timeouts bound each SMTP step.
+        return max(
+            dt.timedelta(minutes=15),
+            4 * dt.timedelta(seconds=self.runtime.config.outbound.timeout_seconds),
+        )
+
+
+def outbound_for(runtime: Runtime) -> Outbound:
+    cached: Outbound | None = getattr(runtime, "_outbound", None)
+    if cached is None:
+        config = runtime.config
+        cached = Outbound(
+            runtime=runtime,
+            transport=make_transport(config),
+            policy=retry_policy(config),
+            settings=DeliverySettings(
+                grace=dt.timedelta(seconds=config.delivery.email_grace_seconds),
+                online_window=dt.timedelta(seconds=config.delivery.widget_online_seconds),
+                templates=EmailTemplates(),
+                chat_url=lambda a, c, to: chat_url(config, a, c, to),
+                reply_to=lambda a, c, frm: reply_to(config, a, c, frm),
+            ),
+        )
+        runtime._outbound = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def deliver(runtime: Runtime, conversation_id: int) -> Outcome:
+    """Decide and queue the email for a conversation's waiting messages (one transaction)."""
+    ob = outbound_for(runtime)
+    with runtime.unit_of_work() as session:
+        return deliver_conversation(session, conversation_id, runtime.clock(), ob.settings)
+
+
+def _dkim_sign(raw: bytes, channel: Channel | None) -> bytes:
+    settings = (channel.settings or {}).get("dkim") if channel is not None else None
+    if not settings:
+        return raw
+    import dkim  # dkimpy: RFC 6376 canonicalisation and signing, not something to hand-roll
+
+    try:
+        key = Path(settings["private_key_file"]).read_bytes()
+    except OSError as exc:
+        raise DeliveryError(
+            f"DKIM key {settings['private_key_file']}: {exc.strerror}", permanent=False
+        ) from None
+    signature = dkim.sign(
+        raw,
+        settings["selector"].encode(),
+        settings["domain"].encode(),
+        key,
+        include_headers=[
+            b"from",
+            b"to",
+            b"subject",
+            b"date",
+            b"message-id",
+            b"reply-to",
+            b"in-reply-to",
+            b"references",
+            b"mime-version",
+            b"content-type",
+        ],
+    )
+    return signature.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + raw
+
+
+def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
+    """One attempt at one outbox row; None if there was nothing to do (safe to run twice).
+
+    Returns the row's state after the attempt. Stale `sending` rows (the process died) are
+    settled first, by asking the transport whether the message arrived.
+    """
+    ob = outbound_for(runtime)
+    now = runtime.clock()
+    with runtime.unit_of_work() as session:
+        row = session.get(Outbox, outbox_id)
+        if row is None:
+            return None
+        if row.state == OutboxState.SENDING:
+            delivered = ob.transport.delivered(row.message_id_header)
+            settled = outbox.recover_stale(session, outbox_id, now - ob.stale_after, delivered, now)
+            if settled != OutboxState.PENDING:
+                return settled
+    attempt = uuid.uuid4().hex
+    with runtime.unit_of_work() as session:
+        claimed = outbox.claim(session, outbox_id, attempt, now)
+        if claimed is None:
+            return None
+        raw, sender, recipients = claimed.raw, claimed.mail_from, list(claimed.recipients)
+        message_id = claimed.message_id_header
+        channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
+        try:
+            raw = _dkim_sign(raw, channel)
+        except DeliveryError as exc:
+            dkim_error: DeliveryError | None = exc
+        else:
+            dkim_error = None
+    try:
+        if dkim_error is not None:
+            raise dkim_error
+        ob.transport.send(sender, recipients, raw, message_id)
+    except DeliveryError as exc:
+        log.warning(
+            "outbox %s: attempt failed (%s): %s",
+            outbox_id,
+            "permanent" if exc.permanent else "temporary",
+            exc,
+        )
+        with runtime.unit_of_work() as session:
+            return outbox.attempt_failed(
+                session,
+                outbox_id,
+                attempt,
+                str(exc),
+                permanent=exc.permanent,
+                policy=ob.policy,
+                now=runtime.clock(),
+            )
+    except DeliveryUnknown as exc:
+        log.error("outbox %s: delivery unknown, held for an agent: %s", outbox_id, exc)
+        with runtime.unit_of_work() as session:
+            row = session.get(Outbox, outbox_id, with_for_update=True)
+            if row is not None and row.attempt_id == attempt:
+                outbox.give_up(
+                    session, row, OutboxState.HELD, f"delivery unknown: {exc}", runtime.clock()
+                )
+            return OutboxState.HELD
+    with runtime.unit_of_work() as session:
+        outbox.mark_sent(session, outbox_id, attempt, runtime.clock())
+        following = outbox.next_in_conversation(session, outbox_id, runtime.clock())
+    if following is not None:
+        _enqueue_send(following)
+    return OutboxState.SENT
+
+
+def _enqueue_send(outbox_id: int) -> None:
+    from gateway import actors
+
+    actors.send_outbound.send(outbox_id)

@@ -1,0 +1,83 @@
+"""A real SMTP relay stand-in for tests: aiosmtpd on loopback, keeping every message it accepts.
+
+It can be stopped and started again on the same port (a relay outage), and told to answer DATA
+with a given reply (a 4xx or 5xx) instead of accepting.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        parsed = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class _Handler:
+    sink: SmtpSink
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.sink.answer is not None:
+            return self.sink.answer
+        with self.sink.lock:
+            self.sink.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+            )
+        return "250 OK queued"
+
+
+@dataclass
+class SmtpSink:
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    answer: str | None = None  # e.g. "451 try later" or "550 no such user"
+    messages: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _controller: Controller | None = None
+
+    def start(self) -> SmtpSink:
+        self._controller = Controller(
+            _Handler(self), hostname=self.host, port=self.port, data_size_limit=None
+        )
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.messages)
