@@ -14,6 +14,7 @@ from pathlib import Path
 from channels.email import outbox
 from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
 from channels.email.render import EmailTemplates
+from channels.email.tokens import CustomerToken, Keyring, reply_address
 from channels.email.transport import (
     DeliveryError,
     DeliveryUnknown,
@@ -62,14 +63,24 @@ def retry_policy(config: GatewayConfig) -> outbox.RetryPolicy:
     )
 
 
-def chat_url(config: GatewayConfig, app: App, conversation: Conversation, address: str) -> str:
-    return f"{config.http.public_url}/widget/{app.name}"
+def customer_token(keyring: Keyring, conversation: Conversation) -> str:
+    return keyring.sign(
+        CustomerToken(
+            app_id=conversation.app_id,
+            conversation_id=conversation.id,
+            customer_id=conversation.customer_id,
+        )
+    )
 
 
-def reply_to(config: GatewayConfig, app: App, conversation: Conversation, address: str) -> None:
-    # The signed customer token (channels/email/tokens.py) goes here once it exists; until then
-    # no Reply-To: replies go to From, the channel address, and thread by In-Reply-To.
-    return None
+def chat_url(config: GatewayConfig, keyring: Keyring, app: App, conversation: Conversation) -> str:
+    """The widget page of the app, opening this conversation (the token proves it is theirs)."""
+    return f"{config.http.public_url}/widget/{app.name}?c={customer_token(keyring, conversation)}"
+
+
+def reply_to(keyring: Keyring, conversation: Conversation, channel_address: str) -> str:
+    """`support+<customer token>@domain`: the answer threads back by the token (rule 1)."""
+    return reply_address(channel_address, customer_token(keyring, conversation))
 
 
 @dataclass
@@ -94,6 +105,7 @@ def outbound_for(runtime: Runtime) -> Outbound:
     cached: Outbound | None = getattr(runtime, "_outbound", None)
     if cached is None:
         config = runtime.config
+        keyring = config.keyring()
         cached = Outbound(
             runtime=runtime,
             transport=make_transport(config),
@@ -102,8 +114,8 @@ def outbound_for(runtime: Runtime) -> Outbound:
                 grace=dt.timedelta(seconds=config.delivery.email_grace_seconds),
                 online_window=dt.timedelta(seconds=config.delivery.widget_online_seconds),
                 templates=EmailTemplates(),
-                chat_url=lambda a, c, to: chat_url(config, a, c, to),
-                reply_to=lambda a, c, frm: reply_to(config, a, c, frm),
+                chat_url=lambda a, c, to: chat_url(config, keyring, a, c),
+                reply_to=lambda a, c, frm: reply_to(keyring, c, frm),
             ),
         )
         runtime._outbound = cached  # type: ignore[attr-defined]

@@ -152,6 +152,11 @@ def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, s
     assert (sender.display_name, sender.addr_spec) == ("Ana from Demo", "support@localhost")
     assert msg["Subject"] == "Re: " + FIRST_LINE  # their words, not a generated title
     assert re.fullmatch(r"<[a-z]{26}@localhost>", msg["Message-ID"])
+    # Reply-To carries the signed customer token of this conversation.
+    local = msg["Reply-To"].addresses[0].username
+    assert local.startswith("support+") and msg["Reply-To"].addresses[0].domain == "localhost"
+    token = rt.config.keyring().verify_customer(local.removeprefix("support+"))
+    assert token.conversation_id == cid
     assert msg["Date"] and msg["Auto-Submitted"] is None
     text = body_text(got)
     assert "So sorry! A new lamp is on its way today." in text
@@ -159,7 +164,7 @@ def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, s
     assert "http://127.0.0.1:8025/widget/demo" in text
     html = body_html(got)
     assert "So sorry! A new lamp is on its way today." in html
-    assert 'href="http://127.0.0.1:8025/widget/demo"' in html
+    assert 'href="http://127.0.0.1:8025/widget/demo?c=' in html
     # Inline styles, nothing fetched from elsewhere.
     assert "<img" not in html and "<link" not in html and "<style" not in html
     assert 'style="' in html
@@ -179,7 +184,7 @@ def test_several_replies_become_one_email(gw, sink):
     clock.advance(50)
     agent_reply(rt, cid, "Found it: a new lamp leaves today.")
     clock.advance(121)
-    [outcome] = deliver_and_send(rt)
+    [_outcome] = deliver_and_send(rt)
     [got] = sink.wait_for(1)
     text = body_text(got)
     assert "Let me check with the warehouse." in text
@@ -210,7 +215,9 @@ def test_a_customer_in_the_widget_gets_no_email_until_they_leave(gw, sink):
     agent_reply(rt, cid, "Are you still there?")
     clock.advance(121)
     with rt.unit_of_work() as s:
-        delivery.customer_seen(s.get(Conversation, cid).customer, rt.clock() - dt.timedelta(seconds=5))
+        delivery.customer_seen(
+            s.get(Conversation, cid).customer, rt.clock() - dt.timedelta(seconds=5)
+        )
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "widget"
     assert sink.messages == []
@@ -311,9 +318,10 @@ def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, sink, tmp
     body.write_text(body.read_text().replace("{% block intro %}", "{% block intro %}Ticket: "))
     ob = outbound.outbound_for(rt)
     rt._outbound = outbound.Outbound(  # type: ignore[attr-defined]
-        rt, ob.transport, ob.policy, ob.settings.__class__(
-            **{**ob.settings.__dict__, "templates": EmailTemplates(root)}
-        )
+        rt,
+        ob.transport,
+        ob.policy,
+        ob.settings.__class__(**{**ob.settings.__dict__, "templates": EmailTemplates(root)}),
     )
     cid = chat(rt)
     mid = agent_reply(rt, cid, "Hello from the team")
@@ -362,8 +370,9 @@ def test_a_5xx_gives_up_at_once_notes_it_and_tells_the_assignee(gw, sink):
     with rt.unit_of_work() as s:
         app = services.get_app(s, "demo")
         agent = services.find_agent(s, app, "ana@localhost")
-        services.convert(s, services.get_conversation(s, app, cid), agent, rt.clock(),
-                         assignee=agent)
+        services.convert(
+            s, services.get_conversation(s, app, cid), agent, rt.clock(), assignee=agent
+        )
         agent_id = agent.id
     mid = agent_reply(rt, cid, "Here you go.")
     clock.advance(121)
@@ -432,7 +441,7 @@ def test_a_row_left_sending_by_a_dead_smtp_attempt_is_held_not_resent(gw, sink):
     assert sink.messages == []
     with rt.unit_of_work() as s:
         assert s.get(Message, mid).delivery_state == "held"
-        row = outbox.retry(s, outcome.outbox_id, rt.clock())  # an agent decides to resend
+        outbox.retry(s, outcome.outbox_id, rt.clock())  # an agent decides to resend
     assert outbound.send_outbound(rt, outcome.outbox_id) == OutboxState.SENT
     assert len(sink.wait_for(1)) == 1
 
@@ -491,8 +500,14 @@ def test_an_email_conversation_is_answered_in_its_own_thread(gw, sink):
         app = services.get_app(s, "demo")
         customer = services.create_customer(s, app, rt.clock(), email="kim@example.org")
         conversation, _ = services.start_conversation(
-            s, app, customer, Via.EMAIL, "Where is my parcel?", rt.clock(),
-            subject="Parcel ticket 4411 missing", email_message_id="<theirs-1@example.org>",
+            s,
+            app,
+            customer,
+            Via.EMAIL,
+            "Where is my parcel?",
+            rt.clock(),
+            subject="Parcel ticket 4411 missing",
+            email_message_id="<theirs-1@example.org>",
         )
         cid = conversation.id
         services.add_agent(s, app, "ana@localhost", "Ana", rt.clock())
@@ -508,7 +523,8 @@ def test_an_email_conversation_is_answered_in_its_own_thread(gw, sink):
     deliver_and_send(rt)
     second = sink.wait_for(2)[1]
     assert second.message["References"].split() == [
-        first.message["Message-ID"], "<theirs-1@example.org>"
+        first.message["Message-ID"],
+        "<theirs-1@example.org>",
     ]
 
 
@@ -518,7 +534,10 @@ def test_crlf_in_names_cannot_inject_headers(gw, sink):
     with rt.unit_of_work() as s:
         app = services.get_app(s, "demo")
         evil = services.add_agent(
-            s, app, "evil@localhost", "Eve =?utf-8?q?=0D=0ABcc:_x@evil.example?=\r\nBcc: y@evil.example",
+            s,
+            app,
+            "evil@localhost",
+            "Eve =?utf-8?q?=0D=0ABcc:_x@evil.example?=\r\nBcc: y@evil.example",
             rt.clock(),
         )
         conversation = services.get_conversation(s, app, cid)

@@ -124,7 +124,7 @@ def test_header_safe_defuses_line_breaks_and_encoded_words():
 
 def test_trimmed_references_keep_the_first_and_the_latest():
     ids = [f"<{i}@x>" for i in range(30)]
-    trimmed = trim_references(ids + ["<5@x>"])
+    trimmed = trim_references([*ids, "<5@x>"])
     assert trimmed[0] == "<0@x>" and trimmed[-1] == "<29@x>" and len(trimmed) == 10
 
 
