@@ -913,6 +913,83 @@ def channels_list(state: State, as_json: bool) -> None:
     Console().print(table)
 
 
+@channels.command("add")
+@click.argument("name")
+@click.option("--address", "addresses", multiple=True, required=True, help="Repeat for more.")
+@click.option("--imap-host", help="Fetch mail from this IMAP server too.")
+@click.option("--imap-port", type=int, default=993, show_default=True)
+@click.option("--imap-ssl/--imap-no-ssl", default=True, show_default=True)
+@click.option("--imap-starttls", is_flag=True)
+@click.option("--imap-user")
+@click.option("--imap-password-env", help="Environment variable holding the IMAP password.")
+@click.option("--imap-folder", default="INBOX", show_default=True)
+@pass_state
+@handle_errors
+def channels_add(
+    state: State,
+    name: str,
+    addresses: tuple[str, ...],
+    imap_host: str | None,
+    imap_port: int,
+    imap_ssl: bool,
+    imap_starttls: bool,
+    imap_user: str | None,
+    imap_password_env: str | None,
+    imap_folder: str,
+) -> None:
+    """Add an email channel (stored in the database; config channels stay in the file)."""
+    from gateway.channel_admin import create_channel
+
+    imap = None
+    if imap_host:
+        if not imap_user:
+            raise DomainError("--imap-host needs --imap-user")
+        imap = {
+            "host": imap_host,
+            "port": imap_port,
+            "ssl": imap_ssl,
+            "starttls": imap_starttls,
+            "username": imap_user,
+            "password_env": imap_password_env,
+            "folder": imap_folder,
+        }
+    with unit_of_work(state) as (session, app, now):
+        channel = create_channel(session, app, name, list(addresses), now, imap=imap, source="cli")
+        where = ", ".join(a.address for a in channel.addresses)
+    click.echo(f"channel {name} added ({where}); run 'gateway channels test {name}'")
+
+
+@channels.command("test")
+@click.argument("name")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the round-trip mail.",
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def channels_test(state: State, name: str, timeout: float, as_json: bool) -> None:
+    """Check IMAP, the SMTP relay and a round trip; success marks the channel verified."""
+    from gateway.channel_admin import check_channel, get_channel
+
+    with unit_of_work(state) as (session, app, _):
+        channel = get_channel(session, app, name=name)
+        app_id, channel_id = app.id, channel.id
+    result = check_channel(state.runtime(), app_id, channel_id, timeout=timeout)
+    if as_json:
+        echo_json(result)
+    else:
+        for step in result["steps"]:
+            click.echo(f"{'ok  ' if step['ok'] else 'FAIL'} {step['name']}: {step['detail']}")
+    if not result["ok"]:
+        fail(f"channel {name}: {result['message']}. Hint: {result['hint']}")
+    if not as_json:
+        click.echo(f"channel {name} verified")
+
+
 @channels.command("imap-status")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)

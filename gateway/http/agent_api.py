@@ -210,14 +210,20 @@ def convert(
             assignee=assignee,
             category=body.category,
         )
-        data = _detail(w, conversation)
-        check = ticket.email_check
-        data["warning"] = (
-            f"{check.get('reason')} ({check.get('setup_url')})"
-            if check and not check.get("ok")
-            else None
-        )
-        return data
+        ticket_id = ticket.id
+    # The conversion is committed; the check runs now so the answer can carry its warning (if it
+    # fails here, the background sweep runs it later and the ticket shows it then).
+    from gateway.background import run_email_check
+
+    check = run_email_check(runtime, ticket_id)
+    with work(runtime, caller) as w:
+        data = _detail(w, _conversation(w, conversation_id))
+    data["warning"] = (
+        f"{check.get('reason')} ({check.get('setup_url')})"
+        if check and not check.get("ok")
+        else None
+    )
+    return data
 
 
 @router.post(

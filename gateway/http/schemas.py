@@ -223,3 +223,156 @@ def check_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("text must be valid Unicode (no lone surrogates)") from None
     return value
+
+
+# --- admin ----------------------------------------------------------------------------------
+
+
+class AgentAddressOut(BaseModel):
+    address: str
+    verified: bool
+
+
+class AgentOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: RoleName
+    active: bool
+    addresses: list[AgentAddressOut]
+
+
+class AgentIn(Body):
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(min_length=1, max_length=200)
+    role: RoleName = "agent"
+
+
+class RoleIn(Body):
+    role: RoleName
+
+
+class AddressIn(Body):
+    address: str = Field(min_length=3, max_length=320)
+    verified: bool = Field(
+        default=True, description="an admin vouches for the address; false keeps it untrusted"
+    )
+
+
+class TokenIn(Body):
+    label: str = Field(default="", max_length=200)
+
+
+class TokenOut(BaseModel):
+    id: int
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="shown once: only its digest is stored")
+
+
+class ImapIn(Body):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=993, ge=1, le=65535)
+    ssl: bool = True
+    starttls: bool = False
+    username: str = Field(min_length=1, max_length=320)
+    password: str | None = Field(default=None, max_length=1000, description="write-only")
+    password_env: str | None = Field(default=None, max_length=200)
+    folder: str = Field(default="INBOX", min_length=1, max_length=200)
+    processed_folder: str | None = Field(default=None, max_length=200)
+
+
+class SmtpIn(Body):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = Field(default=None, max_length=320)
+    password: str | None = Field(default=None, max_length=1000, description="write-only")
+    password_env: str | None = Field(default=None, max_length=200)
+
+
+class ChannelIn(Body):
+    name: str = Field(min_length=1, max_length=100)
+    addresses: list[str] = Field(min_length=1, max_length=50)
+    imap: ImapIn | None = None
+    smtp: SmtpIn | None = Field(default=None, description="own relay; default: [outbound]")
+
+
+class ChannelPatch(Body):
+    addresses: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    imap: ImapIn | None = None
+    smtp: SmtpIn | None = None
+    clear: list[Literal["imap", "smtp"]] = Field(default=[], max_length=2)
+
+
+class ImapOut(BaseModel):
+    host: str
+    port: int
+    ssl: bool
+    starttls: bool
+    username: str
+    folder: str
+    has_password: bool
+
+
+class SmtpOut(BaseModel):
+    host: str
+    port: int
+    starttls: bool
+    tls: bool
+    username: str | None
+    has_password: bool
+
+
+class CheckStepOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str
+    hint: str | None
+
+
+class CheckOut(BaseModel):
+    ok: bool
+    checked_at: dt.datetime
+    message: str
+    hint: str | None
+    steps: list[CheckStepOut]
+
+
+class ChannelOut(BaseModel):
+    id: int
+    name: str
+    addresses: list[str]
+    enabled: bool
+    source: str
+    imap: ImapOut | None
+    smtp: SmtpOut | None
+    verified_at: dt.datetime | None
+    last_test: CheckOut | None
+
+
+class CheckIn(Body):
+    timeout: float = Field(default=60, gt=0, le=300, description="seconds to wait for the mail")
+
+
+class CalendarOut(BaseModel):
+    name: str
+    timezone: str
+    hours: dict[str, str | list[str]]
+    holidays: list[str]
+
+
+class SlaPolicyOut(BaseModel):
+    name: str
+    priorities: list[Priority]
+    categories: list[str]
+    first_response: str | None
+    next_response: str | None
+    resolution: str | None
+    calendar: str
+    warn_at: float

@@ -51,7 +51,10 @@ def test_convert_lists_under_tickets_and_inbox_and_filters(world):
         body = r.json()
         assert body["ticket"]["priority"] == "high"
         assert body["ticket"]["assignee"] == "alice@a.example"
-        assert "warning" in body
+        # No channel has passed a test yet: the answer says so and links to the setup page.
+        assert "has not passed a test yet" in body["warning"]
+        assert body["warning"].endswith("/admin/channels/email/setup)")
+        assert body["ticket"]["email_check"]["ok"] is False
         tickets = c.get("/api/v1/tickets").json()["items"]
         assert [t["id"] for t in tickets] == [world.conv_a]
         assert world.conv_a in {i["id"] for i in c.get("/api/v1/inbox").json()["items"]}

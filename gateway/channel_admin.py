@@ -1,0 +1,297 @@
+"""Email channels managed at run time (CLI and admin API) and their end-to-end check.
+
+Channels from the config file are synced into the database at start and stay read-only here
+(the file is their source of truth); channels added by the CLI or the API live only in the
+database. Secrets: a channel names an environment variable or file for its passwords, or (API
+only) is given a password that is stored with the channel and never returned or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from channels.email.check import (
+    CheckFailed,
+    ImapTarget,
+    Report,
+    SmtpTarget,
+    check_imap,
+    check_smtp,
+    find_in_imap,
+    new_token,
+    round_trip,
+)
+from gateway.inbound import _secret
+from gateway.runtime import Runtime
+from tickets import services
+from tickets.errors import InvalidValue, NotAllowed, NotFound
+from tickets.models import App, Channel, ChannelAddress, InboundMail
+
+SECRETS = "secrets"  # the settings key that holds write-only passwords
+
+
+def _address(value: str) -> str:
+    address = services.normalize_address(value)
+    if "+" in address.partition("@")[0]:
+        raise InvalidValue(f"{value!r} is not a plain address like support@example.com")
+    return address
+
+
+def get_channel(
+    session: Session, app: App, channel_id: int | None = None, name: str = ""
+) -> Channel:
+    query = select(Channel).where(Channel.app_id == app.id)
+    query = (
+        query.where(Channel.id == channel_id) if channel_id else query.where(Channel.name == name)
+    )
+    channel = session.scalar(query)
+    if channel is None:
+        raise NotFound(f"no channel {channel_id or name!r}")
+    return channel
+
+
+def _set_addresses(session: Session, channel: Channel, addresses: list[str]) -> None:
+    wanted = list(dict.fromkeys(_address(a) for a in addresses))
+    if not wanted:
+        raise InvalidValue("a channel needs at least one address")
+    for address in wanted:
+        owner = session.scalar(select(ChannelAddress).where(ChannelAddress.address == address))
+        if owner is not None and owner.channel_id != channel.id:
+            # Routing must be unambiguous; whose address it is stays private to its app.
+            raise InvalidValue(f"{address} is already the address of another channel")
+    have = {a.address: a for a in channel.addresses}
+    for address in wanted:
+        if address not in have:
+            channel.addresses.append(ChannelAddress(address=address))
+    for address, row in have.items():
+        if address not in wanted:
+            channel.addresses.remove(row)
+
+
+def _split_secrets(section: dict[str, Any] | None, key: str, secrets: dict[str, str]) -> Any:
+    if section is None:
+        return None
+    section = dict(section)
+    password = section.pop("password", None)
+    if password:
+        secrets[key] = password
+    return section
+
+
+def create_channel(
+    session: Session,
+    app: App,
+    name: str,
+    addresses: list[str],
+    now: dt.datetime,
+    *,
+    imap: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
+    source: str = "api",
+) -> Channel:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise InvalidValue("a channel needs a name of 1 to 100 characters")
+    if session.scalar(select(Channel).where(Channel.app_id == app.id, Channel.name == name)):
+        raise InvalidValue(f"channel {name!r} exists already")
+    channel = Channel(app_id=app.id, name=name, created_at=now, settings={"source": source})
+    session.add(channel)
+    session.flush()
+    update_channel(session, channel, addresses=addresses, imap=imap, smtp=smtp)
+    return channel
+
+
+def update_channel(
+    session: Session,
+    channel: Channel,
+    *,
+    addresses: list[str] | None = None,
+    imap: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
+    clear: tuple[str, ...] = (),
+) -> None:
+    """Change what is given; `clear` names sections ("imap", "smtp") to remove."""
+    if channel.settings.get("source") == "config":
+        raise NotAllowed(f"channel {channel.name!r} comes from the config file; change it there")
+    settings = dict(channel.settings)
+    secrets = dict(settings.get(SECRETS, {}))
+    for section in clear:
+        settings.pop(section, None)
+        secrets.pop(section, None)
+    for key, value in (("imap", imap), ("smtp", smtp)):
+        if value is not None:
+            old_password = secrets.get(key)
+            settings[key] = _split_secrets(value, key, secrets)
+            if key not in secrets and old_password:
+                secrets[key] = old_password
+    settings[SECRETS] = secrets
+    channel.settings = settings
+    if addresses is not None:
+        _set_addresses(session, channel, addresses)
+    # Changed settings invalidate an earlier passing check.
+    channel.verified_at = None
+    session.flush()
+
+
+def channel_json(channel: Channel) -> dict[str, Any]:
+    """The channel as an admin sees it; passwords are reported only as present or absent."""
+    settings = channel.settings
+    secrets = settings.get(SECRETS, {})
+
+    def section(key: str) -> dict[str, Any] | None:
+        value = settings.get(key)
+        if not value:
+            return None
+        out = {k: v for k, v in value.items() if k != "password"}
+        out["has_password"] = bool(secrets.get(key)) or bool(
+            value.get("password_env") or value.get("password_file")
+        )
+        return out
+
+    return {
+        "id": channel.id,
+        "name": channel.name,
+        "addresses": [a.address for a in channel.addresses],
+        "enabled": channel.enabled,
+        "source": settings.get("source", "config"),
+        "imap": section("imap"),
+        "smtp": section("smtp"),
+        "verified_at": channel.verified_at,
+        "last_test": channel.last_test,
+    }
+
+
+# --- the end-to-end check ----------------------------------------------------------------
+
+
+def _imap_target(channel: Channel, where: str) -> ImapTarget | None:
+    imap = channel.settings.get("imap")
+    if not imap:
+        return None
+    password = channel.settings.get(SECRETS, {}).get("imap") or _secret(
+        imap.get("password_env"), imap.get("password_file"), where
+    )
+    return ImapTarget(
+        host=imap["host"],
+        port=int(imap.get("port") or 993),
+        ssl=bool(imap.get("ssl", True)),
+        starttls=bool(imap.get("starttls", False)),
+        username=imap["username"],
+        password=password,
+        folder=imap.get("folder") or "INBOX",
+    )
+
+
+def _smtp_target(runtime: Runtime, channel: Channel) -> SmtpTarget | None:
+    smtp = channel.settings.get("smtp")
+    if smtp:
+        password = channel.settings.get(SECRETS, {}).get("smtp") or _secret(
+            smtp.get("password_env"), smtp.get("password_file"), f"channel {channel.name} smtp"
+        )
+        return SmtpTarget(
+            host=smtp["host"],
+            port=int(smtp.get("port") or 587),
+            starttls=bool(smtp.get("starttls", True)),
+            tls=bool(smtp.get("tls", False)),
+            username=smtp.get("username"),
+            password=password,
+        )
+    out = runtime.config.outbound
+    if out.transport != "smtp":
+        return None
+    return SmtpTarget(
+        host=out.host,
+        port=out.port,
+        starttls=out.starttls,
+        tls=out.tls,
+        username=out.username,
+        password=_secret(out.password_env, None, "outbound"),
+    )
+
+
+def _arrived_in_database(runtime: Runtime, token: str, since: dt.datetime) -> bool:
+    needle = token.encode()
+    with runtime.unit_of_work() as session:
+        rows = session.scalars(
+            select(InboundMail.raw)
+            .where(InboundMail.received_at >= since)
+            .order_by(InboundMail.id.desc())
+            .limit(500)
+        )
+        return any(needle in raw for raw in rows)
+
+
+def check_channel(
+    runtime: Runtime, app_id: int, channel_id: int, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Run IMAP, relay and round-trip checks; store the result and, on success, verify the
+    channel. Returns the stored result."""
+    with runtime.unit_of_work() as session:
+        channel = session.get(Channel, channel_id)
+        if channel is None or channel.app_id != app_id:
+            raise NotFound(f"no channel {channel_id}")
+        address = channel.addresses[0].address if channel.addresses else None
+        imap = _imap_target(channel, f"channel {channel.name} imap")
+        smtp = _smtp_target(runtime, channel)
+    started = runtime.clock() - dt.timedelta(seconds=5)
+    report = Report()
+    try:
+        _run(runtime, report, address, imap, smtp, started, timeout)
+    except CheckFailed as failed:
+        report.steps.append(failed.step)
+    now = runtime.clock()
+    failed_step = next((s for s in report.steps if not s.ok), None)
+    result = {
+        "ok": report.ok,
+        "checked_at": now.isoformat(),
+        "message": failed_step.detail if failed_step else "the channel works end to end",
+        "hint": failed_step.hint if failed_step else None,
+        "steps": [s.as_dict() for s in report.steps],
+    }
+    with runtime.unit_of_work() as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        channel.last_test = result
+        # A failing check withdraws an earlier verification: the mailbox is not working now.
+        channel.verified_at = now if report.ok else None
+    return result
+
+
+def _run(
+    runtime: Runtime,
+    report: Report,
+    address: str | None,
+    imap: ImapTarget | None,
+    smtp: SmtpTarget | None,
+    since: dt.datetime,
+    timeout: float,
+) -> None:
+    if address is None:
+        raise CheckFailed("addresses", "the channel has no address", "add an address")
+    if imap is not None:
+        check_imap(imap, report, timeout=min(timeout, 15.0))
+    if smtp is None:
+        raise CheckFailed(
+            "smtp connect",
+            "no SMTP relay is configured, so no mail can be sent",
+            'set [outbound] transport = "smtp" with host, port, starttls and username '
+            "(or give the channel its own relay)",
+        )
+    client = check_smtp(smtp, report, timeout=min(timeout, 15.0))
+    try:
+        token = new_token()
+
+        def arrived() -> bool:
+            if imap is not None and find_in_imap(imap, token):
+                return True
+            return _arrived_in_database(runtime, token, since)
+
+        round_trip(client, address, token, arrived, report, timeout)
+    finally:
+        with contextlib.suppress(Exception):
+            client.quit()
