@@ -66,4 +66,3 @@ def after_commit(events: Iterable[Event]) -> None:
         if event.kind == "ticket.converted" and event.ticket_id is not None:
             actors.check_email.send(event.ticket_id)
             actors.summarize_ticket.send(event.ticket_id)
-

@@ -241,9 +241,7 @@ def on_customer_message(session: Session, ticket: Ticket, now: dt.datetime) -> N
     start(session, ticket, TimerKind.NEXT_RESPONSE, now)
 
 
-def on_status(
-    session: Session, ticket: Ticket, previous: TicketStatus, now: dt.datetime
-) -> None:
+def on_status(session: Session, ticket: Ticket, previous: TicketStatus, now: dt.datetime) -> None:
     if ticket.status == TicketStatus.RESOLVED:
         _end(session, _active(ticket, *TimerKind), now)
         return

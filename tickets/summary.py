@@ -26,15 +26,68 @@ SUMMARY_CHARS = 400
 MAX_SENTENCES = 3
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_FACT = re.compile(r"\b\w*\d[\w/.-]*")
 _WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
 # Words that say nothing about the problem; common English only, it is a ranking heuristic.
 _FILLER = frozenset(
     {
-        "the", "and", "for", "you", "your", "are", "was", "were", "this", "that", "with", "have",
-        "has", "had", "but", "not", "can", "could", "would", "will", "please", "thanks", "thank",
-        "hello", "dear", "regards", "best", "there", "their", "they", "them", "from", "what",
-        "when", "which", "who", "how", "why", "just", "also", "any", "all", "our", "out", "about",
-        "into", "been", "being", "get", "got", "its", "it's", "hi", "hey", "yes", "no", "ok",
+        "the",
+        "and",
+        "for",
+        "you",
+        "your",
+        "are",
+        "was",
+        "were",
+        "this",
+        "that",
+        "with",
+        "have",
+        "has",
+        "had",
+        "but",
+        "not",
+        "can",
+        "could",
+        "would",
+        "will",
+        "please",
+        "thanks",
+        "thank",
+        "hello",
+        "dear",
+        "regards",
+        "best",
+        "there",
+        "their",
+        "they",
+        "them",
+        "from",
+        "what",
+        "when",
+        "which",
+        "who",
+        "how",
+        "why",
+        "just",
+        "also",
+        "any",
+        "all",
+        "our",
+        "out",
+        "about",
+        "into",
+        "been",
+        "being",
+        "get",
+        "got",
+        "its",
+        "it's",
+        "hi",
+        "hey",
+        "yes",
+        "no",
+        "ok",
         "okay",
     }
 )
@@ -69,7 +122,9 @@ def _sentences(texts: tuple[str, ...]) -> list[str]:
     out = []
     for text in texts:
         out += [s.strip() for s in _SENTENCE_END.split(text) if len(s.strip()) > 2]
-    return out
+    # Greetings and thanks ("Hi there!", "Thanks.") say nothing about the problem.
+    content = [s for s in out if _words(s)]
+    return content or out
 
 
 def _words(text: str) -> list[str]:
@@ -82,23 +137,31 @@ class ExtractiveSummarizer:
 
     def summarize(self, item: SummaryInput) -> Summary:
         sentences = _sentences(item.customer_texts)
-        title = _clip(item.subject or (sentences[0] if sentences else ""), TITLE_CHARS)
+        # The subject the customer wrote; a subject cut from a long chat line reads worse than
+        # the first sentence of that line.
+        subject = item.subject.strip()
+        if sentences and (not subject or subject.endswith("…")):
+            subject = sentences[0]
+        title = _clip(subject, TITLE_CHARS)
         if not sentences:
             return Summary(title=title, summary="", source="offline")
         freq = Counter(w for s in sentences for w in set(_words(s)))
-        scored = sorted(
-            range(len(sentences)),
-            key=lambda i: (
-                -sum(freq[w] for w in set(_words(sentences[i])))
-                / (1 + len(_words(sentences[i])) ** 0.5),
-                i,
-            ),
-        )
+
+        def score(i: int) -> tuple[float, int]:
+            words = set(_words(sentences[i]))
+            # Facts with digits (order numbers, dates, amounts) are what the team looks up.
+            facts = len(_FACT.findall(sentences[i]))
+            return (-(sum(freq[w] for w in words) / (1 + len(words) ** 0.5) + 2 * facts), i)
+
         # The first sentence usually states the problem; keep it, then the best-scored others.
-        chosen = sorted({0, *scored[: MAX_SENTENCES - 1]})
+        chosen = {0}
+        for i in sorted(range(len(sentences)), key=score):
+            if len(chosen) >= MAX_SENTENCES:
+                break
+            chosen.add(i)
         return Summary(
             title=title,
-            summary=_clip(" ".join(sentences[i] for i in chosen), SUMMARY_CHARS),
+            summary=_clip(" ".join(sentences[i] for i in sorted(chosen)), SUMMARY_CHARS),
             source="offline",
         )
 
@@ -121,9 +184,7 @@ def due_ticket_ids(session: Session, before: dt.datetime, limit: int) -> list[in
     return due_ids(session, Ticket.id, Ticket.summary_due_at, before, limit)
 
 
-def store(
-    session: Session, ticket_id: int, summary: Summary, *, due_seen: dt.datetime
-) -> bool:
+def store(session: Session, ticket_id: int, summary: Summary, *, due_seen: dt.datetime) -> bool:
     """Store a summary computed from the ticket as it was when `due_seen` was its due time.
 
     A message that arrived meanwhile moved the due time on; then the summary is stored but the

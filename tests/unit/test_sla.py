@@ -140,9 +140,7 @@ def test_reply_meets_first_response_and_the_next_message_starts_next_response(
 
 def test_snooze_pauses_the_timers_and_waking_resumes_them(session, conversation, agent):
     services.convert(session, conversation, agent, MONDAY_10)
-    services.snooze(
-        session, conversation, MONDAY_10 + 2 * H, services.SYSTEM, MONDAY_10 + 10 * MIN
-    )
+    services.snooze(session, conversation, MONDAY_10 + 2 * H, services.SYSTEM, MONDAY_10 + 10 * MIN)
     first = timers(conversation)["first_response"]
     assert first.state == TimerState.PAUSED
     assert first.due_at is None
@@ -174,9 +172,7 @@ def test_waiting_on_the_customer_pauses_until_they_write(session, conversation, 
     assert resolution.due_at == dt.datetime(2026, 11, 26, 16, 0, tzinfo=dt.UTC)
 
 
-def test_resolving_meets_every_timer_and_reopening_resumes_resolution(
-    session, conversation, agent
-):
+def test_resolving_meets_every_timer_and_reopening_resumes_resolution(session, conversation, agent):
     services.convert(session, conversation, agent, MONDAY_10)
     services.resolve(session, conversation, services.SYSTEM, MONDAY_10 + 2 * H)
     ticket = conversation.ticket
