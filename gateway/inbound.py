@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected, record_rejection
 from channels.email.imap import ImapAccount, ImapPoller
 from channels.email.parse import (
     MessageRejected,
@@ -81,6 +82,16 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
     if row.channel_id is not None:
         channel = session.get(Channel, row.channel_id)
         settings = channel.settings if channel else {}
+    app = session.get(App, row.app_id) if row.app_id is not None else None
+    app_config = next((a for a in runtime.config.apps if app and a.name == app.name), None)
+    agent_mail = AgentMailPolicy(
+        keyring=runtime.keyring,
+        addresses=frozenset(addresses),
+        require_dkim=bool(settings.get("require_dkim", False)),
+        trusted_authserv_id=settings.get("trusted_authserv_id"),
+        # `/snooze monday 9:00` means 9:00 in the app's (first) calendar's zone.
+        timezone=app_config.calendars[0].timezone if app_config and app_config.calendars else "UTC",
+    )
     return ChannelRules(
         own_domains=frozenset(own),
         subject_threading=bool(settings.get("subject_threading", True)),
@@ -88,6 +99,7 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         limits=parse_limits(runtime),
         channel_addresses=frozenset(addresses),
         keyring=runtime.keyring,
+        agent_mail=agent_mail,
     )
 
 
@@ -180,6 +192,7 @@ class _Batch:
 
     def _run(self, row: InboundMail, parsed: ParsedMail | Exception) -> Outcome:
         session, now = self.session, self.now
+        rejected: MessageRejected | None = None
         try:
             with session.begin_nested():
                 if isinstance(parsed, Exception):
@@ -195,6 +208,7 @@ class _Batch:
                 row.reason = result.outcome
         except MessageRejected as exc:
             reason = str(exc)
+            rejected = exc
         except Exception as exc:
             log.error("processing inbound mail %s failed", row.id, exc_info=exc)
             reason = f"{type(exc).__name__}: {exc}"
@@ -202,6 +216,8 @@ class _Batch:
             return Outcome(row.id, "processed", result.outcome or "")
         row.attempts += 1
         inbound_store.quarantine(session, row, reason, now)
+        if isinstance(rejected, AgentMailRejected):
+            record_rejection(session, row, rejected, now)  # the agent is told why
         return Outcome(row.id, "quarantined", reason)
 
     def _app(self, row: InboundMail) -> App:

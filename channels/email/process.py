@@ -18,13 +18,13 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.bounce import Bounce
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits, parse_message
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
 from tickets import services
 from tickets.models import (
     App,
-    Attachment,
     Conversation,
     ConversationState,
     Customer,
@@ -54,6 +54,8 @@ class ChannelRules:
     # and the keyring that verifies it. Without a keyring, rule 1 is off.
     channel_addresses: frozenset[str] = frozenset()
     keyring: Keyring | None = None
+    # Agents answering notifications by email; None: agent tokens are quarantined unhandled.
+    agent_mail: AgentMailPolicy | None = None
 
 
 @dataclass
@@ -93,8 +95,7 @@ def step_parse(p: Processing) -> None:
 
 def step_own_loop(p: Processing) -> None:
     assert p.parsed
-    raw_headers = p.row.raw[: p.row.raw.find(b"\n\n") + 1 or 65536]
-    if LOOP_HEADER.lower().encode() in raw_headers.lower():
+    if _has_loop_header(p):
         p.outcome = f"dropped our own mail ({LOOP_HEADER})"
         return
     mid = p.parsed.message_id or ""
@@ -103,6 +104,26 @@ def step_own_loop(p: Processing) -> None:
         p.rules.own_domains
     ):
         p.outcome = "dropped our own mail (Message-ID domain)"
+
+
+def _has_loop_header(p: Processing) -> bool:
+    raw_headers = p.row.raw[: p.row.raw.find(b"\n\n") + 1 or 65536]
+    return LOOP_HEADER.lower().encode() in raw_headers.lower()
+
+
+def step_agent_mail(p: Processing) -> None:
+    """An agent's answer to a notification (an agent token, or an agent's address writing to a
+    token address) is posted or rejected here and never reaches the customer path. Runs before
+    the Message-ID loop check, which would take an agent on the support domain (Apple Mail
+    puts the sender's domain in Message-IDs) for our own mail."""
+    assert p.parsed
+    if p.rules.agent_mail is None or _has_loop_header(p):
+        return
+    result = handle_agent_mail(p.session, p.app, p.row, p.parsed, p.rules.agent_mail, p.now)
+    if result is not None:
+        p.conversation = p.session.get(Conversation, result.conversation_id)
+        p.rule = "agent token"
+        p.outcome = result.outcome
 
 
 def step_bounce(p: Processing) -> None:
@@ -380,17 +401,7 @@ def step_store(p: Processing) -> None:
             is_auto_reply=parsed.auto_reply is not None,
             **fields,
         )
-    for attachment in parsed.attachments:
-        p.message.attachments.append(
-            Attachment(
-                filename=attachment.filename,
-                content_type=attachment.content_type,
-                size=attachment.size,
-                content_id=attachment.content_id,
-                inline=attachment.inline,
-                content=attachment.content,
-            )
-        )
+    p.message.attachments.extend(attachment_rows(parsed))
     if parsed.message_id:
         p.session.add(
             ThreadRef(
@@ -411,6 +422,7 @@ Step = tuple[str, Callable[[Processing], None]]
 
 PIPELINE: tuple[Step, ...] = (
     ("parse", step_parse),
+    ("agent-mail", step_agent_mail),
     ("own-loop", step_own_loop),
     ("bounce", step_bounce),
     ("spam", step_spam),

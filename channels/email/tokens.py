@@ -196,6 +196,43 @@ class Keyring:
         return token
 
 
+def _unverified_payload(text: str) -> bytes | None:
+    try:
+        raw = _unb32(text)
+    except TokenError:
+        return None
+    return raw[:-MAC_BYTES] if len(raw) > 3 + MAC_BYTES else None
+
+
+def peek_kind(text: str) -> Literal["customer", "agent"] | None:
+    """Which kind a token claims to be, WITHOUT verifying it.
+
+    Only for choosing a path (agent mail or customer mail); everything it says must be checked
+    by `Keyring.verify` before it is acted on.
+    """
+    payload = _unverified_payload(text)
+    if payload is None:
+        return None
+    if payload[0] == _KIND_CUSTOMER:
+        return "customer"
+    return "agent" if payload[0] in _KIND_PURPOSE else None
+
+
+def peek_person_id(text: str) -> int | None:
+    """The customer or agent id a token claims, WITHOUT verifying it: only ever used to pick
+    whom to warn about a mail that failed verification."""
+    payload = _unverified_payload(text)
+    if payload is None:
+        return None
+    try:
+        pos = 3
+        for _ in range(3):
+            value, pos = _read_varint(payload, pos)
+    except TokenError:
+        return None
+    return value
+
+
 def _b32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 

@@ -1,0 +1,115 @@
+"""Agents' answers as real mail clients write them, and a DKIM signer with its DNS records.
+
+The three quoting styles are those of Gmail ("On ... wrote:" and `>` lines), Outlook (a rule
+and a From/Sent/To/Subject block, nothing quoted with `>`) and Apple Mail (the attribution
+inside the `>` quote). DKIM keys are generated with the openssl CLI and signed with dkimpy,
+exactly as a sending mail server would; `DkimKeys.dns` answers the TXT lookups for them.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import dkim
+
+STYLES = ("gmail", "outlook", "apple")
+
+
+def quoted_reply(style: str, new_text: str, notification_from: str, quoted: str) -> str:
+    when = "Sun, Nov 29, 2026 at 10:00 AM"
+    if style == "gmail":
+        lines = "\n".join(f"> {line}" if line else ">" for line in quoted.splitlines())
+        return f"{new_text}\n\nOn {when} {notification_from} wrote:\n{lines}\n"
+    if style == "outlook":
+        return (
+            f"{new_text}\n\n________________________________\n"
+            f"From: {notification_from}\nSent: Sunday, November 29, 2026 10:00 AM\n"
+            f"To: Agent <agent@agents.test>\nSubject: New message\n\n{quoted}\n"
+        )
+    if style == "apple":
+        lines = "\n".join(f"> {line}" if line else ">" for line in quoted.splitlines())
+        return f"{new_text}\n\n> On 29 Nov 2026, at 10:00, {notification_from} wrote:\n>\n{lines}\n"
+    raise ValueError(style)
+
+
+def agent_mail(
+    *,
+    from_addr: str,
+    to_addr: str,
+    body: str,
+    subject: str = "Re: New message",
+    style: str = "gmail",
+    notification_from: str = "Acme Support <support@acme.test>",
+    quoted: str = "Sam wrote:\nMy order never arrived\n\nReply above this line.",
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+    html: bool = False,
+) -> EmailMessage:
+    msg = EmailMessage()
+    for name, value in headers:
+        msg[name] = value
+    msg["From"] = from_addr
+    msg["To"] = to_addr
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.UTC))
+    msg["Message-ID"] = make_msgid(domain=from_addr.rpartition("@")[2].strip(">"))
+    text = quoted_reply(style, body, notification_from, quoted)
+    msg.set_content(text)
+    if html:
+        paragraphs = "".join(f"<p>{line}</p>" for line in body.splitlines() if line)
+        msg.add_alternative(
+            f'<div dir="ltr">{paragraphs}</div><div class="gmail_quote">'
+            f"<blockquote>{quoted}</blockquote></div>",
+            subtype="html",
+        )
+    for filename, ctype, content in attachments:
+        maintype, subtype = ctype.split("/")
+        msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    return msg
+
+
+@dataclass
+class DkimKeys:
+    """RSA keys per (selector, domain), and the DNS TXT records that publish them."""
+
+    directory: Path
+    keys: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    records: dict[bytes, bytes] = field(default_factory=dict)
+
+    def add(self, domain: str, selector: str = "s1") -> None:
+        openssl = shutil.which("openssl")
+        assert openssl, "the openssl CLI is needed to make DKIM keys"
+        path = self.directory / f"{selector}.{domain}.pem"
+        subprocess.run(
+            [openssl, "genrsa", "-traditional", "-out", str(path), "1024"],
+            check=True,
+            capture_output=True,
+        )
+        public = subprocess.run(
+            [openssl, "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        self.keys[(selector, domain)] = path.read_bytes()
+        name = f"{selector}._domainkey.{domain}.".encode()
+        self.records[name] = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+    def sign(self, raw: bytes, domain: str, selector: str = "s1") -> bytes:
+        signature = dkim.sign(
+            raw,
+            selector.encode(),
+            domain.encode(),
+            self.keys[(selector, domain)],
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+        )
+        return signature + raw
+
+    def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
+        return self.records.get(name)
