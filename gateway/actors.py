@@ -128,3 +128,12 @@ def send_outbound(outbox_id: int) -> None:
     state = send(current_runtime(), outbox_id)
     if state is not None:
         log.info("outbox %s: %s", outbox_id, state.value)
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
+def notify_agent(agent_id: int) -> None:
+    """Queue an agent's due notifications as emails and send them; a no-op when none are due."""
+    from gateway.notify import notify_agent as notify
+
+    for outbox_id in notify(current_runtime(), agent_id):
+        send_outbound.send(outbox_id)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from gateway import actors
 from gateway.runtime import Runtime
-from tickets import delivery, email_check, inbound, sla, summary
+from tickets import delivery, email_check, inbound, notifications, sla, summary
 from tickets.models import Conversation, ConversationState, Lease
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,13 @@ def due_deliveries(session: Session, now: dt.datetime) -> list[Callable[[], obje
     return [partial(actors.deliver_email.send, i) for i in ids]
 
 
+def agent_notifications(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    # Deciding who is told is quick database work, done here; rendering is the actor's.
+    notifications.fan_out(session, now, BATCH)
+    ids = notifications.due_agent_ids(session, now, BATCH)
+    return [partial(actors.notify_agent.send, i) for i in ids]
+
+
 @dataclass(frozen=True)
 class SweepStep:
     name: str
@@ -125,6 +132,7 @@ SWEEP_STEPS: tuple[SweepStep, ...] = (
     SweepStep("summaries", due_summaries),
     SweepStep("deliver_email", due_deliveries),
     SweepStep("send_outbound", due_outbox),
+    SweepStep("agent_notifications", agent_notifications),
 )
 
 

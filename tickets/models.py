@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -527,7 +528,15 @@ class Event(Base):
     """The audit trail: who did what to which conversation or ticket, and when."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_conversation", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_events_conversation", "conversation_id", "id"),
+        Index(
+            "ix_events_unnotified",
+            "id",
+            sqlite_where=text("notified_at IS NULL"),
+            postgresql_where=text("notified_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
@@ -537,6 +546,34 @@ class Event(Base):
     actor_id: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime]
+    # Set once agent notifications for this event have been decided (tickets/notifications.py).
+    notified_at: Mapped[dt.datetime | None]
+
+
+class AgentNotification(Base):
+    """One notification email an agent is owed for one event: sent at once, or in a digest.
+
+    Unique per (event, agent), so deciding an event's notifications twice adds nothing; once
+    `sent_at` is set the email is in the outbox (`outbox_id`) and nothing queues it again.
+    """
+
+    __tablename__ = "agent_notifications"
+    __table_args__ = (
+        UniqueConstraint("event_id", "agent_id", name="uq_agent_notifications_event_agent"),
+        Index("ix_agent_notifications_due", "sent_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)
+    due_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+    outbox_id: Mapped[int | None] = mapped_column(BigId)
     created_at: Mapped[dt.datetime]
 
 

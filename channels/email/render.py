@@ -41,7 +41,7 @@ def default_root() -> Path:
     return Path(str(resources.files("templates") / "email"))
 
 
-def _nl2br(value: str) -> Markup:
+def nl2br(value: str) -> Markup:
     return Markup("<br>\n").join(escape(line) for line in str(value).split("\n"))
 
 
@@ -78,7 +78,7 @@ class EmailTemplates:
             keep_trailing_newline=False,
             auto_reload=False,
         )
-        self.env.filters["nl2br"] = _nl2br
+        self.env.filters["nl2br"] = nl2br
 
     def locales(self) -> list[str]:
         return sorted(

@@ -1,0 +1,296 @@
+"""Notification emails to agents: rendered in the team's voice, answerable by reply.
+
+Templates are `templates/email/<locale>/agent/<kind>/{subject.txt, body.txt, body.html}`, with
+shared pieces beside them (`_conversation.*` shows the conversation with its new message, the
+ticket layer and the last notes). Unlike customer mail these may say "ticket": they only ever go
+to an agent's registered address. Each one that concerns a conversation carries
+`Reply-To: support+<agent-token>@domain` (purpose `reply`) and a note address (purpose `note`),
+so the agent can answer from their mail client (channels/email/agent_reply.py reads it back).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from channels.email.agent_reply import REPLY_MARKER
+from channels.email.render import default_root, nl2br
+from channels.email.tokens import Keyring, agent_token, reply_address
+from tickets.models import (
+    Agent,
+    AgentNotification,
+    App,
+    AuthorType,
+    Conversation,
+    Event,
+    Message,
+    Note,
+)
+
+RECENT_MESSAGES = 5
+RECENT_NOTES = 3
+EXCERPT_CHARS = 200
+MESSAGE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+
+
+class AgentTemplates:
+    """The agent notification templates; one Jinja2 environment, HTML autoescaped."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.root)),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        self.env.filters["nl2br"] = nl2br
+
+    def locale_for(self, wanted: str | None) -> str:
+        if wanted and (self.root / wanted / "agent").is_dir():
+            return wanted
+        return "en"
+
+    def render(self, kind: str, locale: str, context: dict[str, Any]) -> Rendered:
+        def one(name: str) -> str:
+            return self.env.get_template(f"{locale}/agent/{kind}/{name}").render(context)
+
+        return Rendered(
+            subject=" ".join(one("subject.txt").split()),
+            text=one("body.txt").strip() + "\n",
+            html=one("body.html"),
+        )
+
+
+def _when(at: dt.datetime | None) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC") if at else ""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _author(message: Message, customer_name: str) -> str:
+    if message.author_type == AuthorType.AGENT:
+        return message.agent.name if message.agent else "Agent"
+    if message.author_type == AuthorType.SYSTEM:
+        return "System"
+    return customer_name
+
+
+def conversation_context(
+    session: Session, conversation: Conversation, new_message_id: int | None = None
+) -> dict[str, Any]:
+    """The team's view of a conversation for a notification: plain values only."""
+    customer = conversation.customer
+    address = customer.addresses[0].address if customer.addresses else None
+    customer_name = customer.name or address or "The customer"
+    messages = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation.id)
+        .order_by(Message.id.desc())
+        .limit(RECENT_MESSAGES)
+    ).all()
+    notes = session.scalars(
+        select(Note)
+        .where(Note.conversation_id == conversation.id)
+        .order_by(Note.id.desc())
+        .limit(RECENT_NOTES)
+    ).all()
+    ticket = conversation.ticket
+    return {
+        "conversation": {
+            "id": conversation.id,
+            "subject": conversation.subject or "(no subject)",
+            "customer_name": customer_name,
+            "customer": f"{customer_name} <{address}>" if address else customer_name,
+            "state": conversation.state.value,
+        },
+        "ticket": None
+        if ticket is None
+        else {
+            "number": ticket.number,
+            "type": ticket.type.value,
+            "status": ticket.status.value,
+            "priority": ticket.priority.value,
+            "category": ticket.category,
+            "assignee": ticket.assignee.name if ticket.assignee else None,
+            "title": ticket.title,
+            "sla": [
+                {"kind": t.kind.value, "state": t.state.value, "due": _when(t.due_at)}
+                for t in ticket.timers
+            ],
+        },
+        "unassigned": ticket is None or ticket.assignee_id is None,
+        "messages": [
+            {
+                "author": _author(m, customer_name),
+                "via": m.via.value,
+                "when": _when(m.created_at),
+                "text": _clip(m.text, MESSAGE_CHARS),
+                "new": m.id == new_message_id,
+            }
+            for m in reversed(messages)
+        ],
+        "notes": [
+            {
+                "author": n.agent.name if n.agent else "System",
+                "when": _when(n.created_at),
+                "text": _clip(n.text, MESSAGE_CHARS),
+            }
+            for n in reversed(notes)
+        ],
+    }
+
+
+@dataclass
+class Draft:
+    """One notification email, ready for the outbox."""
+
+    agent: Agent
+    to: str
+    rendered: Rendered
+    reply_to: str | None
+    conversation_id: int | None
+    rows: list[AgentNotification] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Where notifications come from and how their reply addresses are signed."""
+
+    keyring: Keyring
+    channel_address: str  # e.g. support@example.com: the From, and the base of token addresses
+    token_ttl: dt.timedelta = dt.timedelta(days=30)
+
+
+def _event_context(session: Session, event: Event) -> dict[str, Any]:
+    data = dict(event.data or {})
+    due = data.get("due_at")
+    data["due"] = _when(dt.datetime.fromisoformat(due)) if isinstance(due, str) else ""
+    data["timer"] = str(data.get("timer", "")).replace("_", " ")
+    data.setdefault("reason", "")
+    data.setdefault("detail", "")
+    data.setdefault("subject", "")
+    data.setdefault("mail_from", "")
+    data.setdefault("inbound_id", "")
+    by = session.get(Agent, event.actor_id) if event.actor_type == "agent" else None
+    data["by"] = by.name if by else "The gateway"
+    return data
+
+
+def _addresses(
+    sender: Sender, app_id: int, conversation_id: int, agent: Agent, now: dt.datetime
+) -> tuple[str, str]:
+    def address(purpose: str) -> str:
+        token = agent_token(app_id, conversation_id, agent.id, purpose, now, sender.token_ttl)  # type: ignore[arg-type]
+        return reply_address(sender.channel_address, sender.keyring.sign(token))
+
+    return address("reply"), address("note")
+
+
+def _context(
+    session: Session,
+    app: App,
+    agent: Agent,
+    row: AgentNotification,
+    sender: Sender,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    event = session.get(Event, row.event_id)
+    assert event is not None
+    conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
+    context: dict[str, Any] = {
+        "brand": app.brand,
+        "recipient_name": agent.name,
+        "kind": row.kind,
+        "event": _event_context(session, event),
+        "reply_marker": REPLY_MARKER,
+        "reply_address": None,
+        "note_address": None,
+        "conversation": None,
+        "ticket": None,
+        "unassigned": False,
+        "messages": [],
+        "notes": [],
+    }
+    if conversation is not None:
+        new_id = (event.data or {}).get("message_id") if row.kind == "new_message" else None
+        context.update(conversation_context(session, conversation, new_id))
+        if row.kind != "reply_rejected":
+            reply, note = _addresses(sender, app.id, conversation.id, agent, now)
+            context["reply_address"], context["note_address"] = reply, note
+    return context
+
+
+def compose_notifications(
+    session: Session,
+    agent: Agent,
+    rows: list[AgentNotification],
+    sender: Sender,
+    templates: AgentTemplates,
+    now: dt.datetime,
+) -> list[Draft]:
+    """The emails for an agent's due notifications: one each, or one digest for digest rows.
+
+    The recipient is always the agent's registered address, whatever address a mail that caused
+    the notification came from.
+    """
+    app = session.get(App, agent.app_id)
+    assert app is not None
+    locale = templates.locale_for(app.default_locale)
+    drafts: list[Draft] = []
+    digest_rows = [r for r in rows if r.digest]
+    for row in rows:
+        if row.digest:
+            continue
+        context = _context(session, app, agent, row, sender, now)
+        rendered = templates.render(row.kind, locale, context)
+        drafts.append(
+            Draft(
+                agent, agent.email, rendered, context["reply_address"], row.conversation_id, [row]
+            )
+        )
+    if digest_rows:
+        entries = []
+        for row in digest_rows:
+            context = _context(session, app, agent, row, sender, now)
+            if context["conversation"] is None:
+                continue
+            headline = templates.render(row.kind, locale, context).subject
+            last = context["messages"][-1] if context["messages"] else None
+            entries.append(
+                {
+                    "headline": headline.removeprefix(f"[{app.brand}] "),
+                    "conversation": context["conversation"],
+                    "ticket": context["ticket"],
+                    "reply_address": context["reply_address"],
+                    "last_message": None
+                    if last is None
+                    else {"author": last["author"], "excerpt": _clip(last["text"], EXCERPT_CHARS)},
+                }
+            )
+        rendered = templates.render(
+            "digest", locale, {"brand": app.brand, "recipient_name": agent.name, "entries": entries}
+        )
+        drafts.append(
+            Draft(
+                agent, agent.email, rendered, reply_to=None, conversation_id=None, rows=digest_rows
+            )
+        )
+    return drafts

@@ -1,0 +1,260 @@
+"""Which agent is told what: the fan-out of events into notifications, preferences, digests, and
+the rendered emails (team voice, conversation, ticket layer, notes, reply addresses)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from channels.email.notify import AgentTemplates, Sender, compose_notifications
+from channels.email.tokens import Keyring, token_in_address
+from tickets import notifications, services
+from tickets.errors import InvalidValue
+from tickets.models import Agent, AgentNotification, App, Event
+
+RING = Keyring(b"notification test key")
+SENDER = Sender(keyring=RING, channel_address="support@acme.test")
+TEMPLATES = AgentTemplates()
+
+
+@pytest.fixture
+def team(session: Session, app: App, now: dt.datetime):
+    ana = services.add_agent(session, app, "ana@agents.test", "Ana Lopez", now)
+    bob = services.add_agent(session, app, "bob@agents.test", "Bob Stone", now)
+    customer = services.create_customer(session, app, now, name="Sam", email="sam@example.com")
+    conversation, _ = services.start_conversation(
+        session, app, customer, "email", "My parcel never arrived", now, subject="Parcel"
+    )
+    fan_out(session, now)  # what happened before the test is history
+    return ana, bob, conversation
+
+
+def fan_out(session, now) -> list[tuple[str, str]]:
+    notifications.fan_out(session, now)
+    rows = session.scalars(
+        select(AgentNotification)
+        .where(AgentNotification.sent_at.is_(None))
+        .order_by(AgentNotification.id)
+    ).all()
+    out = [(r.kind, session.get(Agent, r.agent_id).email) for r in rows]
+    for r in rows:
+        r.sent_at = now
+    return out
+
+
+def test_an_unassigned_customer_message_tells_the_whole_team(session, team, now):
+    _ana, _bob, conversation = team
+    services.add_customer_message(session, conversation, "Any news?", "email", now)
+    assert sorted(fan_out(session, now)) == [
+        ("new_message", "ana@agents.test"),
+        ("new_message", "bob@agents.test"),
+    ]
+
+
+def test_an_assigned_ticket_tells_only_the_assignee_and_never_the_actor(session, team, now):
+    ana, bob, conversation = team
+    ticket = services.convert(session, conversation, bob, now, assignee=ana)
+    assert fan_out(session, now) == [("assigned", "ana@agents.test")]
+    services.add_customer_message(session, conversation, "Any news?", "email", now)
+    assert fan_out(session, now) == [("new_message", "ana@agents.test")]
+    services.assign(session, ticket, bob, services.Actor.agent(bob), now)  # bob takes it himself
+    assert fan_out(session, now) == []
+
+
+def test_auto_replies_and_wakes_by_customer_message_notify_nobody_twice(session, team, now):
+    ana, _bob, conversation = team
+    services.add_customer_message(
+        session, conversation, "Out of office", "email", now, is_auto_reply=True
+    )
+    assert fan_out(session, now) == []
+    services.snooze(
+        session, conversation, now + dt.timedelta(hours=1), services.Actor.agent(ana), now
+    )
+    services.add_customer_message(session, conversation, "Hello?", "email", now)
+    assert sorted(k for k, _ in fan_out(session, now)) == ["new_message", "new_message"]
+    services.snooze(
+        session, conversation, now + dt.timedelta(hours=1), services.Actor.agent(ana), now
+    )
+    services.unsnooze(session, conversation, services.SYSTEM, now, reason="snooze ended")
+    assert sorted(fan_out(session, now)) == [
+        ("snooze_woke", "ana@agents.test"),
+        ("snooze_woke", "bob@agents.test"),
+    ]
+
+
+def test_sla_and_delivery_events_reach_the_assignee(session, team, now, app):
+    ana, _bob, conversation = team
+    ticket = services.convert(session, conversation, ana, now, assignee=ana)
+    fan_out(session, now)
+    for kind in ("sla.warning", "sla.breached", "outbox.failed"):
+        services.record(
+            session,
+            app_id=app.id,
+            kind=kind,
+            actor=services.SYSTEM,
+            now=now,
+            conversation=conversation,
+            ticket=ticket,
+            timer="first_response",
+            due_at=now.isoformat(),
+            reason="550 no such user",
+        )
+    assert fan_out(session, now) == [
+        ("sla_warning", "ana@agents.test"),
+        ("sla_breach", "ana@agents.test"),
+        ("delivery_failed", "ana@agents.test"),
+    ]
+
+
+def test_an_event_is_fanned_out_once(session, team, now):
+    _ana, _bob, conversation = team
+    services.add_customer_message(session, conversation, "Hi", "email", now)
+    assert notifications.fan_out(session, now) == 2
+    assert notifications.fan_out(session, now) == 0
+
+
+def test_preferences_choose_kinds_and_digest_but_rejections_always_come_at_once(
+    session, team, now, app
+):
+    ana, bob, conversation = team
+    notifications.set_preferences(bob, events=["assigned"])
+    notifications.set_preferences(ana, digest=True, digest_hour=8)
+    services.add_customer_message(session, conversation, "Hi", "email", now)
+    services.record(
+        session,
+        app_id=app.id,
+        kind="agent_mail.rejected",
+        actor=services.SYSTEM,
+        now=now,
+        agent_id=bob.id,
+        reason="sender",
+        detail="not yours",
+    )
+    notifications.fan_out(session, now)
+    rows = session.scalars(
+        select(AgentNotification).where(AgentNotification.sent_at.is_(None))
+    ).all()
+    by_agent = {(r.agent_id, r.kind): r for r in rows}
+    assert set(by_agent) == {(ana.id, "new_message"), (bob.id, "reply_rejected")}
+    assert by_agent[(ana.id, "new_message")].digest
+    assert by_agent[(ana.id, "new_message")].due_at == dt.datetime(
+        2026, 11, 25, 8, 0, tzinfo=dt.UTC
+    )
+    assert by_agent[(bob.id, "reply_rejected")].due_at == now
+    assert notifications.due_agent_ids(session, now) == [bob.id]
+    with pytest.raises(InvalidValue):
+        notifications.set_preferences(ana, events=["everything"])
+
+
+def _drafts(session, agent, now):
+    rows = list(notifications.claim_due(session, agent.id, now))
+    return compose_notifications(session, agent, rows, SENDER, TEMPLATES, now)
+
+
+def test_a_new_message_notification_shows_the_conversation_ticket_and_notes(session, team, now):
+    ana, bob, conversation = team
+    ticket = services.convert(session, conversation, bob, now, assignee=ana, priority="high")
+    services.add_note(session, conversation, bob, "Courier says lost", now)
+    message = services.add_customer_message(session, conversation, "Where is it?", "email", now)
+    notifications.fan_out(session, now)
+    [draft] = [d for d in _drafts(session, ana, now) if "New message" in d.rendered.subject]
+    assert draft.to == "ana@agents.test"
+    assert f"#{ticket.number}" in draft.rendered.subject and "Parcel" in draft.rendered.subject
+    for text in (draft.rendered.text, draft.rendered.html):
+        assert "Where is it?" in text and "My parcel never arrived" in text
+        assert "Courier says lost" in text
+        assert "priority high" in text.replace("<strong>", "").replace("</strong>", "")
+        assert "Reply above this line" in text
+    token = token_in_address(draft.reply_to, ["support@acme.test"])
+    verified = RING.verify_agent(token, now)
+    assert (verified.agent_id, verified.conversation_id, verified.purpose) == (
+        ana.id,
+        conversation.id,
+        "reply",
+    )
+    assert verified.expires_at == (now + dt.timedelta(days=30)).replace(microsecond=0)
+    assert message.id
+
+
+def test_html_escapes_what_people_wrote(session, team, now):
+    ana, _bob, conversation = team
+    services.add_customer_message(session, conversation, "<script>alert(1)</script>", "email", now)
+    notifications.fan_out(session, now)
+    [draft] = _drafts(session, ana, now)
+    assert "<script>" not in draft.rendered.html and "&lt;script&gt;" in draft.rendered.html
+    assert "<script>alert(1)</script>" in draft.rendered.text
+
+
+def test_a_digest_collects_the_due_rows_into_one_email(session, team, now):
+    ana, _bob, conversation = team
+    notifications.set_preferences(ana, digest=True, digest_hour=8)
+    services.add_customer_message(session, conversation, "One", "email", now)
+    services.add_customer_message(session, conversation, "Two", "email", now)
+    notifications.fan_out(session, now)
+    later = now + dt.timedelta(days=1)
+    [draft] = _drafts(session, ana, later)
+    assert draft.rendered.subject == "[Acme] Your digest: 2 updates"
+    assert draft.reply_to is None and draft.rendered.text.count("New message from Sam") == 2
+
+
+def test_the_rejection_notice_says_why_and_offers_no_reply_address(session, team, now, app):
+    ana, _bob, conversation = team
+    services.record(
+        session,
+        app_id=app.id,
+        kind="agent_mail.rejected",
+        actor=services.SYSTEM,
+        now=now,
+        conversation=conversation,
+        agent_id=ana.id,
+        reason="sender",
+        detail="it came from eve@evil.test",
+        inbound_id=7,
+        mail_from="eve@evil.test",
+        subject="Re: Parcel",
+    )
+    notifications.fan_out(session, now)
+    [draft] = _drafts(session, ana, now)
+    assert draft.to == "ana@agents.test" and draft.reply_to is None
+    assert "not accepted" in draft.rendered.subject
+    assert (
+        "it came from eve@evil.test" in draft.rendered.text
+        and "quarantine show 7" in draft.rendered.text
+    )
+
+
+def test_every_agent_template_renders_for_every_kind(session, team, now, app):
+    ana, bob, conversation = team
+    services.convert(session, conversation, bob, now, assignee=ana)
+    fan_out(session, now)
+    kinds = {
+        "message.customer": {},
+        "ticket.assigned": {"assignee": "ana@agents.test"},
+        "conversation.woke": {"reason": "snooze ended"},
+        "sla.warning": {"timer": "first_response"},
+        "sla.breached": {"timer": "resolution"},
+        "outbox.failed": {"reason": "550"},
+        "agent_mail.rejected": {"agent_id": ana.id, "detail": "x"},
+    }
+    for kind, data in kinds.items():
+        services.record(
+            session,
+            app_id=app.id,
+            kind=kind,
+            actor=services.SYSTEM,
+            now=now,
+            conversation=conversation,
+            **data,
+        )
+    notifications.fan_out(session, now)
+    drafts = _drafts(session, ana, now)
+    assert len(drafts) == len(kinds)
+    assert all(
+        d.rendered.subject.startswith("[Acme] ") and d.rendered.text.strip() and d.rendered.html
+        for d in drafts
+    )
+    assert len({d.rendered.subject for d in drafts}) == len(kinds)
+    assert not session.scalars(select(Event).where(Event.notified_at.is_(None))).all()
