@@ -678,10 +678,12 @@ def _read_eml(path: str) -> bytes:
 @handle_errors
 def parse_cmd(state: State, path: str, as_json: bool) -> None:
     """Parse one message as the gateway would; stores nothing."""
-    from channels.email.parse import MessageRejected, parse_message
+    from channels.email.isolate import parse_isolated
+    from channels.email.parse import MessageRejected
+    from gateway.inbound import config_parse_limits
 
     try:
-        parsed = parse_message(_read_eml(path))
+        parsed = parse_isolated(_read_eml(path), config_parse_limits(state.config))
     except MessageRejected as exc:
         raise DomainError(f"{path}: would be quarantined: {exc}") from None
     data = parsed.to_json()

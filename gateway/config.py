@@ -74,7 +74,8 @@ class LimitsConfig(_Section):
     max_header_bytes: int = Field(default=102_400, gt=0)
     max_mime_depth: int = Field(default=50, gt=0)
     max_mime_parts: int = Field(default=1000, gt=0)
-    parse_cpu_seconds: float = Field(default=2.0, gt=0)
+    parse_cpu_seconds: float = Field(default=2.0, ge=0)  # 0: no limit, parse in-process
+    parse_processes: int = Field(default=2, gt=0)  # worker processes that enforce it
     max_attachment_bytes: int = Field(default=26_214_400, gt=0)
 
 

@@ -15,16 +15,16 @@ from sqlalchemy.orm import Session
 
 from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected, record_rejection
 from channels.email.imap import ImapAccount, ImapPoller
+from channels.email.isolate import parse_many_isolated
 from channels.email.parse import (
     MessageRejected,
     ParsedMail,
     ParseLimits,
     header_message_ids,
-    parse_message,
 )
 from channels.email.process import ChannelRules, Processing, run_pipeline
 from channels.email.smtp import Route
-from gateway.config import ConfigError
+from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime import Runtime
 from tickets import inbound as inbound_store
 from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState, ThreadRef
@@ -60,13 +60,19 @@ def store_batch(runtime: Runtime, mails: Sequence[inbound_store.IncomingMail]) -
 
 
 def parse_limits(runtime: Runtime) -> ParseLimits:
-    limits = runtime.config.limits
+    return config_parse_limits(runtime.config)
+
+
+def config_parse_limits(config: GatewayConfig) -> ParseLimits:
+    limits = config.limits
     return ParseLimits(
-        max_message_bytes=runtime.config.smtp.max_message_bytes,
+        max_message_bytes=config.smtp.max_message_bytes,
         max_header_bytes=limits.max_header_bytes,
         max_mime_depth=limits.max_mime_depth,
         max_mime_parts=limits.max_mime_parts,
         max_attachment_bytes=limits.max_attachment_bytes,
+        cpu_seconds=limits.parse_cpu_seconds,
+        parse_processes=limits.parse_processes,
     )
 
 
@@ -163,14 +169,16 @@ def _parse_pending(
             )
         ).all()
         session.rollback()
-    return {row_id: _parse(raw, limits, envelope_from) for row_id, raw, envelope_from in pending}
+    # In the parser worker processes (the CPU limit per message), all of them at once.
+    results = parse_many_isolated(
+        [(raw, envelope_from) for _, raw, envelope_from in pending], limits
+    )
+    return {row_id: result for (row_id, _, _), result in zip(pending, results, strict=True)}
 
 
 def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> ParsedMail | Exception:
-    try:
-        return parse_message(raw, limits, envelope_from=envelope_from)
-    except Exception as exc:  # noqa: BLE001 - the row is quarantined with it, not lost
-        return exc
+    [result] = parse_many_isolated([(raw, envelope_from)], limits)
+    return result
 
 
 class _Batch:

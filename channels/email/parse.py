@@ -41,6 +41,10 @@ class ParseLimits:
     max_mime_depth: int = 50
     max_mime_parts: int = 1000
     max_attachment_bytes: int = 26_214_400
+    # CPU time one message may take to parse (0: no limit, parse in the calling process), and
+    # how many worker processes enforce it (channels.email.isolate).
+    cpu_seconds: float = 2.0
+    parse_processes: int = 2
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.bounce import Bounce
-from channels.email.parse import MessageRejected, ParsedMail, ParseLimits, parse_message
+from channels.email.isolate import parse_isolated
+from channels.email.parse import MessageRejected, ParsedMail, ParseLimits
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
 from tickets import services
 from tickets.models import (
@@ -88,7 +89,7 @@ def body_digest(parsed: ParsedMail) -> str:
 
 def step_parse(p: Processing) -> None:
     if p.parsed is None:  # the caller may have parsed already, outside its transaction
-        p.parsed = parse_message(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
+        p.parsed = parse_isolated(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
     if not p.parsed.from_address:
         raise ValueError("no From address")
 
