@@ -776,6 +776,54 @@ def quarantine_list(state: State, as_json: bool) -> None:
     Console().print(table)
 
 
+@cli.group()
+def outbox() -> None:
+    """Outbound mail and its delivery state."""
+
+
+@outbox.command("list")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+@handle_errors
+def outbox_list(state: State, limit: int, as_json: bool) -> None:
+    """The newest outbound mail first: state, attempts, next attempt, last error."""
+    from channels.email.outbox import list_rows
+
+    with unit_of_work(state) as (session, app, _now):
+        rows = [views.outbox_json(r) for r in list_rows(session, app.id, limit)]
+    if as_json:
+        echo_json(rows)
+        return
+    table = Table("id", "state", "to", "conversation", "attempts", "next attempt", "last error")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["state"],
+            ", ".join(r["recipients"]),
+            str(r["conversation_id"] or ""),
+            str(r["attempts"]),
+            str(r["next_attempt_at"] or ""),
+            str(r["last_error"] or ""),
+        )
+    Console().print(table)
+
+
+@outbox.command("retry")
+@click.argument("outbox_id")
+@pass_state
+@handle_errors
+def outbox_retry(state: State, outbox_id: str) -> None:
+    """Send a failed or held email again (after checking it did not arrive)."""
+    from channels.email.outbox import retry
+
+    if not outbox_id.isdigit():
+        raise DomainError(f"{outbox_id!r} is not an outbox id")
+    with unit_of_work(state) as (session, _app, now):
+        retry(session, int(outbox_id), now)
+    click.echo(f"outbox {outbox_id} queued again; it goes out with the next sweep")
+
+
 def _inbound_id(value: str) -> int:
     if not value.isdigit():
         raise DomainError(f"{value!r} is not an inbound mail id")

@@ -149,6 +149,14 @@ class ImapConfig(_Section):
     idle: bool = True
 
 
+class DkimConfig(_Section):
+    """Outbound DKIM signing for a channel; the key file is a PEM RSA private key."""
+
+    selector: str = Field(min_length=1)
+    domain: str = Field(min_length=1)
+    private_key_file: str = Field(min_length=1)
+
+
 class ChannelConfig(_Section):
     name: str = Field(min_length=1)
     addresses: list[str] = Field(min_length=1)
@@ -157,6 +165,7 @@ class ChannelConfig(_Section):
     require_dkim: bool = False
     trusted_authserv_id: str | None = None
     imap: ImapConfig | None = None
+    dkim: DkimConfig | None = None
 
     @field_validator("addresses")
     @classmethod

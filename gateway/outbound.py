@@ -11,10 +11,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from channels.chat.widget import conversation_token
 from channels.email import outbox
 from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
 from channels.email.render import EmailTemplates
-from channels.email.tokens import CustomerToken, Keyring, reply_address
+from channels.email.tokens import Keyring, reply_address
 from channels.email.transport import (
     DeliveryError,
     DeliveryUnknown,
@@ -63,24 +64,16 @@ def retry_policy(config: GatewayConfig) -> outbox.RetryPolicy:
     )
 
 
-def customer_token(keyring: Keyring, conversation: Conversation) -> str:
-    return keyring.sign(
-        CustomerToken(
-            app_id=conversation.app_id,
-            conversation_id=conversation.id,
-            customer_id=conversation.customer_id,
-        )
-    )
-
-
 def chat_url(config: GatewayConfig, keyring: Keyring, app: App, conversation: Conversation) -> str:
     """The widget page of the app, opening this conversation (the token proves it is theirs)."""
-    return f"{config.http.public_url}/widget/{app.name}?c={customer_token(keyring, conversation)}"
+    return (
+        f"{config.http.public_url}/widget/{app.name}?c={conversation_token(keyring, conversation)}"
+    )
 
 
 def reply_to(keyring: Keyring, conversation: Conversation, channel_address: str) -> str:
     """`support+<customer token>@domain`: the answer threads back by the token (rule 1)."""
-    return reply_address(channel_address, customer_token(keyring, conversation))
+    return reply_address(channel_address, conversation_token(keyring, conversation))
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tickets.models import Agent, Conversation, Event, Ticket
+from tickets.models import Agent, Conversation, Event, Outbox, Ticket
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -88,6 +88,8 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
         "created_at": _iso(conversation.created_at),
         "updated_at": _iso(conversation.updated_at),
         "ticket": ticket_summary(conversation.ticket),
+        # Why the team's messages wait in the chat instead of going out by email, if they do.
+        "delivery_warning": conversation.delivery_warning,
     }
 
 
@@ -140,3 +142,20 @@ def conversation_detail(
     if events is not None:
         data["events"] = [event_json(e) for e in events]
     return data
+
+
+def outbox_json(row: Outbox) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "state": row.state.value,
+        "conversation_id": row.conversation_id,
+        "message_id": row.message_id_header,
+        "recipients": list(row.recipients),
+        "messages": list(row.message_ids),
+        "attempts": row.attempts,
+        "next_attempt_at": _iso(row.next_attempt_at),
+        "last_error": row.last_error,
+        "created_at": _iso(row.created_at),
+        "sent_at": _iso(row.sent_at),
+    }

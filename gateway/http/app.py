@@ -23,11 +23,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     _add_error_handlers(app)
 
-    from gateway.http import admin_api, agent_api, health
+    from gateway.http import admin_api, agent_api, health, widget
 
     app.include_router(health.router)
     app.include_router(agent_api.router)
     app.include_router(admin_api.router)
+    app.include_router(widget.router)
     return app
 
 

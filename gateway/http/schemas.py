@@ -91,6 +91,7 @@ class ConversationSummaryOut(BaseModel):
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
     ticket: TicketSummaryOut | None
+    delivery_warning: str | None = None
 
 
 class AttachmentOut(BaseModel):

@@ -548,3 +548,48 @@ def test_crlf_in_names_cannot_inject_headers(gw, sink):
     assert got.rcpt_tos == ["chris@example.com"]
     assert got.message["Bcc"] is None
     assert "\n" not in str(got.message["From"]) and "\r" not in str(got.message["From"])
+
+
+def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
+    import base64
+    import subprocess
+
+    import dkim
+
+    from gateway.config import AppConfig, ChannelConfig, DkimConfig
+
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    config = make_config(tmp_path, transport="smtp", host=sink.host, port=sink.port)
+    app = config.apps[0]
+    channel = ChannelConfig(
+        name="support",
+        addresses=["support@help.example"],
+        dkim=DkimConfig(selector="gw1", domain="help.example", private_key_file=str(key)),
+    )
+    config = config.model_copy(
+        update={"apps": [AppConfig(**{**app.model_dump(), "channels": [channel.model_dump()]})]}
+    )
+    rt, clock = make_runtime(config)
+    cid = chat(rt)
+    agent_reply(rt, cid, "Signed and sealed.")
+    clock.advance(121)
+    deliver_and_send(rt)
+    [got] = sink.wait_for(1)
+    assert got.raw.startswith(b"DKIM-Signature:")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"gw1._domainkey.help.example." else b""
+
+    assert dkim.verify(got.raw, dnsfunc=dns)
+    assert not dkim.verify(
+        got.raw.replace(b"Signed and sealed.", b"Signed and sealed!"), dnsfunc=dns
+    )
+    outbound.outbound_for(rt).transport.close()
+    rt.close()

@@ -1,0 +1,236 @@
+"""The chat widget's HTTP API (the customer's side) and the demo page at /widget/<app>.
+
+A visitor gets a token from `POST /widget/api/<app>/visitors` and sends it as
+`Authorization: Bearer ...` to start and list their conversations. A conversation is addressed
+by its signed customer token (the same one their emails carry), which is all a customer ever
+holds: there is no endpoint that takes a conversation number, so nobody reaches another
+person's conversation by guessing. Every payload is built from `CustomerView`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+
+import jinja2
+from fastapi import APIRouter, HTTPException, Path, Response, Security
+from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from channels.chat import widget
+from channels.email.tokens import Keyring
+from gateway.http.deps import RuntimeDep
+from gateway.http.schemas import Body
+from gateway.runtime import Runtime
+from tickets import services
+from tickets.models import App, Conversation
+
+router = APIRouter(tags=["widget"])
+
+AppName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+ConversationToken = Annotated[
+    str,
+    Path(min_length=8, max_length=200, pattern=r"^[a-zA-Z2-7]+$", description="from the widget"),
+]
+_visitor_bearer = HTTPBearer(auto_error=False, description="The widget's visitor token")
+
+
+class VisitorIn(Body):
+    locale: str | None = Field(default=None, max_length=16)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class VisitorOut(BaseModel):
+    visitor_token: str
+
+
+class TextIn(Body):
+    text: str = Field(min_length=1, max_length=widget.MAX_TEXT)
+
+
+class EmailIn(Body):
+    email: str = Field(min_length=3, max_length=320)
+
+
+class MessageOut(BaseModel):
+    author: str
+    author_name: str
+    text: str
+    created_at: dt.datetime
+    via: str
+
+
+class ConversationOut(BaseModel):
+    conversation: str
+    brand: str
+    subject: str
+    messages: list[MessageOut]
+    unread: int
+    email_known: bool
+
+
+class ConversationItem(BaseModel):
+    conversation: str
+    subject: str
+    updated_at: dt.datetime
+    unread: int
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationItem]
+
+
+@dataclass
+class Visit:
+    session: Session
+    app: App
+    keyring: Keyring
+    now: dt.datetime
+
+
+def _keyring(runtime: Runtime) -> Keyring:
+    ring: Keyring | None = getattr(runtime, "_widget_keyring", None)
+    if ring is None:
+        ring = runtime.config.keyring()
+        runtime._widget_keyring = ring  # type: ignore[attr-defined]
+    return ring
+
+
+@contextmanager
+def visit(runtime: Runtime, app_name: str) -> Iterator[Visit]:
+    with runtime.unit_of_work() as session:
+        yield Visit(
+            session, services.get_app(session, app_name), _keyring(runtime), runtime.clock()
+        )
+
+
+def _payload(v: Visit, conversation: Conversation) -> ConversationOut:
+    data: dict[str, Any] = widget.view(v.app, conversation).to_json()
+    return ConversationOut(
+        conversation=widget.conversation_token(v.keyring, conversation),
+        brand=data["brand"],
+        subject=data["subject"],
+        messages=[MessageOut(**m) for m in data["messages"]],
+        unread=widget.unread_count(conversation),
+        email_known=bool(conversation.customer.addresses),
+    )
+
+
+def _visitor_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        raise HTTPException(401, "a visitor token is required (Authorization: Bearer ...)")
+    return credentials.credentials
+
+
+VisitorAuth = Annotated[HTTPAuthorizationCredentials | None, Security(_visitor_bearer)]
+
+
+@router.post("/widget/api/{app_name}/visitors", status_code=201, response_model=VisitorOut)
+def create_visitor(runtime: RuntimeDep, app_name: AppName, body: VisitorIn) -> VisitorOut:
+    with visit(runtime, app_name) as v:
+        token, _ = widget.new_visitor(v.session, v.app, v.now, locale=body.locale, name=body.name)
+    return VisitorOut(visitor_token=token)
+
+
+@router.get("/widget/api/{app_name}/conversations", response_model=ConversationList)
+def list_conversations(
+    runtime: RuntimeDep, app_name: AppName, credentials: VisitorAuth
+) -> ConversationList:
+    token = _visitor_token(credentials)
+    with visit(runtime, app_name) as v:
+        customer = widget.visitor(v.session, v.app, token)
+        items = [
+            ConversationItem(
+                conversation=widget.conversation_token(v.keyring, c),
+                subject=c.subject,
+                updated_at=c.updated_at,
+                unread=widget.unread_count(c),
+            )
+            for c in widget.own_conversations(v.session, customer)
+        ]
+    return ConversationList(conversations=items)
+
+
+@router.post(
+    "/widget/api/{app_name}/conversations", status_code=201, response_model=ConversationOut
+)
+def start_conversation(
+    runtime: RuntimeDep, app_name: AppName, body: TextIn, credentials: VisitorAuth
+) -> ConversationOut:
+    token = _visitor_token(credentials)
+    with visit(runtime, app_name) as v:
+        customer = widget.visitor(v.session, v.app, token)
+        conversation = widget.start(v.session, v.app, customer, body.text, v.now)
+        return _payload(v, conversation)
+
+
+@router.get("/widget/api/{app_name}/conversations/{token}", response_model=ConversationOut)
+def get_conversation(
+    runtime: RuntimeDep, app_name: AppName, token: ConversationToken
+) -> ConversationOut:
+    with visit(runtime, app_name) as v:
+        return _payload(v, widget.open_conversation(v.session, v.app, v.keyring, token))
+
+
+@router.post(
+    "/widget/api/{app_name}/conversations/{token}/messages",
+    status_code=201,
+    response_model=ConversationOut,
+)
+def send_message(
+    runtime: RuntimeDep, app_name: AppName, token: ConversationToken, body: TextIn
+) -> ConversationOut:
+    with visit(runtime, app_name) as v:
+        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
+        widget.say(v.session, conversation, body.text, v.now)
+        return _payload(v, conversation)
+
+
+@router.post("/widget/api/{app_name}/conversations/{token}/heartbeat", status_code=204)
+def heartbeat(runtime: RuntimeDep, app_name: AppName, token: ConversationToken) -> Response:
+    """The widget is open: replies show there, and no email goes out meanwhile."""
+    with visit(runtime, app_name) as v:
+        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
+        widget.seen(v.session, conversation, v.now, read=False)
+    return Response(status_code=204)
+
+
+@router.post("/widget/api/{app_name}/conversations/{token}/read", status_code=204)
+def mark_read(runtime: RuntimeDep, app_name: AppName, token: ConversationToken) -> Response:
+    """The customer saw the messages: what they read is not emailed."""
+    with visit(runtime, app_name) as v:
+        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
+        widget.seen(v.session, conversation, v.now, read=True)
+    return Response(status_code=204)
+
+
+@router.post("/widget/api/{app_name}/conversations/{token}/email", status_code=204)
+def give_email(
+    runtime: RuntimeDep, app_name: AppName, token: ConversationToken, body: EmailIn
+) -> Response:
+    """'So we can reach you if you leave.'"""
+    with visit(runtime, app_name) as v:
+        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
+        widget.give_email(v.session, v.app, conversation, body.email, v.now)
+    return Response(status_code=204)
+
+
+@cache
+def _page() -> jinja2.Template:
+    source = (resources.files("templates") / "widget" / "page.html").read_text(encoding="utf-8")
+    return jinja2.Environment(autoescape=True).from_string(source)
+
+
+@router.get("/widget/{app_name}", response_class=HTMLResponse)
+def page(runtime: RuntimeDep, app_name: AppName) -> HTMLResponse:
+    """A small page to try the widget by hand (the demo app: /widget/demo)."""
+    with visit(runtime, app_name) as v:
+        brand = v.app.brand
+    return HTMLResponse(_page().render(app=app_name, brand=brand))
