@@ -193,22 +193,23 @@ def send_message(
         return _payload(v, conversation)
 
 
+def _seen(runtime: Runtime, app_name: str, token: str, *, read: bool) -> Response:
+    with visit(runtime, app_name) as v:
+        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
+        widget.seen(v.session, conversation, v.now, read=read)
+    return Response(status_code=204)
+
+
 @router.post("/widget/api/{app_name}/conversations/{token}/heartbeat", status_code=204)
 def heartbeat(runtime: RuntimeDep, app_name: AppName, token: ConversationToken) -> Response:
     """The widget is open: replies show there, and no email goes out meanwhile."""
-    with visit(runtime, app_name) as v:
-        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
-        widget.seen(v.session, conversation, v.now, read=False)
-    return Response(status_code=204)
+    return _seen(runtime, app_name, token, read=False)
 
 
 @router.post("/widget/api/{app_name}/conversations/{token}/read", status_code=204)
 def mark_read(runtime: RuntimeDep, app_name: AppName, token: ConversationToken) -> Response:
     """The customer saw the messages: what they read is not emailed."""
-    with visit(runtime, app_name) as v:
-        conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
-        widget.seen(v.session, conversation, v.now, read=True)
-    return Response(status_code=204)
+    return _seen(runtime, app_name, token, read=True)
 
 
 @router.post("/widget/api/{app_name}/conversations/{token}/email", status_code=204)
