@@ -247,6 +247,8 @@ class GatewayConfig(_Section):
     previous_secret_key_envs: list[str] = []
     previous_secret_key_files: list[str] = []
     agent_token_ttl: str = "30d"  # noqa: S105 - a duration
+    # DNS server (HOST:PORT) for DKIM key lookups of agents' mail; unset: the system resolver.
+    dkim_resolver: str | None = None
     worker_threads: int = Field(default=4, gt=0)
     sweep_seconds: float = Field(default=5.0, gt=0)
     smtp: SmtpConfig = SmtpConfig()
@@ -257,6 +259,11 @@ class GatewayConfig(_Section):
     email_check: EmailCheckConfig = EmailCheckConfig()
     summarizer: SummarizerConfig = SummarizerConfig()
     apps: list[AppConfig] = []
+
+    @field_validator("dkim_resolver")
+    @classmethod
+    def _check_resolver(cls, v: str | None) -> str | None:
+        return None if v is None else _host_port(v)
 
     @field_validator("agent_token_ttl")
     @classmethod

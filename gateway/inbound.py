@@ -13,7 +13,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected, record_rejection
+from channels.email.agent_reply import (
+    AgentMailPolicy,
+    AgentMailRejected,
+    DnsFunc,
+    record_rejection,
+    resolver_txt,
+)
 from channels.email.imap import ImapAccount, ImapPoller
 from channels.email.isolate import parse_many_isolated
 from channels.email.parse import (
@@ -95,6 +101,7 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         addresses=frozenset(addresses),
         require_dkim=bool(settings.get("require_dkim", False)),
         trusted_authserv_id=settings.get("trusted_authserv_id"),
+        dns=_dkim_dns(runtime),
         # `/snooze monday 9:00` means 9:00 in the app's (first) calendar's zone.
         timezone=app_config.calendars[0].timezone if app_config and app_config.calendars else "UTC",
     )
@@ -107,6 +114,14 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         keyring=runtime.keyring,
         agent_mail=agent_mail,
     )
+
+
+def _dkim_dns(runtime: Runtime) -> DnsFunc | None:
+    resolver = runtime.config.dkim_resolver
+    if resolver is None:
+        return None
+    host, _, port = resolver.rpartition(":")
+    return resolver_txt(host, int(port))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo
 
 import authres
 import dkim
+import dns.exception
+import dns.resolver
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -314,6 +316,24 @@ def _aligned(signing_domain: str, author_domain: str) -> bool:
     return bool(signing) and (
         author == signing or (author.endswith("." + signing) and "." in signing)
     )
+
+
+def resolver_txt(host: str, port: int = 53) -> DnsFunc:
+    """A TXT lookup for dkimpy that asks one named DNS server (e.g. a local validating
+    resolver) instead of the system's."""
+
+    def get_txt(name: bytes, timeout: int = 5) -> bytes | None:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host]
+        resolver.port = port
+        resolver.lifetime = timeout
+        try:
+            answer = resolver.resolve(name.decode("ascii"), "TXT")
+        except (dns.exception.DNSException, UnicodeDecodeError):
+            return None
+        return b"".join(answer[0].strings)
+
+    return get_txt
 
 
 def dkim_pass_domains(raw: bytes, dns: DnsFunc | None = None) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -17,10 +18,12 @@ from channels.email.agent_reply import (
     CommandError,
     parse_when,
     read_reply,
+    resolver_txt,
 )
 from channels.email.process import ChannelRules, run_pipeline
 from channels.email.tokens import Keyring, agent_token, reply_address
 from tests.support.agent_mail import STYLES, DkimKeys, agent_mail
+from tests.support.dns_server import TxtServer
 from tickets import services
 from tickets.models import (
     Agent,
@@ -327,11 +330,14 @@ def test_the_same_agent_mail_delivered_twice_is_posted_once(session, world):
 
 
 @pytest.fixture(scope="module")
-def dkim_keys(tmp_path_factory) -> DkimKeys:
+def dkim_keys(tmp_path_factory) -> Iterator[DkimKeys]:
     keys = DkimKeys(tmp_path_factory.mktemp("dkim"))
     keys.add("agents.test")
     keys.add("evil.test")
-    return keys
+    server = TxtServer(keys.txt_records()).start()
+    keys.dns = resolver_txt(server.host, server.port)
+    yield keys
+    server.stop()
 
 
 def test_required_dkim_accepts_an_aligned_signature_and_rejects_others(session, world, dkim_keys):

@@ -3,7 +3,7 @@
 The three quoting styles are those of Gmail ("On ... wrote:" and `>` lines), Outlook (a rule
 and a From/Sent/To/Subject block, nothing quoted with `>`) and Apple Mail (the attribution
 inside the `>` quote). DKIM keys are generated with the openssl CLI and signed with dkimpy,
-exactly as a sending mail server would; `DkimKeys.dns` answers the TXT lookups for them.
+exactly as a sending mail server would; tests.support.dns_server publishes their TXT records.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Any
 
 import dkim
 
@@ -82,6 +83,7 @@ class DkimKeys:
     directory: Path
     keys: dict[tuple[str, str], bytes] = field(default_factory=dict)
     records: dict[bytes, bytes] = field(default_factory=dict)
+    dns: Any = None  # the TXT lookup that reaches the server publishing `records`, once set
 
     def add(self, domain: str, selector: str = "s1") -> None:
         openssl = shutil.which("openssl")
@@ -111,5 +113,6 @@ class DkimKeys:
         )
         return signature + raw
 
-    def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
-        return self.records.get(name)
+    def txt_records(self) -> dict[str, bytes]:
+        """For tests.support.dns_server.TxtServer."""
+        return {name.decode(): value for name, value in self.records.items()}
