@@ -286,9 +286,13 @@ def on_policy_inputs(session: Session, ticket: Ticket, now: dt.datetime) -> None
 
 def due_timer_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
     """Running timers whose warning or breach time has come; each query walks an index."""
-    running = SlaTimer.state == TimerState.RUNNING
-    ids = due_ids(session, SlaTimer.id, SlaTimer.due_at, now, limit, running)
-    ids += due_ids(session, SlaTimer.id, SlaTimer.warn_due_at, now, limit, running)
+    ids = due_ids(
+        session, SlaTimer.id, SlaTimer.due_at, now, limit, SlaTimer.state == TimerState.RUNNING
+    )
+    # warn_due_at is set only on running timers that have not warned (every other transition
+    # clears it), so the warning query needs no state filter, which would lure SQLite onto the
+    # (state, due_at) index and a scan of every running timer. fire_due checks the state anyway.
+    ids += due_ids(session, SlaTimer.id, SlaTimer.warn_due_at, now, limit)
     return sorted(set(ids))[:limit]
 
 
