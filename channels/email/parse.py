@@ -132,6 +132,13 @@ def header_message_ids(head: bytes) -> tuple[str, ...]:
     )
 
 
+def _plain(msg: Message, name: str) -> str:
+    """A structured header as text: compat32 returns a `Header` object, not a str, when the
+    value holds raw 8-bit bytes, and such a value must not crash what reads it."""
+    value = msg.get(name)
+    return "" if value is None else str(value)
+
+
 def _header_end(raw: bytes) -> int:
     positions = [p for p in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if p != -1]
     return min(positions) if positions else len(raw)
@@ -258,7 +265,7 @@ def parse_message(
     date = None
     if msg.get("Date"):
         try:
-            date = email.utils.parsedate_to_datetime(str(msg.get("Date")))
+            date = email.utils.parsedate_to_datetime(_plain(msg, "Date"))
             if date.tzinfo is None:
                 date = date.replace(tzinfo=dt.UTC)
         except (TypeError, ValueError, IndexError):
@@ -267,15 +274,15 @@ def parse_message(
     for name, value in (("Subject", subject), ("From", from_name)):
         if "\ufffd" in value:
             defects.append(f"undecodable characters in {name}")
-    ids = message_ids(msg.get("Message-ID"))
-    in_reply_to = message_ids(msg.get("In-Reply-To"))
-    spam_flag = (msg.get("X-Spam-Flag") or "").strip().lower() == "yes" or (
-        msg.get("X-Spam-Status") or ""
-    ).strip().lower().startswith("yes")
+    ids = message_ids(_plain(msg, "Message-ID"))
+    in_reply_to = message_ids(_plain(msg, "In-Reply-To"))
+    spam_flag = _plain(msg, "X-Spam-Flag").strip().lower() == "yes" or (
+        _plain(msg, "X-Spam-Status").strip().lower().startswith("yes")
+    )
     return ParsedMail(
         message_id=ids[0] if ids else None,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=message_ids(msg.get("References")),
+        references=message_ids(_plain(msg, "References")),
         from_name=from_name.strip(),
         from_address=from_address.strip().lower(),
         to=_addresses(msg, "To"),
