@@ -344,7 +344,13 @@ def gateway_server(
             }
         )
         url = f"sqlite:///{tmp / 'gateway.db'}" if db == "sqlite" else db
-        update: dict[str, Any] = {"database_url": url, "data_dir": str(tmp), "smtp": smtp}
+        http = base.http.model_copy(update={"listen": f"{HOST}:{free_port()}"})
+        update: dict[str, Any] = {
+            "database_url": url,
+            "data_dir": str(tmp),
+            "smtp": smtp,
+            "http": http,
+        }
         if worker_threads:
             update["worker_threads"] = worker_threads
         services = start(base.model_copy(update=update), role)  # type: ignore[arg-type]

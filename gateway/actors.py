@@ -47,7 +47,7 @@ def process_inbound_batch(inbound_ids: list[int]) -> None:
     """Process accepted mails in one transaction; those already done are skipped."""
     from gateway.inbound import process_batch
 
-    for outcome in process_batch(current_runtime(), inbound_ids).values():
+    for outcome in process_batch(current_runtime(), inbound_ids, fill=True).values():
         log.info("inbound %s %s: %s", outcome.inbound_id, outcome.state, outcome.detail)
 
 

@@ -7,6 +7,8 @@ workers of the embedded default can write concurrently; PostgreSQL is selected b
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,14 +45,59 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # IMMEDIATE takes the write lock up front: two writers never deadlock upgrading a
-            # read lock, they queue on busy_timeout instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
+        _serialize_sqlite_writers(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+# As long as SQLite's busy_timeout: a writer waits this long for another before giving up.
+SQLITE_LOCK_SECONDS = 30.0
+
+
+def _serialize_sqlite_writers(engine: Engine) -> None:
+    """Every transaction takes SQLite's write lock up front, queuing on a lock in this process.
+
+    IMMEDIATE takes the write lock at BEGIN, so two writers never deadlock upgrading a read
+    lock. Between threads of one process they queue on a `threading.Lock` first: SQLite's own
+    busy handler polls with sleeps of up to 100 ms, which under load left the SMTP accept path
+    and the workers sleeping while the database was free. The lock is released right after
+    COMMIT or ROLLBACK, which are therefore issued here on the driver connection; the
+    driver's own commit() that SQLAlchemy calls next finds no transaction and does nothing.
+    Other processes (a CLI command beside `gateway serve`) still meet the busy_timeout.
+    """
+    lock = threading.Lock()
+    holder: list[Any] = []  # the driver connection inside a transaction, if any
+
+    def _release(dbapi_conn: Any) -> None:
+        if holder and holder[0] is dbapi_conn:
+            holder.clear()
+            lock.release()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        if not lock.acquire(timeout=SQLITE_LOCK_SECONDS):
+            raise sqlite3.OperationalError("database is locked (waited for another writer)")
+        dbapi_conn = conn.connection.dbapi_connection
+        holder.append(dbapi_conn)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(dbapi_conn)
+            raise
+
+    def _end(conn: Any, finish: str) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
+        try:
+            getattr(dbapi_conn, finish)()
+        finally:
+            _release(dbapi_conn)
+
+    event.listen(engine, "commit", lambda conn: _end(conn, "commit"))
+    event.listen(engine, "rollback", lambda conn: _end(conn, "rollback"))
+    # Backstops: a connection that goes back to the pool, or is thrown away, mid-transaction
+    # must not keep every other writer waiting.
+    event.listen(engine.pool, "checkin", lambda dbapi_conn, _record: _release(dbapi_conn))
+    event.listen(engine.pool, "invalidate", lambda dbapi_conn, _record, _exc: _release(dbapi_conn))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +147,9 @@ def process_inbound(runtime: Runtime, inbound_id: int) -> Outcome | None:
     return process_batch(runtime, [inbound_id]).get(inbound_id)
 
 
-def process_batch(runtime: Runtime, inbound_ids: Sequence[int]) -> dict[int, Outcome]:
+def process_batch(
+    runtime: Runtime, inbound_ids: Sequence[int], *, fill: bool = False
+) -> dict[int, Outcome]:
     """Process stored mails in one transaction; the outcome of each that was pending.
 
     Parsing is pure CPU and needs no lock, so it happens first, outside the transaction: on
@@ -154,41 +158,84 @@ def process_batch(runtime: Runtime, inbound_ids: Sequence[int]) -> dict[int, Out
     writes are undone and the row is quarantined with the reason, while the rest of the batch
     goes on. One commit covers the batch, so a busy gateway pays for one per batch, not one per
     mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
+
+    With `fill`, a batch smaller than BATCH_SIZE is topped up with the oldest other pending
+    mail: under load, batches fill up and mail is processed in arrival order; the jobs of the
+    mails taken early find them done and cost one query.
     """
-    parsed = _parse_pending(runtime, inbound_ids)
-    if not parsed:
+    with _claim(runtime, inbound_ids, BATCH_SIZE if fill else 0) as claimed:
+        parsed = _parse_claimed(runtime, claimed)
+        if not parsed:
+            return {}
+        with runtime.unit_of_work() as session:
+            batch = _Batch(runtime, session, runtime.clock())
+            rows = session.scalars(
+                select(InboundMail)
+                .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
+                .order_by(InboundMail.id)
+                # Several workers on PostgreSQL: a row another batch holds is left to it.
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                if row.state == InboundState.PENDING:  # else: done already, as another's parent
+                    batch.process(row, parsed[row.id])
+        return batch.outcomes
+
+
+# The pending mails some thread of this process is working on: another thread's batch leaves
+# them alone instead of parsing them a second time for nothing.
+_claimed: set[int] = set()
+_claimed_lock = threading.Lock()
+
+
+@contextmanager
+def _claim(runtime: Runtime, inbound_ids: Sequence[int], fill_to: int) -> Iterator[list[int]]:
+    """The pending mails among `inbound_ids`, topped up with the oldest other pending mail to
+    `fill_to`, minus those another thread has claimed; they stay claimed until the block ends.
+    """
+    pending = InboundMail.state == InboundState.PENDING
+    with runtime.sessions() as session:
+        ids = list(
+            session.scalars(
+                select(InboundMail.id).where(InboundMail.id.in_(list(inbound_ids)), pending)
+            )
+        )
+        if len(ids) < fill_to:
+            # Some extra rows: threads of this process may hold a few of the oldest.
+            ids += session.scalars(
+                select(InboundMail.id)
+                .where(pending, InboundMail.id.not_in(ids))
+                .order_by(InboundMail.id)
+                .limit(2 * fill_to)
+            )
+        session.rollback()
+    with _claimed_lock:
+        mine = [i for i in dict.fromkeys(ids) if i not in _claimed][
+            : max(fill_to, len(inbound_ids))
+        ]
+        _claimed.update(mine)
+    try:
+        yield mine
+    finally:
+        with _claimed_lock:
+            _claimed.difference_update(mine)
+
+
+def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, ParsedMail | Exception]:
+    """Parse these mails (read only, no lock held)."""
+    if not inbound_ids:
         return {}
-    with runtime.unit_of_work() as session:
-        batch = _Batch(runtime, session, runtime.clock())
-        rows = session.scalars(
-            select(InboundMail)
-            .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
-            .order_by(InboundMail.id)
-            .with_for_update()
-        ).all()
-        for row in rows:
-            if row.state == InboundState.PENDING:  # else: done already, as another's parent
-                batch.process(row, parsed[row.id])
-    return batch.outcomes
-
-
-def _parse_pending(
-    runtime: Runtime, inbound_ids: Sequence[int]
-) -> dict[int, ParsedMail | Exception]:
-    """Parse the mails among `inbound_ids` that are still pending (read only, no lock held)."""
     limits = parse_limits(runtime)
     with runtime.sessions() as session:
-        pending = session.execute(
+        rows = session.execute(
             select(InboundMail.id, InboundMail.raw, InboundMail.envelope_from).where(
-                InboundMail.id.in_(list(inbound_ids)), InboundMail.state == InboundState.PENDING
+                InboundMail.id.in_(inbound_ids)
             )
         ).all()
         session.rollback()
     # In the parser worker processes (the CPU limit per message), all of them at once.
-    results = parse_many_isolated(
-        [(raw, envelope_from) for _, raw, envelope_from in pending], limits
-    )
-    return {row_id: result for (row_id, _, _), result in zip(pending, results, strict=True)}
+    results = parse_many_isolated([(raw, envelope_from) for _, raw, envelope_from in rows], limits)
+    return {row_id: result for (row_id, _, _), result in zip(rows, results, strict=True)}
 
 
 def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> ParsedMail | Exception:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from tickets.errors import NotAllowed, NotFound
@@ -34,10 +34,12 @@ class IncomingMail:
 
 
 def store_incoming(session: Session, mails: Sequence[IncomingMail], now: dt.datetime) -> list[int]:
-    """Add the rows for `mails` (flushed, not committed); the id of each, in order.
+    """Add the rows for `mails` (not committed); the id of each, in order.
 
     A mail whose `source_key` is stored already gets the existing row's id, so a source that
-    re-delivers after a crash between commit and acknowledgement stores nothing twice.
+    re-delivers after a crash between commit and acknowledgement stores nothing twice. The rows
+    go in with one Core INSERT .. RETURNING, not as ORM objects: this runs in the SMTP accept
+    path, in a thread that shares the interpreter (and its lock) with the event loop.
     """
     keys = [m.source_key for m in mails if m.source_key]
     existing: dict[str, int] = {}
@@ -46,41 +48,49 @@ def store_incoming(session: Session, mails: Sequence[IncomingMail], now: dt.date
             select(InboundMail.source_key, InboundMail.id).where(InboundMail.source_key.in_(keys))
         )
         existing = {key: row_id for key, row_id in found if key is not None}
-    rows: list[InboundMail | int] = []
+    new_rows: list[dict[str, object]] = []
+    new_keys: set[str] = set()
+    for mail in mails:
+        if mail.source_key and (mail.source_key in existing or mail.source_key in new_keys):
+            continue  # stored already, or twice in this batch: stored once
+        if mail.source_key:
+            new_keys.add(mail.source_key)
+        new_rows.append(
+            {
+                "app_id": mail.app_id,
+                "channel_id": mail.channel_id,
+                "source": mail.source,
+                "source_key": mail.source_key,
+                "peer": mail.peer,
+                "envelope_from": mail.envelope_from,
+                "envelope_to": list(mail.envelope_to),
+                "raw": mail.raw,
+                "size": len(mail.raw),
+                "sha256": hashlib.sha256(mail.raw).hexdigest(),
+                "state": InboundState.PENDING.value,
+                "attempts": 0,
+                "received_at": now,
+            }
+        )
+    new_ids: list[int] = []
+    if new_rows:
+        table = InboundMail.__table__
+        assert isinstance(table, Table)
+        new_ids = list(
+            session.scalars(
+                insert(table).returning(table.c.id, sort_by_parameter_order=True), new_rows
+            )
+        )
+    ids: list[int] = []
+    fresh = iter(new_ids)
     for mail in mails:
         if mail.source_key and mail.source_key in existing:
-            rows.append(existing[mail.source_key])
-            continue
-        new = InboundMail(
-            app_id=mail.app_id,
-            channel_id=mail.channel_id,
-            source=mail.source,
-            source_key=mail.source_key,
-            peer=mail.peer,
-            envelope_from=mail.envelope_from,
-            envelope_to=list(mail.envelope_to),
-            raw=mail.raw,
-            size=len(mail.raw),
-            sha256=hashlib.sha256(mail.raw).hexdigest(),
-            state=InboundState.PENDING,
-            received_at=now,
-        )
-        session.add(new)
-        rows.append(new)
-        if mail.source_key:
-            existing[mail.source_key] = -1  # a duplicate inside one batch is stored once
-    session.flush()
-    ids: list[int] = []
-    for mail, row in zip(mails, rows, strict=True):
-        if isinstance(row, InboundMail):
-            ids.append(row.id)
-            if mail.source_key:
-                existing[mail.source_key] = row.id
-        elif row == -1:
-            assert mail.source_key
             ids.append(existing[mail.source_key])
-        else:
-            ids.append(row)
+            continue
+        row_id = next(fresh)
+        ids.append(row_id)
+        if mail.source_key:
+            existing[mail.source_key] = row_id
     return ids
 
 
