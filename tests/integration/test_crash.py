@@ -9,6 +9,7 @@ with the process is sent again: the inbound log then holds two copies and proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import smtplib
@@ -157,3 +158,138 @@ def test_sigkill_mid_load_loses_nothing_and_doubles_nothing(tmp_path, database):
     assert set(per_id) == expected, "every acknowledged message is stored"
     doubled = {mid: n for mid, n in per_id.items() if n != 1}
     assert doubled == {}, "no message is stored twice"
+
+
+IMAP_USER = "support@example.test"
+IMAP_TOTAL = 300
+
+
+def imap_counts(engine) -> tuple[int, int, int]:
+    """Inbound rows, distinct IMAP source keys, and rows still pending."""
+    with engine.connect() as conn:
+        rows = conn.scalar(select(func.count()).select_from(InboundMail)) or 0
+        keys = conn.scalar(select(func.count(func.distinct(InboundMail.source_key)))) or 0
+        pending = conn.scalar(select(func.count()).where(InboundMail.state == InboundState.PENDING))
+    return rows, keys, pending or 0
+
+
+class SlowStoreProxy:
+    """A TCP proxy in front of Dovecot that holds every IMAP STORE command for a while, as a
+    slow or distant server would: it opens a wide window between storing and marking."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target, self.delay = (host, port), delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if from_client and b" STORE " in data.upper():
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def seen_on_server(dovecot) -> int:
+    with dovecot.login(IMAP_USER) as client:
+        client.select_folder("INBOX", readonly=True)
+        return len(client.search(["SEEN"]))
+
+
+@pytest.mark.slow
+def test_sigkill_between_imap_fetch_and_mark_stores_each_message_once(
+    tmp_path, dovecot, monkeypatch
+):
+    """The poller stores a fetched batch, then marks it \\Seen on the server. Killed in between,
+    the restarted gateway finds the stored keys and only marks: nothing is stored twice, and
+    nothing is left unmarked or untaken."""
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", dovecot.users[IMAP_USER])
+    with dovecot.login(IMAP_USER) as client:
+        for i in range(IMAP_TOTAL):
+            msg = message(i)
+            msg.replace_header("To", IMAP_USER)
+            msg.replace_header("Message-ID", f"<imap-crash-{i}@example.com>")
+            client.append("INBOX", msg.as_bytes())
+    db_url = f"sqlite:///{tmp_path / 'gw.db'}"
+    proxy = SlowStoreProxy(dovecot.host, dovecot.port, delay=1.0)
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'database_url = "{db_url}"\ndata_dir = "{tmp_path}"\nsweep_seconds = 1.0\n'
+        f'[smtp]\nlisten = "127.0.0.1:{free_port()}"\n'
+        '[http]\nlisten = "127.0.0.1:0"\n'
+        '[[apps]]\nname = "demo"\nbrand = "Demo"\n'
+        f'[[apps.channels]]\nname = "support"\naddresses = ["{IMAP_USER}"]\n'
+        f'[apps.channels.imap]\nhost = "127.0.0.1"\nport = {proxy.port}\nssl = false\n'
+        f'username = "{IMAP_USER}"\npassword_env = "TEST_IMAP_PASSWORD"\npoll_seconds = 0.5\n'
+    )
+    deadline = time.monotonic() + 240
+    caught_in_the_window = False
+    engine = create_engine(db_url)
+    kills = 0
+    proc = start_gateway(config, tmp_path)
+    try:
+        # Kill whenever some mail is stored; check, with the gateway dead and the mailbox
+        # frozen, whether the kill fell between storing and marking (more rows than \Seen).
+        while not caught_in_the_window and kills < 8:
+            before = imap_counts(engine)[0]
+            while before == imap_counts(engine)[0] < IMAP_TOTAL:
+                assert time.monotonic() < deadline, "IMAP ingestion did not get going"
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            stored, keys, _ = imap_counts(engine)
+            assert stored == keys, "a message was stored twice"
+            caught_in_the_window = stored > seen_on_server(dovecot)
+            if stored >= IMAP_TOTAL:
+                break
+            proc = start_gateway(config, tmp_path)
+        if proc.poll() is not None:
+            proc = start_gateway(config, tmp_path)
+        while True:
+            stored, keys, pending = imap_counts(engine)
+            if stored >= IMAP_TOTAL and pending == 0 and seen_on_server(dovecot) == IMAP_TOTAL:
+                break
+            assert time.monotonic() < deadline, f"{stored} stored, {pending} pending"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        proxy.close()
+    assert caught_in_the_window, f"no kill of {kills} fell between store and mark"
+    assert (stored, keys) == (IMAP_TOTAL, IMAP_TOTAL)
+    try:
+        with engine.connect() as conn:
+            per_id = dict(
+                conn.execute(
+                    select(Message.email_message_id, func.count()).group_by(
+                        Message.email_message_id
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    assert per_id == {f"<imap-crash-{i}@example.com>": 1 for i in range(IMAP_TOTAL)}
