@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from channels.chat.widget import conversation_token
@@ -85,6 +85,33 @@ class Outbound:
     policy: outbox.RetryPolicy
     settings: DeliverySettings
 
+    channel_transports: dict[tuple[int, str], Transport] = field(default_factory=dict)
+
+    def transport_for(self, channel: Channel | None) -> Transport:
+        """The channel's own relay when it has one (set by CLI or admin API), else [outbound]."""
+        if channel is None or not channel.settings.get("smtp"):
+            return self.transport
+        from gateway.channel_admin import _smtp_target
+
+        target = _smtp_target(self.runtime, channel)
+        assert target is not None
+        key = (channel.id, repr(target))
+        cached = self.channel_transports.get(key)
+        if cached is None:
+            cached = SmtpTransport(
+                SmtpSettings(
+                    host=target.host,
+                    port=target.port,
+                    starttls=target.starttls,
+                    tls=target.tls,
+                    username=target.username,
+                    password=target.password,
+                    timeout=self.runtime.config.outbound.timeout_seconds,
+                )
+            )
+            self.channel_transports[key] = cached
+        return cached
+
     @property
     def stale_after(self) -> dt.timedelta:
         # Longer than any attempt can take: socket timeouts bound each SMTP step.
@@ -155,6 +182,19 @@ def _dkim_sign(raw: bytes, channel: Channel | None) -> bytes:
     return signature.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + raw
 
 
+def _prepare(
+    ob: Outbound, channel: Channel | None, raw: bytes
+) -> tuple[Transport, bytes] | DeliveryError:
+    """The transport and the (signed) bytes; a DeliveryError to record as a failed attempt
+    when the channel's relay or DKIM key is misconfigured (fixing it lets the retry through)."""
+    try:
+        return ob.transport_for(channel), _dkim_sign(raw, channel)
+    except ConfigError as exc:
+        return DeliveryError(str(exc), permanent=False)
+    except DeliveryError as exc:
+        return exc
+
+
 def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
     """One attempt at one outbox row; None if there was nothing to do (safe to run twice).
 
@@ -168,7 +208,8 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
         if row is None:
             return None
         if row.state == OutboxState.SENDING:
-            delivered = ob.transport.delivered(row.message_id_header)
+            channel = session.get(Channel, row.channel_id) if row.channel_id else None
+            delivered = ob.transport_for(channel).delivered(row.message_id_header)
             settled = outbox.recover_stale(session, outbox_id, now - ob.stale_after, delivered, now)
             if settled != OutboxState.PENDING:
                 return settled
@@ -177,19 +218,15 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
         claimed = outbox.claim(session, outbox_id, attempt, now)
         if claimed is None:
             return None
-        raw, sender, recipients = claimed.raw, claimed.mail_from, list(claimed.recipients)
+        sender, recipients = claimed.mail_from, list(claimed.recipients)
         message_id = claimed.message_id_header
         channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
-        try:
-            raw = _dkim_sign(raw, channel)
-        except DeliveryError as exc:
-            dkim_error: DeliveryError | None = exc
-        else:
-            dkim_error = None
+        prepared = _prepare(ob, channel, claimed.raw)
     try:
-        if dkim_error is not None:
-            raise dkim_error
-        ob.transport.send(sender, recipients, raw, message_id)
+        if isinstance(prepared, DeliveryError):
+            raise prepared
+        transport, raw = prepared
+        transport.send(sender, recipients, raw, message_id)
     except DeliveryError as exc:
         log.warning(
             "outbox %s: attempt failed (%s): %s",

@@ -19,6 +19,7 @@ from gateway.runtime import Runtime
 from tests.support.smtp_sink import SmtpSink
 from tickets import delivery, services
 from tickets.models import (
+    Channel,
     Conversation,
     Event,
     Message,
@@ -592,4 +593,22 @@ def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
         got.raw.replace(b"Signed and sealed.", b"Signed and sealed!"), dnsfunc=dns
     )
     outbound.outbound_for(rt).transport.close()
+    rt.close()
+
+
+def test_a_channel_with_its_own_relay_sends_through_it(tmp_path, sink):
+    rt, clock = make_runtime(make_config(tmp_path, transport="file"))
+    with rt.unit_of_work() as s:
+        channel = s.scalar(select(Channel).where(Channel.name == "support"))
+        channel.settings = {
+            **channel.settings,
+            "smtp": {"host": sink.host, "port": sink.port, "starttls": False},
+        }
+    cid = chat(rt)
+    agent_reply(rt, cid, "Through the channel's relay")
+    clock.advance(121)
+    deliver_and_send(rt)
+    [got] = sink.wait_for(1)
+    assert "Through the channel's relay" in body_text(got)
+    assert list(rt.config.outbound_dir.glob("*.eml")) == []
     rt.close()
