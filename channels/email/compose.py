@@ -71,7 +71,8 @@ def compose(
     references: Sequence[str] = (),
     auto_submitted: bool = False,
     extra_headers: Sequence[tuple[str, str]] = (),
-) -> EmailMessage:
+) -> bytes:
+    """The message as bytes with CRLF line ends, ready for the outbox."""
     msg = EmailMessage(policy=policy.SMTP)
     local, _, domain = from_address.rpartition("@")
     msg["From"] = Address(display_name=header_safe(from_name), username=local, domain=domain)
@@ -92,13 +93,14 @@ def compose(
     msg.set_content(text, cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
-    _verify_headers(msg)
-    return msg
+    raw = msg.as_bytes()
+    _verify_headers(msg, raw)
+    return raw
 
 
-def _verify_headers(msg: EmailMessage) -> None:
+def _verify_headers(msg: EmailMessage, raw: bytes) -> None:
     wanted = sorted(k.lower() for k in msg if k.lower() not in ("content-type", "mime-version"))
-    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
     parsed = BytesParser(policy=policy.compat32).parsebytes(head, headersonly=True)
     got = sorted(
         k.lower()

@@ -77,7 +77,7 @@ def queue_email(
     if not to:
         raise ValueError("an email needs a recipient")
     message_id = new_message_id(from_address.rpartition("@")[2])
-    msg = compose(
+    raw = compose(
         from_name=from_name,
         from_address=from_address,
         to=to,
@@ -100,7 +100,7 @@ def queue_email(
         message_id_header=message_id,
         mail_from=from_address,
         recipients=list(to),
-        raw=msg.as_bytes(),
+        raw=raw,
         message_ids=list(message_ids),
         state=OutboxState.HELD if hold_reason else OutboxState.PENDING,
         last_error=hold_reason,

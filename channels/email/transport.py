@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import smtplib
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ class SmtpTransport:
         except BaseException:
             _close(conn)
             raise
+        # Commands are small writes followed by a read: without this, Nagle's algorithm and
+        # delayed ACKs add tens of milliseconds to every exchange.
+        if conn.sock is not None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn
 
     def _connection(self) -> tuple[smtplib.SMTP, bool]:
@@ -201,12 +206,12 @@ class SmtpTransport:
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
         try:
-            conn.send(payload)
+            # One write, the final dot last: if it raises, the dot never reached the kernel,
+            # so the relay must discard the partial message and a retry is safe.
+            conn.send(payload + b".\r\n")
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            # The final dot was not sent: the relay must discard the partial message.
             raise DeliveryError(f"connection lost during DATA: {exc}", permanent=False) from None
         try:
-            conn.send(b".\r\n")
             code, text = conn.getreply()
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             raise DeliveryUnknown(
