@@ -171,32 +171,77 @@ def _addresses(msg: Message, header: str) -> tuple[str, ...]:
     return tuple(a.lower() for _, a in email.utils.getaddresses(values) if "@" in a)
 
 
+# 7-bit charsets that shift state with escape sequences: mail-parser returns such a 7bit body
+# as it is on the wire (ISO-2022-JP and UTF-7 text would reach the customer view as escapes).
+_STATEFUL_CHARSET = re.compile(r"^(iso-2022-|utf-7|hz-gb-2312)", re.IGNORECASE)
+_ATTACHED_MESSAGE = frozenset({"message/rfc822", "message/global"})
+_BODY_TYPES = frozenset({"text/plain", "text/html"})
+
+
+def _leaves(msg: Message) -> list[tuple[int, Message]]:
+    """The leaf parts in order, numbered like `walk()`. An attached message is one leaf: its
+    parts are its own (a forward-as-attachment's text is not this message's text)."""
+    out: list[tuple[int, Message]] = []
+    stack: list[Message] = [msg]
+    index = 0
+    while stack:
+        part = stack.pop()
+        payload = part.get_payload()
+        if isinstance(payload, list) and part.get_content_type() not in _ATTACHED_MESSAGE:
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+        else:
+            out.append((index, part))
+        index += 1
+    return out
+
+
+def _mailparser_gap(leaves: list[tuple[int, Message]]) -> bool:
+    """Whether this message hits one of mail-parser's known gaps (see the fixtures in
+    tests/fixtures/parse): then the stdlib walk reads the bodies instead."""
+    for _, part in leaves:
+        ctype = part.get_content_type()
+        if ctype in _ATTACHED_MESSAGE or part.get_content_maintype() == "multipart":
+            return True  # an attached message, or a multipart without a usable boundary
+        if ctype in _BODY_TYPES and _STATEFUL_CHARSET.match(part.get_content_charset() or ""):
+            return True
+    return False
+
+
 def _bodies(
     raw: bytes, msg: Message, limits: ParseLimits
 ) -> tuple[str, str | None, list[ParsedAttachment], list[str]]:
     defects: list[str] = []
     attachments: list[ParsedAttachment] = []
+    leaves = _leaves(msg)
     try:
         # The message is parsed once, by the stdlib, and mail-parser works on that tree.
         parsed = mailparser.MailParser(msg)
         text = "\n".join(parsed.text_plain)
         html = "\n".join(parsed.text_html) or None
         defects.extend(str(d) for d in parsed.defects_categories or ())
+        if _mailparser_gap(leaves) or not (text or html):
+            text, html = _stdlib_bodies(leaves, defects)
     except Exception as exc:  # noqa: BLE001 - any parser failure falls back to the stdlib
         defects.append(f"mail-parser failed: {type(exc).__name__}")
-        text, html = _stdlib_bodies(msg, defects)
-    for index, part in enumerate(msg.walk()):
-        if part.is_multipart():
-            continue
+        text, html = _stdlib_bodies(leaves, defects)
+    for index, part in leaves:
         disposition = (part.get_content_disposition() or "").lower()
         filename = part.get_filename()
         cid = part.get("Content-ID")
+        ctype = part.get_content_type()
         # An inline image often has only a Content-ID (no file name): the HTML shows it by
-        # `cid:`, so it is kept with the message like any attachment.
-        is_body = part.get_content_type() in ("text/plain", "text/html")
-        if disposition != "attachment" and not filename and not (cid and not is_body):
+        # `cid:`, so it is kept with the message like any attachment. An attached message is
+        # kept whole, as an .eml an agent can open.
+        attached_message = ctype in _ATTACHED_MESSAGE
+        is_body = ctype in _BODY_TYPES
+        if (
+            disposition != "attachment"
+            and not filename
+            and not (cid and not is_body)
+            and not attached_message
+        ):
             continue
-        content = _decoded_payload(part)
+        content = _message_bytes(part) if attached_message else _decoded_payload(part)
         if content is None:
             defects.append(f"undecodable attachment part {index}")
             content = b""
@@ -205,16 +250,35 @@ def _bodies(
                 f"attachment {filename!r} over {limits.max_attachment_bytes} bytes dropped"
             )
             continue
+        if attached_message and not filename:
+            filename = f"{_attached_subject(part) or 'message'}.eml"
         attachments.append(
             ParsedAttachment(
                 filename=_safe_filename(filename, index),
-                content_type=part.get_content_type(),
+                content_type=ctype,
                 content=content,
                 content_id=str(cid).strip() if cid else None,
                 inline=disposition == "inline" or (bool(cid) and disposition != "attachment"),
             )
         )
     return text, html, attachments, defects
+
+
+def _message_bytes(part: Message) -> bytes | None:
+    inner = part.get_payload()
+    if not isinstance(inner, list) or not inner or not isinstance(inner[0], Message):
+        return _decoded_payload(part)
+    try:
+        return inner[0].as_bytes()
+    except (UnicodeError, LookupError, ValueError, TypeError):
+        return None
+
+
+def _attached_subject(part: Message) -> str:
+    inner = part.get_payload()
+    if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+        return " ".join(decode_words(inner[0].get("Subject")).split())[:100]
+    return ""
 
 
 def _decoded_payload(part: Message) -> bytes | None:
@@ -225,23 +289,34 @@ def _decoded_payload(part: Message) -> bytes | None:
     return payload if isinstance(payload, bytes) else None
 
 
-def _stdlib_bodies(msg: Message, defects: list[str]) -> tuple[str, str | None]:
+def _decode_text(part: Message, defects: list[str]) -> str:
+    """A body part as text with its declared charset; undecodable bytes become U+FFFD and a
+    recorded defect (the same category mail-parser records), never an exception."""
+    payload = _decoded_payload(part) or b""
+    charset = part.get_content_charset()
+    try:
+        return payload.decode(charset or "utf-8")
+    except LookupError:
+        defects.append("CharsetDecodeDefect")
+        defects.append(f"unknown charset {charset!r}")
+    except UnicodeError:
+        defects.append("CharsetDecodeDefect")
+        return payload.decode(charset or "utf-8", "replace")
+    return payload.decode("utf-8", "replace")
+
+
+def _stdlib_bodies(leaves: list[tuple[int, Message]], defects: list[str]) -> tuple[str, str | None]:
     texts: list[str] = []
     htmls: list[str] = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_disposition() == "attachment":
+    for _, part in leaves:
+        if part.get_content_disposition() == "attachment" or part.get_filename():
             continue
         ctype = part.get_content_type()
-        if ctype not in ("text/plain", "text/html"):
-            continue
-        payload = _decoded_payload(part) or b""
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            body = payload.decode(charset, "replace")
-        except LookupError:
-            defects.append(f"unknown charset {charset!r}")
-            body = payload.decode("utf-8", "replace")
-        (texts if ctype == "text/plain" else htmls).append(body)
+        if ctype == "text/html":
+            htmls.append(_decode_text(part, defects))
+        elif ctype == "text/plain" or part.get_content_maintype() == "multipart":
+            # A multipart whose boundary is missing or unused is one undivided body.
+            texts.append(_decode_text(part, defects))
     return "\n".join(texts), "\n".join(htmls) or None
 
 
@@ -291,7 +366,7 @@ def parse_message(
         date=date,
         text=text,
         html=clean_html,
-        stripped=strip_reply(text, html),
+        stripped=strip_reply(text, html, subject),
         auto_reply=auto_reply_reason(msg, envelope_from),
         bounce=detect_bounce(msg),
         spam=spam_flag,

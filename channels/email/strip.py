@@ -768,14 +768,32 @@ def _strip_reply_impl(text: str | None, html: str | None) -> Stripped:
     return _keep_all(text or "")
 
 
-def strip_reply(text: str | None, html: str | None = None) -> Stripped:
+# The first prefix of a forward's subject, as the clients of the languages above write it.
+# Outlook writes its "-----Original Message-----" block for a forward as for a reply, so the
+# subject is the only sign. ("VS" is a forward in Danish and Norwegian Outlook.)
+_FORWARD_SUBJECT_RE = re.compile(
+    r"^\s*(?:fwd?|wg|tr|rv|enc|vs|vb|doorst|pd|пересл)\s*(?:\[\d+\])?\s*:", re.IGNORECASE
+)
+
+
+def is_forward_subject(subject: str | None) -> bool:
+    return bool(subject and _FORWARD_SUBJECT_RE.match(subject))
+
+
+def strip_reply(text: str | None, html: str | None = None, subject: str | None = None) -> Stripped:
     """Split an inbound message body into new text, quoted history and signature.
 
     ``text`` (the text/plain part) is preferred; ``html`` is used when there is
-    no text, or when only the HTML carries a recognisable quote container.
+    no text, or when only the HTML carries a recognisable quote container. A
+    ``subject`` that marks a forward keeps the whole body: what looks like
+    quoted history is the forwarded message the customer wants us to read.
     """
     try:
-        return _strip_reply_impl(text, html)
+        result = _strip_reply_impl(text, html)
+        if result.quoted and is_forward_subject(subject):
+            whole = text if text is not None and text.strip() else html_to_text(html or "")
+            return _keep_all(whole, forwarded=True)
+        return result
     except Exception:
         # A stripping bug must never drop an inbound message: fall back to the
         # unstripped body and leave a trace for fixing the heuristic.
