@@ -122,13 +122,17 @@ def agent_notifications(session: Session, now: dt.datetime) -> list[Callable[[],
 class SweepStep:
     name: str
     find: Callable[[Session, dt.datetime], list[Callable[[], object]]]
+    # Hold back an id this leader enqueued less than `Scheduler.resend_after` ago. Right for
+    # rows that are due once (a timer, a check); not for ids that fall due again and again
+    # (an agent with new notifications), which keep the default.
+    hold_back: bool = False
 
 
 SWEEP_STEPS: tuple[SweepStep, ...] = (
     SweepStep("process_inbound", pending_inbound),
     SweepStep("wake_snoozed", due_snoozes),
-    SweepStep("sla_timers", due_sla_timers),
-    SweepStep("email_checks", due_email_checks),
+    SweepStep("sla_timers", due_sla_timers, hold_back=True),
+    SweepStep("email_checks", due_email_checks, hold_back=True),
     SweepStep("summaries", due_summaries),
     SweepStep("deliver_email", due_deliveries),
     SweepStep("send_outbound", due_outbox),
@@ -142,24 +146,39 @@ class Scheduler:
         self.steps = steps
         self.holder = holder_id()
         self.interval = runtime.config.sweep_seconds
+        # A row still due at the next sweep is usually just still in the queue: enqueueing it
+        # again every few seconds would bury a backlog (after an outage) under copies. So an id
+        # is enqueued again only after `resend_after`, in case the broker lost it.
+        self.resend_after = max(15.0, 3 * self.interval)
+        self._sent: dict[tuple[str, tuple[object, ...]], dt.datetime] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sweep_once(self) -> dict[str, int] | None:
-        """One sweep if this process leads; the number of ids enqueued per step, else None."""
+        """One sweep if this process leads; the number of due ids found per step, else None."""
         now = self.runtime.clock()
         ttl = dt.timedelta(seconds=max(3 * self.interval, 15))
         with self.runtime.unit_of_work() as session:
             if not try_acquire_lease(session, LEASE_NAME, self.holder, now, ttl):
                 return None
         counts: dict[str, int] = {}
+        resend_after = dt.timedelta(seconds=self.resend_after)
         for step in self.steps:
             # Find in one short transaction, enqueue after it: the broker never waits on a lock.
             with self.runtime.unit_of_work() as session:
                 sends = step.find(session, now)
             for send in sends:
+                key = (
+                    (step.name, send.args) if step.hold_back and isinstance(send, partial) else None
+                )
+                last = self._sent.get(key) if key is not None else None
+                if last is not None and now - last < resend_after:
+                    continue
                 send()
+                if key is not None:
+                    self._sent[key] = now
             counts[step.name] = len(sends)
+        self._sent = {k: t for k, t in self._sent.items() if now - t < resend_after}
         return counts
 
     def run(self) -> None:

@@ -88,7 +88,7 @@ def test_sweep_wakes_due_snoozes_exactly_once(runtime):
     assert scheduler.sweep_once()["wake_snoozed"] == 0
 
     clock.now += dt.timedelta(minutes=31)
-    # Two sweeps before any worker runs: the actor is enqueued twice and must act once.
+    # Two sweeps before any worker runs (the second finds it in the queue still): it acts once.
     assert scheduler.sweep_once()["wake_snoozed"] == 1
     assert scheduler.sweep_once()["wake_snoozed"] == 1
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
