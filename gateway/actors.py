@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 
 import dramatiq
+import dramatiq.broker
 from sqlalchemy import select
 
 from gateway.runtime import Runtime
@@ -17,6 +18,14 @@ from tickets import services
 from tickets.models import Conversation, ConversationState
 
 log = logging.getLogger(__name__)
+
+if dramatiq.broker.global_broker is None:
+    # Imported before any setup_broker (a test, an HTTP handler in a bare process): bind to the
+    # in-memory broker. Dramatiq's own default would be a RabbitMQ on localhost, and a message
+    # sent there would reach whatever else uses that RabbitMQ. The sweep does what is lost.
+    from gateway.broker import setup_broker
+
+    setup_broker("stub://")
 
 _runtime: Runtime | None = None
 
