@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from gateway import views
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.runtime import Runtime
-from tickets import services
+from tickets import notifications, services
 from tickets.business_time import parse_duration
 from tickets.customer_view import customer_view
 from tickets.errors import DomainError
@@ -293,6 +293,40 @@ def agents_token(state: State, email: str, label: str) -> None:
         agent = services.find_agent(session, app, email)
         _row, secret = issue_token(session, agent, label, now)
     click.echo(secret)
+
+
+@agents.command("address")
+@click.argument("email")
+@click.argument("address")
+@pass_state
+@handle_errors
+def agents_address(state: State, email: str, address: str) -> None:
+    """Add a verified address to an agent: their answers by email may come from it."""
+    with unit_of_work(state) as (session, app, now):
+        agent = services.find_agent(session, app, email)
+        row = services.add_agent_address(session, agent, address, now)
+    click.echo(f"{row.address} is a verified address of {agent.email}")
+
+
+@agents.command("notify")
+@click.argument("email")
+@click.option("--events", help=f"comma-separated, of: {', '.join(notifications.KINDS)}")
+@click.option("--digest/--immediate", default=None, help="one daily email, or each at once")
+@click.option("--digest-hour", type=int, help="UTC hour of the daily digest (0-23)")
+@pass_state
+@handle_errors
+def agents_notify(
+    state: State, email: str, events: str | None, digest: bool | None, digest_hour: int | None
+) -> None:
+    """Which notification emails an agent gets, and when; prints the result."""
+    chosen = None if events is None else [e.strip() for e in events.split(",") if e.strip()]
+    with unit_of_work(state) as (session, app, _now):
+        agent = services.find_agent(session, app, email)
+        prefs = notifications.set_preferences(
+            agent, events=chosen, digest=digest, digest_hour=digest_hour
+        )
+    mode = f"daily digest at {prefs.digest_hour:02d}:00 UTC" if prefs.digest else "immediately"
+    click.echo(f"{agent.email}: {', '.join(sorted(prefs.events))}; {mode}")
 
 
 @agents.command("list")

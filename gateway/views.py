@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 from tickets.models import Agent, Conversation, Event, Outbox, Ticket
+from tickets.notifications import preferences
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -32,6 +33,7 @@ def agent_json(agent: Agent) -> dict[str, Any]:
         "role": agent.role.value,
         "active": agent.active,
         "addresses": [{"address": a.address, "verified": a.verified} for a in agent.addresses],
+        "notifications": preferences(agent).to_json(),
     }
 
 

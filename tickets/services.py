@@ -201,6 +201,38 @@ def add_agent(
     return agent
 
 
+def add_agent_address(
+    session: Session, agent: Agent, email: str, now: dt.datetime, *, verified: bool = True
+) -> AgentAddress:
+    """Another address of an agent; a verified one (an admin vouches for it) may answer
+    notifications by email in the agent's name. Adding it again sets `verified`."""
+    address = normalize_address(email)
+    owner = session.scalar(
+        select(AgentAddress).where(
+            AgentAddress.app_id == agent.app_id, AgentAddress.address == address
+        )
+    )
+    if owner is not None:
+        if owner.agent_id != agent.id:
+            raise InvalidValue(f"{address} is already an address of another agent")
+        owner.verified = verified
+        return owner
+    row = AgentAddress(app_id=agent.app_id, address=address, verified=verified)
+    agent.addresses.append(row)
+    session.flush()
+    record(
+        session,
+        app_id=agent.app_id,
+        kind="agent.address_added",
+        actor=SYSTEM,
+        now=now,
+        agent=agent.email,
+        address=address,
+        verified=verified,
+    )
+    return row
+
+
 def find_agent(session: Session, app: App, email: str) -> Agent:
     address = email.strip().lower()
     agent = session.scalar(

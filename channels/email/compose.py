@@ -71,6 +71,7 @@ def compose(
     references: Sequence[str] = (),
     auto_submitted: bool = False,
     extra_headers: Sequence[tuple[str, str]] = (),
+    attachments: Sequence[tuple[str, str, bytes]] = (),  # (filename, content type, content)
 ) -> bytes:
     """The message as bytes with CRLF line ends, ready for the outbox."""
     msg = EmailMessage(policy=policy.SMTP)
@@ -93,6 +94,14 @@ def compose(
     msg.set_content(text, cte="quoted-printable")
     if html is not None:
         msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    for filename, content_type, content in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        msg.add_attachment(
+            content,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=header_safe(filename),
+        )
     raw = msg.as_bytes()
     _verify_headers(msg, raw)
     return raw

@@ -240,6 +240,13 @@ def _queue(
         channel_id=channel.id,
         conversation_id=conversation.id,
         message_ids=[m.id for m in unread],
+        # What the agents attached (also by email) goes along; inline images stay in the chat.
+        attachments=[
+            (a.filename, a.content_type, a.content)
+            for m in unread
+            for a in m.attachments
+            if not a.inline
+        ],
         reply_to=settings.reply_to(app, conversation, from_address),
         in_reply_to=in_reply_to,
         references=references,

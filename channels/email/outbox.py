@@ -65,6 +65,7 @@ def queue_email(
     references: Sequence[str] = (),
     auto_submitted: bool = True,
     extra_headers: Sequence[tuple[str, str]] = (),
+    attachments: Sequence[tuple[str, str, bytes]] = (),
     hold_reason: str | None = None,
 ) -> Outbox:
     """Compose one email and add its outbox row (flushed, not committed).
@@ -91,6 +92,7 @@ def queue_email(
         references=references,
         auto_submitted=auto_submitted,
         extra_headers=extra_headers,
+        attachments=attachments,
     )
     row = Outbox(
         app_id=app_id,

@@ -34,8 +34,8 @@ from gateway.http.schemas import (
 )
 from gateway.views import agent_json
 from tickets import services
-from tickets.errors import InvalidValue, NotAllowed, NotFound
-from tickets.models import Agent, AgentAddress, ApiToken, Role
+from tickets.errors import NotAllowed, NotFound
+from tickets.models import Agent, ApiToken, Role
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -167,21 +167,7 @@ def add_address(
     """An address the agent may answer from by email; verified ones are trusted."""
     with work(runtime, caller) as w:
         agent = _agent(w, agent_id)
-        address = services.normalize_address(body.address)
-        taken = w.session.scalar(
-            select(AgentAddress).where(
-                AgentAddress.app_id == w.app.id, AgentAddress.address == address
-            )
-        )
-        if taken is not None and taken.agent_id != agent.id:
-            raise InvalidValue(f"{address} is already an address of another agent")
-        if taken is None:
-            agent.addresses.append(
-                AgentAddress(app_id=w.app.id, address=address, verified=body.verified)
-            )
-        else:
-            taken.verified = body.verified
-        w.session.flush()
+        services.add_agent_address(w.session, agent, body.address, w.now, verified=body.verified)
         return agent_json(agent)
 
 

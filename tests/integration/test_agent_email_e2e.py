@@ -116,7 +116,13 @@ def customer_writes(gateway: Services, text: str) -> None:
     send(gateway, msg, SUPPORT)
 
 
-def answer(gateway: Services, notification: Received, style: str, text: str) -> None:
+def answer(
+    gateway: Services,
+    notification: Received,
+    style: str,
+    text: str,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+) -> None:
     note = notification.message
     quoted = note.get_body(("plain",)).get_content()
     reply = EmailMessage()
@@ -125,6 +131,9 @@ def answer(gateway: Services, notification: Received, style: str, text: str) -> 
     reply["Subject"] = "Re: " + str(note["Subject"])
     reply["In-Reply-To"] = str(note["Message-ID"])
     reply.set_content(quoted_reply(style, text, str(note["From"]), quoted))
+    for filename, content_type, content in attachments:
+        maintype, subtype = content_type.split("/")
+        reply.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
     send(gateway, reply, str(note["Reply-To"]))
 
 
@@ -150,8 +159,12 @@ def test_an_agent_answers_a_notification_from_their_mail_client(gateway, sink, s
     body = msg.get_body(("plain",)).get_content()
     assert "Ticket #1" in body and "My parcel never arrived" in body
 
-    answer(gateway, notification, style, "Hi Sam, a new one is on its way.")
+    label = ("label.pdf", "application/pdf", b"%PDF-1.4 return label")
+    answer(gateway, notification, style, "Hi Sam, a new one is on its way.", (label,))
     [to_customer] = wait_for(lambda: mails_to(sink, "sam@example.com"))
+    # The agent's attachment is passed on to the customer.
+    [attached] = list(to_customer.message.iter_attachments())
+    assert (attached.get_filename(), attached.get_content()) == ("label.pdf", label[2])
     text = to_customer.message.get_body(("plain",)).get_content()
     assert "Hi Sam, a new one is on its way." in text
     assert "Ana" in str(to_customer.message["From"])

@@ -4,6 +4,10 @@ the rendered emails (team voice, conversation, ticket layer, notes, reply addres
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 from sqlalchemy import select
@@ -258,3 +262,30 @@ def test_every_agent_template_renders_for_every_kind(session, team, now, app):
     )
     assert len({d.rendered.subject for d in drafts}) == len(kinds)
     assert not session.scalars(select(Event).where(Event.notified_at.is_(None))).all()
+
+
+def test_the_cli_sets_notification_preferences_and_verified_addresses(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+
+    def gw(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert gw("agents", "add", "ana@agents.test", "--name", "Ana").returncode == 0
+    out = gw("agents", "notify", "ana@agents.test", "--events", "new_message,assigned", "--digest")
+    assert out.returncode == 0, out.stderr
+    assert "assigned, new_message, reply_rejected; daily digest at 08:00 UTC" in out.stdout
+    assert gw("agents", "address", "ana@agents.test", "ana@home.test").returncode == 0
+    [agent] = json.loads(gw("agents", "list", "--json").stdout)
+    assert {"address": "ana@home.test", "verified": True} in agent["addresses"]
+    assert agent["notifications"]["digest"] is True
+    bad = gw("agents", "notify", "ana@agents.test", "--events", "everything")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "unknown notification" in bad.stderr
