@@ -144,5 +144,8 @@ def notify_agent(agent_id: int) -> None:
     """Queue an agent's due notifications as emails and send them; a no-op when none are due."""
     from gateway.notify import notify_agent as notify
 
-    for outbox_id in notify(current_runtime(), agent_id):
+    notified = notify(current_runtime(), agent_id)
+    for outbox_id in notified.outbox_ids:
         send_outbound.send(outbox_id)
+    if notified.more:
+        notify_agent.send(agent_id)

@@ -9,6 +9,7 @@ leaves either all of it or none of it. The emails leave through `send_outbound` 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -45,19 +46,27 @@ def channel_address(session: Session, app_id: int) -> tuple[int, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def notify_agent(runtime: Runtime, agent_id: int) -> list[int]:
-    """Queue the agent's due notifications; the outbox ids to send. Safe to run twice."""
+@dataclass(frozen=True)
+class Notified:
+    outbox_ids: list[int]
+    more: bool  # a full batch was claimed: more may be due
+
+
+def notify_agent(runtime: Runtime, agent_id: int) -> Notified:
+    """Queue a batch of the agent's due notifications; the outbox ids to send. Safe to run
+    twice: a row is claimed by one run only."""
     now = runtime.clock()
     with runtime.unit_of_work() as session:
         rows = list(notifications.claim_due(session, agent_id, now))
+        more = len(rows) == notifications.CLAIM_BATCH
         agent = session.get(Agent, agent_id)
         if not rows or agent is None:
-            return []
+            return Notified([], more)
         app = session.get(App, agent.app_id)
         channel = channel_address(session, agent.app_id)
         if app is None or channel is None or not agent.active:
             log.warning("agent %s: %d notifications not sent (no channel)", agent_id, len(rows))
-            return []
+            return Notified([], more)
         channel_id, address = channel
         sender = Sender(runtime.keyring, address, runtime.config.agent_token_lifetime)
         ids = []
@@ -83,4 +92,4 @@ def notify_agent(runtime: Runtime, agent_id: int) -> list[int]:
             for row in draft.rows:
                 row.outbox_id = outbox.id
             ids.append(outbox.id)
-        return ids
+        return Notified(ids, more)

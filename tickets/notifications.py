@@ -34,6 +34,7 @@ KINDS = (
 # A rejected mail of theirs is a security notice: it cannot be turned off or postponed.
 ALWAYS = frozenset({"reply_rejected"})
 DEFAULT_DIGEST_HOUR = 8
+CLAIM_BATCH = 50  # notifications rendered per transaction
 
 _EVENT_KINDS = {
     "message.customer": "new_message",
@@ -203,20 +204,29 @@ def due_agent_ids(session: Session, now: dt.datetime, limit: int = 1000) -> list
     )
 
 
-def claim_due(session: Session, agent_id: int, now: dt.datetime) -> Sequence[AgentNotification]:
-    """Mark the agent's due, unsent notifications sent, and return them, in one UPDATE.
+def claim_due(
+    session: Session, agent_id: int, now: dt.datetime, limit: int = CLAIM_BATCH
+) -> Sequence[AgentNotification]:
+    """Mark up to `limit` of the agent's due, unsent notifications sent, and return them, in
+    one UPDATE; a backlog is worked off in several short transactions, not one long one.
 
     Two workers given the same agent cannot both get a row: the second one's UPDATE finds them
     sent (PostgreSQL re-checks the condition after the first commits; SQLite serializes
     writers). The caller composes and queues the emails in the same transaction.
     """
-    ids = session.scalars(
-        update(AgentNotification)
+    due = (
+        select(AgentNotification.id)
         .where(
             AgentNotification.agent_id == agent_id,
             AgentNotification.sent_at.is_(None),
             AgentNotification.due_at <= now,
         )
+        .order_by(AgentNotification.id)
+        .limit(limit)
+    )
+    ids = session.scalars(
+        update(AgentNotification)
+        .where(AgentNotification.id.in_(due.scalar_subquery()), AgentNotification.sent_at.is_(None))
         .values(sent_at=now)
         .returning(AgentNotification.id)
         .execution_options(synchronize_session=False)

@@ -281,7 +281,7 @@ def _notify(world: World) -> list[int]:
     with world.rt.unit_of_work() as s:
         notifications.fan_out(s, world.rt.clock())
         due = notifications.due_agent_ids(s, world.rt.clock())
-    return [i for agent_id in due for i in notify_agent(world.rt, agent_id)]
+    return [i for agent_id in due for i in notify_agent(world.rt, agent_id).outbox_ids]
 
 
 def test_the_tally_shows_every_forgery_rejected_and_every_valid_reply_posted():

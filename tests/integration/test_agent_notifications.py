@@ -289,3 +289,15 @@ def test_the_cli_sets_notification_preferences_and_verified_addresses(tmp_path):
     bad = gw("agents", "notify", "ana@agents.test", "--events", "everything")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "unknown notification" in bad.stderr
+
+
+def test_a_backlog_is_claimed_in_batches_and_each_row_once(session, team, now):
+    ana, _bob, conversation = team
+    for i in range(notifications.CLAIM_BATCH + 10):
+        services.add_customer_message(session, conversation, f"message {i}", "email", now)
+    notifications.fan_out(session, now)
+    first = notifications.claim_due(session, ana.id, now)
+    second = notifications.claim_due(session, ana.id, now)
+    assert (len(first), len(second)) == (notifications.CLAIM_BATCH, 10)
+    assert not {r.id for r in first} & {r.id for r in second}
+    assert notifications.claim_due(session, ana.id, now) == []
