@@ -301,3 +301,50 @@ def test_a_backlog_is_claimed_in_batches_and_each_row_once(session, team, now):
     assert (len(first), len(second)) == (notifications.CLAIM_BATCH, 10)
     assert not {r.id for r in first} & {r.id for r in second}
     assert notifications.claim_due(session, ana.id, now) == []
+
+
+def test_a_real_sla_warning_and_breach_reach_the_assignee(tmp_path):
+    """Through the SLA machinery itself (tickets/sla.py fires the events), not synthetic ones."""
+    from gateway.config import SlaPolicyConfig, embedded_default
+    from gateway.runtime import Runtime
+    from tickets import sla
+    from tickets.models import SlaTimer
+
+    base = embedded_default()
+    fast = [SlaPolicyConfig(name="fast", first_response="60s", warn_at=0.5)]
+    config = base.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
+            "data_dir": str(tmp_path),
+            "apps": [base.apps[0].model_copy(update={"sla_policies": fast})],
+        }
+    )
+    rt = Runtime.create(config)
+    t0 = dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC)
+    try:
+        with rt.unit_of_work() as s:
+            app = services.get_app(s, "demo")
+            ana = services.add_agent(s, app, "ana@agents.test", "Ana", t0)
+            customer = services.create_customer(s, app, t0, name="Sam", email="sam@example.com")
+            conversation, _ = services.start_conversation(s, app, customer, "email", "Hi", t0)
+            services.convert(s, conversation, ana, t0, assignee=ana)
+            notifications.fan_out(s, t0)
+            notifications.claim_due(s, ana.id, t0)
+            kinds = []
+            for seconds in (31, 61):
+                at = t0 + dt.timedelta(seconds=seconds)
+                for timer_id in sla.due_timer_ids(s, at, 100):
+                    kinds.append(sla.fire_due(s, timer_id, at))
+            assert kinds == ["sla.warning", "sla.breached"]
+            later = t0 + dt.timedelta(seconds=62)
+            notifications.fan_out(s, later)
+            rows = list(notifications.claim_due(s, ana.id, later))
+            drafts = compose_notifications(s, ana, rows, SENDER, TEMPLATES, later)
+            subjects = [d.rendered.subject for d in drafts]
+            assert [r.kind for r in rows] == ["sla_warning", "sla_breach"]
+            assert "SLA warning (first response)" in subjects[0]
+            assert "SLA breached (first response)" in subjects[1]
+            assert "was due 2026-11-24 09:01 UTC" in drafts[1].rendered.text
+            assert s.scalars(select(SlaTimer)).one().state.value == "breached"
+    finally:
+        rt.close()
