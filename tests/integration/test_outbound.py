@@ -16,6 +16,7 @@ from channels.email.transport import eml_name
 from gateway import outbound
 from gateway.config import GatewayConfig, embedded_default
 from gateway.runtime import Runtime
+from tests.conftest import PG_URL, reset_postgres
 from tests.support.smtp_sink import SmtpSink
 from tickets import delivery, services
 from tickets.models import (
@@ -47,11 +48,16 @@ class Clock:
 
 
 def make_config(tmp_path: Path, **outbound_settings: object) -> GatewayConfig:
+    """SQLite under tmp_path; PostgreSQL (emptied first) when GATEWAY_TEST_DATABASE_URL is set."""
     base = embedded_default()
     out = base.outbound.model_copy(update=outbound_settings)
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    if PG_URL:
+        reset_postgres(PG_URL).dispose()
+        url = PG_URL
     return base.model_copy(
         update={
-            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
+            "database_url": url,
             "data_dir": str(tmp_path),
             "outbound": out,
         }
