@@ -238,6 +238,7 @@ def _sent(session: Session, row: Outbox, now: dt.datetime) -> None:
     row.state = OutboxState.SENT
     row.sent_at = now
     row.last_error = None
+    row.next_attempt_at = None
     for message in _messages(session, row):
         if message.delivery_state in (None, "waiting", "queued", "failed", "held"):
             message.delivery_state = "sent"
