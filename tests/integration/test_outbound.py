@@ -618,3 +618,19 @@ def test_a_channel_with_its_own_relay_sends_through_it(tmp_path, sink):
     assert "Through the channel's relay" in body_text(got)
     assert list(rt.config.outbound_dir.glob("*.eml")) == []
     rt.close()
+
+
+def test_system_mail_is_marked_automatic_and_comes_from_the_brand(gw, sink):
+    rt, clock = gw
+    cid = chat(rt)
+    with rt.unit_of_work() as s:
+        conversation = services.get_conversation(s, services.get_app(s, "demo"), cid)
+        services.add_system_message(
+            s, conversation, "The fix for your problem is live.", rt.clock()
+        )
+    clock.advance(121)
+    deliver_and_send(rt)
+    [got] = sink.wait_for(1)
+    assert got.message["Auto-Submitted"] == "auto-generated"
+    assert got.message["From"].addresses[0].display_name == "Demo"
+    assert "The fix for your problem is live." in body_text(got)
