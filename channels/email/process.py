@@ -402,7 +402,8 @@ def step_store(p: Processing) -> None:
             is_auto_reply=parsed.auto_reply is not None,
             **fields,
         )
-    p.message.attachments.extend(attachment_rows(parsed))
+    if parsed.attachments:  # else the untouched collection costs a query to load
+        p.message.attachments.extend(attachment_rows(parsed))
     if parsed.message_id:
         p.session.add(
             ThreadRef(
