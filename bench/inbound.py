@@ -1,6 +1,7 @@
 """Inbound SMTP benchmark: the gateway's accept path against a bare aiosmtpd sink, in one run.
 
     python bench/inbound.py [--messages N] [--concurrency C] [--size 10240] [--db sqlite|URL]
+    python bench/inbound.py --phases sink,scaled --worker-processes 2 --broker redis://...
 
 Four figures, each on a generated corpus of realistic ~10 KB plain-text messages to
 support@localhost (distinct senders and subjects, a third of them replies threaded with
@@ -13,6 +14,9 @@ In-Reply-To/References to an earlier message of the corpus):
 3. paced latency: the same gateway at a fixed offered rate (100 msgs/s for 10 s);
 4. end to end: `start(config, "all")` (stub broker workers + scheduler in-process), the time
    until every stored `inbound_mail` row is `processed`.
+5. scaled (only when asked for): the same end to end, with this process as `serve --role
+   ingress` and `--worker-processes` `gateway worker` processes beside it on a real broker
+   (Redis by default), all on the same database: the deployment DESIGN.md describes for load.
 
 The load generator runs in a separate process (its own interpreter and GIL) so that it competes
 with the server for the machine's cores but not for the server's GIL, in the same way for the
@@ -321,11 +325,17 @@ def sink_server() -> Iterator[int]:
 class Gateway:
     services: Any
     port: int
+    data_dir: Path
+    database_url: str
 
 
 @contextlib.contextmanager
 def gateway_server(
-    db: str, role: str, concurrency: int, worker_threads: int | None = None
+    db: str,
+    role: str,
+    concurrency: int,
+    worker_threads: int | None = None,
+    broker_url: str | None = None,
 ) -> Iterator[Gateway]:
     """The gateway in this process with the embedded default config on a free port."""
     from gateway.config import embedded_default
@@ -353,9 +363,11 @@ def gateway_server(
         }
         if worker_threads:
             update["worker_threads"] = worker_threads
+        if broker_url:
+            update["broker_url"] = broker_url
         services = start(base.model_copy(update=update), role)  # type: ignore[arg-type]
         try:
-            yield Gateway(services, port)
+            yield Gateway(services, port, tmp, url)
         finally:
             services.stop()
     finally:
@@ -583,60 +595,131 @@ def phase_ingress(
 
 
 def phase_e2e(args: argparse.Namespace, client: Client, rows: list[Row], limit: Limit) -> None:
-    n = args.messages
-    log(f"gateway all ({args.db}): {n} messages, waiting until processed")
+    log(f"gateway all ({args.db}): {args.messages} messages, waiting until processed")
     with gateway_server(args.db, "all", args.concurrency, args.worker_threads) as gw:
-        # Warm-up through the whole pipeline (imports, caches), then measure from idle.
-        before = max_inbound_id(gw)
-        client.prepare(args.warmup)
-        client.run(gw.port)
-        wait_processed(gw, before, args.warmup, args.timeout)
-        first = max_inbound_id(gw)
-        client.prepare(n)
-        start = time.perf_counter()
-        cpu = time.process_time()
-        future = client.start(gw.port)
-        wait_processed(gw, first, n, args.timeout, future)
-        elapsed = time.perf_counter() - start
-        server_cpu = time.process_time() - cpu
-        sent = future.result()
-        rate = n / elapsed
-        rows.append(
-            Row(
-                "end to end: all processed",
-                f"{rate:,.0f} msgs/s ({elapsed:.1f} s)",
-                ">= 300 msgs/s",
-                limit.rate_text,
-                rate >= 300,
-            )
+        measure_e2e(args, client, rows, limit, gw, "end to end: all processed")
+
+
+def phase_scaled(args: argparse.Namespace, client: Client, rows: list[Row], limit: Limit) -> None:
+    """`serve --role ingress` here, N `gateway worker` processes beside it, a real broker."""
+    n = args.worker_processes
+    log(f"gateway ingress + {n} worker processes on {args.broker}: {args.messages} messages")
+    _flush_broker(args.broker)
+    with (
+        gateway_server(args.db, "ingress", args.concurrency, broker_url=args.broker) as gw,
+        worker_processes(gw, args.broker, n),
+    ):
+        measure_e2e(args, client, rows, limit, gw, f"end to end: ingress + {n} worker processes")
+
+
+def _flush_broker(url: str) -> None:
+    """Jobs of an earlier run name rows of another database: start from an empty queue."""
+    if url.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(url).flushdb()
+
+
+@contextlib.contextmanager
+def worker_processes(gw: Gateway, broker_url: str, count: int) -> Iterator[None]:
+    import subprocess
+
+    config = gw.data_dir / "workers.toml"
+    config.write_text(
+        f'database_url = "{gw.database_url}"\ndata_dir = "{gw.data_dir}"\n'
+        f'broker_url = "{broker_url}"\n'
+        f'[http]\nlisten = "{HOST}:{free_port()}"\n'
+        '[[apps]]\nname = "demo"\nbrand = "Demo"\n'
+        '[[apps.channels]]\nname = "support"\naddresses = ["support@localhost"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--config", str(config), "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
-        rows.append(
-            Row(
-                "  meanwhile accepted at / p50 / p99",
-                f"{n / sent.seconds:,.0f} msgs/s / {ms_pair(sent.latencies)}",
-                "-",
-                "-",
-                None,
-            )
+        for _ in range(count)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "running" not in line:
+                raise BenchError(f"gateway worker did not start: {line!r}")
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def measure_e2e(
+    args: argparse.Namespace,
+    client: Client,
+    rows: list[Row],
+    limit: Limit,
+    gw: Gateway,
+    figure: str,
+) -> None:
+    n = args.messages
+    # Warm-up through the whole pipeline (imports, caches), then measure from idle.
+    before = max_inbound_id(gw)
+    client.prepare(args.warmup)
+    client.run(gw.port)
+    wait_processed(gw, before, args.warmup, args.timeout)
+    first = max_inbound_id(gw)
+    client.prepare(n)
+    start = time.perf_counter()
+    cpu = time.process_time()
+    future = client.start(gw.port)
+    wait_processed(gw, first, n, args.timeout, future)
+    elapsed = time.perf_counter() - start
+    server_cpu = time.process_time() - cpu
+    sent = future.result()
+    rate = n / elapsed
+    rows.append(
+        Row(
+            figure,
+            f"{rate:,.0f} msgs/s ({elapsed:.1f} s)",
+            ">= 300 msgs/s",
+            limit.rate_text,
+            rate >= 300,
         )
-        rows.append(
-            Row(
-                "  server CPU per msg, cores busy",
-                f"{server_cpu / n * 1000:.2f} ms, {server_cpu / elapsed:.2f}",
-                "-",
-                "-",
-                None,
-            )
+    )
+    rows.append(
+        Row(
+            "  meanwhile accepted at / p50 / p99",
+            f"{n / sent.seconds:,.0f} msgs/s / {ms_pair(sent.latencies)}",
+            "-",
+            "-",
+            None,
         )
-        rows.append(
-            Row(
-                "  conversations created / threads sent",
-                f"{count_conversations(gw, first)} / {client.threads}",
-                "-",
-                "-",
-                None,
-            )
+    )
+    rows.append(
+        Row(
+            "  CPU per msg in this process, cores busy",
+            f"{server_cpu / n * 1000:.2f} ms, {server_cpu / elapsed:.2f}",
+            "-",
+            "-",
+            None,
         )
+    )
+    rows.append(
+        Row(
+            "  conversations created / threads sent",
+            f"{count_conversations(gw, first)} / {client.threads}",
+            "-",
+            "-",
+            None,
+        )
+    )
 
 
 def wait_processed(
@@ -663,7 +746,7 @@ def wait_processed(
         time.sleep(0.05)
 
 
-PHASES = ("sink", "accept", "paced", "e2e")
+PHASES = ("sink", "accept", "paced", "e2e", "scaled")
 
 
 def bench(args: argparse.Namespace) -> list[Row]:
@@ -676,6 +759,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
             phase_ingress(args, client, rows, limit, phases)
         if "e2e" in phases:
             phase_e2e(args, client, rows, limit)
+        if "scaled" in phases:
+            phase_scaled(args, client, rows, limit)
     finally:
         client.close()
     return rows
@@ -732,8 +817,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--phases",
         type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
-        default=list(PHASES),
+        default=["sink", "accept", "paced", "e2e"],
         help=f"comma-separated subset of {','.join(PHASES)}",
+    )
+    p.add_argument(
+        "--worker-processes", type=int, default=2, help="scaled: `gateway worker` processes"
+    )
+    p.add_argument(
+        "--broker",
+        default=os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        help="scaled: the broker the ingress and the workers share",
     )
     p.add_argument("--strict", action="store_true", help="exit 2 if an aim is missed")
     args = p.parse_args(argv)
