@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -30,6 +30,9 @@ from tickets.customer_view import customer_view
 from tickets.errors import DomainError
 from tickets.models import App, Conversation, Event
 from tickets.stats import status_counts
+
+if TYPE_CHECKING:
+    from channels.email.process import Processing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -759,16 +762,34 @@ def explain(state: State, path: str) -> None:
             result = run_pipeline(
                 session, row, app, channel_rules(runtime, session, row), runtime.clock()
             )
-            conversation = result.conversation
-            click.echo(f"outcome: {result.outcome}")
-            if result.rule:
-                click.echo(f"threading rule: {result.rule}")
-            if conversation is not None and result.rule != "new conversation":
-                click.echo(f"conversation: {conversation.id} ({conversation.subject})")
+            _explain_result(result)
         except Exception as exc:  # noqa: BLE001 - explain what processing would do with it
-            click.echo(f"outcome: quarantined: {type(exc).__name__}: {exc}")
+            click.echo(f"outcome: quarantined: {exc}")
+            for note in getattr(exc, "__notes__", ()):
+                click.echo(note)
         finally:
             session.rollback()
+
+
+def _explain_result(result: Processing) -> None:
+    click.echo(f"outcome: {result.outcome}")
+    if result.ended_by not in (None, "store"):
+        click.echo(f"filter: {result.ended_by}")
+    if result.rule:
+        click.echo(f"threading rule: {result.rule}")
+    conversation = result.conversation
+    if conversation is not None and result.rule != "new conversation":
+        click.echo(f"conversation: {conversation.id} ({conversation.subject})")
+    parsed = result.parsed
+    if parsed is not None and parsed.auto_reply and result.message is not None:
+        click.echo(f"auto-reply: {parsed.auto_reply} (stored; reopens, wakes and answers nothing)")
+    flags = result.message.flags if result.message is not None else result.flags
+    for key in ("possible_new_topic", "answers_conversation_of_someone_else"):
+        if key in flags:
+            click.echo(f"flag: {key} {json.dumps(flags[key], ensure_ascii=False)}")
+    for key in ("duplicate_message_id", "reply_token_rejected", "forwarded"):
+        if flags.get(key):
+            click.echo(f"flag: {key} {json.dumps(flags[key])}")
 
 
 @cli.group()

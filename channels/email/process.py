@@ -73,6 +73,7 @@ class Processing:
     rule: str | None = None  # which threading rule matched
     message: Message | None = None
     outcome: str | None = None  # set by a step that ends the pipeline
+    ended_by: str | None = None  # the name of that step
     duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
     token: CustomerToken | AgentToken | None = None  # a verified reply token (rule 1)
     # Extra flags a step wants stored on the message (agents see them); merged by step_store.
@@ -446,8 +447,13 @@ def run_pipeline(
     parsed: ParsedMail | None = None,
 ) -> Processing:
     p = Processing(session=session, row=row, app=app, rules=rules, now=now, parsed=parsed)
-    for _name, step in steps:
-        step(p)
+    for name, step in steps:
+        try:
+            step(p)
+        except Exception as exc:
+            exc.add_note(f"pipeline step: {name}")  # for `gateway explain`
+            raise
         if p.outcome is not None:
+            p.ended_by = name
             break
     return p

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,112 @@ def test_serve_starts_and_stops_on_sigterm(tmp_path):
         assert "running" in first, first + (proc.stderr.read() if proc.poll() is not None else "")
         stop_cleanly(proc)
     assert (tmp_path / "data" / "gateway.db").exists()
+
+
+# --- gateway parse / explain -------------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+CONTRACT_KEYS = {
+    "message_id",
+    "in_reply_to",
+    "references",
+    "from",
+    "to",
+    "subject",
+    "date",
+    "text",
+    "html",
+    "reply_text",
+    "signature",
+    "is_auto_reply",
+    "is_bounce",
+    "bounce",
+    "attachments",
+    "defects",
+}
+
+
+def write(tmp_path: Path, name: str, msg: EmailMessage | bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(msg if isinstance(msg, bytes) else msg.as_bytes())
+    return str(path)
+
+
+def test_parse_json_has_the_contract_keys(gw):
+    data = json.loads(
+        gw(
+            "parse", str(FIXTURES / "parse/clients/thunderbird_plain_nl_signature.eml"), "--json"
+        ).stdout
+    )
+    assert set(data) >= CONTRACT_KEYS
+    assert data["from"] == {"name": "Jan de Vries", "address": "jan@example.nl"}
+    assert data["to"] == ["support@acme-help.example"]
+    assert data["reply_text"] == "Dank je, dat klopt."
+    assert data["signature"] == "-- \nJan de Vries\nTel. 06-12345678"
+    assert data["is_bounce"] is False and data["bounce"] is None
+    assert data["date"] == "2024-03-12T09:30:00+01:00"
+
+
+def test_parse_json_of_a_bounce(gw):
+    data = json.loads(
+        gw("parse", str(FIXTURES / "bounces/exim/dsn_multipart_two_addresses.eml"), "--json").stdout
+    )
+    expected = json.loads((FIXTURES / "bounces/exim/dsn_multipart_two_addresses.json").read_text())
+    assert data["is_bounce"] is True
+    assert data["bounce"]["permanent"] is expected["permanent"]
+    assert data["bounce"]["recipients"] == expected["recipients"]
+
+
+def test_parse_of_a_message_over_a_limit_is_one_line(gw, tmp_path):
+    inner = EmailMessage()
+    inner.set_content("deep")
+    for _ in range(60):
+        outer = EmailMessage()
+        outer["From"] = "a@example.com"
+        outer.make_mixed()
+        outer.attach(inner)
+        inner = outer
+    proc = gw("parse", write(tmp_path, "deep.eml", inner), "--json", ok=False)
+    assert_user_error(proc, "would be quarantined: MIME nesting deeper than 50")
+    assert_user_error(gw("parse", str(tmp_path / "missing.eml"), ok=False), "missing.eml")
+
+
+def test_explain_names_the_rule_the_conversation_and_the_filter(gw, tmp_path):
+    first = EmailMessage()
+    first["From"] = "Carol <carol@example.com>"
+    first["To"] = "support@localhost"
+    first["Subject"] = "Parcel never arrived"
+    first["Message-ID"] = "<carol-1@example.com>"
+    first.set_content("Order 1234 has not arrived.")
+    gw("import", write(tmp_path, "first.eml", first))
+
+    reply = EmailMessage()
+    reply["From"] = "carol@example.com"
+    reply["To"] = "support@localhost"
+    reply["Subject"] = "Re: Invoice address"
+    reply["Message-ID"] = "<carol-2@example.com>"
+    reply["References"] = "<carol-1@example.com>"
+    reply["Auto-Submitted"] = "auto-replied"
+    reply.set_content("I am away until Monday.")
+    out = gw("explain", write(tmp_path, "reply.eml", reply)).stdout
+    assert "threading rule: references" in out
+    assert "conversation: 1 (Parcel never arrived)" in out
+    assert "auto-reply: Auto-Submitted: auto-replied" in out
+    assert 'flag: possible_new_topic {"previous_subject": "Parcel never arrived"}' in out
+    # Explain stores nothing: the same mail explained again threads the same way, not as a
+    # duplicate, and the conversation still has one message.
+    assert "threading rule: references" in gw("explain", str(tmp_path / "reply.eml")).stdout
+    shown = json.loads(gw("conversations", "show", "1", "--json").stdout)
+    assert len(shown["messages"]) == 1
+
+    out = gw("explain", str(FIXTURES / "bounces/postfix/modern_dsn.eml")).stdout
+    assert "outcome: bounce (permanent, postfix)" in out and "filter: bounce" in out
+
+    spam = EmailMessage()
+    spam["From"] = "x@spam.example"
+    spam["Subject"] = "win"
+    spam["X-Spam-Flag"] = "YES"
+    spam.set_content("prize")
+    out = gw("explain", write(tmp_path, "spam.eml", spam)).stdout
+    assert "outcome: quarantined: flagged as spam by the upstream filter" in out
+    assert "pipeline step: spam" in out
