@@ -439,6 +439,14 @@ def conversations_show(state: State, conversation_id: str, as_json: bool) -> Non
         )
         if t["email_check"] and not t["email_check"].get("ok"):
             console.print(f"[yellow]Email: {t['email_check']['reason']}[/yellow]")
+        if t.get("summary"):
+            console.print(f"Summary: {t['summary']}")
+        for timer in t["sla"]:
+            warned = ", warned" if timer["warned"] else ""
+            console.print(
+                f"SLA {timer['kind'].replace('_', ' ')}: {timer['state']}{warned}, "
+                f"due {timer['due_at'] or '-'}"
+            )
     for m in data["messages"]:
         console.print(f"[{m['created_at']}] {m['author_type']} via {m['via']}: {m['text']}")
     for n in data["notes"]:

@@ -137,10 +137,12 @@ class ExtractiveSummarizer:
 
     def summarize(self, item: SummaryInput) -> Summary:
         sentences = _sentences(item.customer_texts)
-        # The subject the customer wrote; a subject cut from a long chat line reads worse than
-        # the first sentence of that line.
+        # The subject the customer wrote. A chat has none: its subject is the start of the
+        # first line, greeting and all, and the first sentence about the problem reads better.
         subject = item.subject.strip()
-        if sentences and (not subject or subject.endswith("…")):
+        first_line = " ".join(item.customer_texts[0].split()) if item.customer_texts else ""
+        from_chat = first_line.startswith(subject.removesuffix("…").strip())
+        if sentences and (not subject or from_chat):
             subject = sentences[0]
         title = _clip(subject, TITLE_CHARS)
         if not sentences:

@@ -50,6 +50,11 @@ def test_offline_title_is_the_subject_the_customer_wrote():
     assert result.title == "Refund for order 77"
     assert result.summary == "Please refund it."
     assert ExtractiveSummarizer().summarize(SummaryInput("", ())).summary == ""
+    # A chat's subject is its first line, greeting and all: the title skips the greeting.
+    chat = "Hi! My order #4411 arrived damaged. Can you send a new one?"
+    assert ExtractiveSummarizer().summarize(SummaryInput(chat, (chat,))).title == (
+        "My order #4411 arrived damaged."
+    )
 
 
 def test_provider_sends_the_customers_words_and_uses_the_answer(monkeypatch):
