@@ -13,6 +13,7 @@ import dramatiq
 import dramatiq.broker
 from sqlalchemy import select
 
+from gateway.inbound import BATCH_SIZE as INBOUND_BATCH_SIZE
 from gateway.runtime import Runtime
 from tickets import services
 from tickets.models import Conversation, ConversationState
@@ -62,11 +63,9 @@ def process_inbound_batch(inbound_ids: list[int]) -> None:
 
 def enqueue_inbound(inbound_ids: Sequence[int]) -> None:
     """Hand stored mails to the workers, in batches that keep each transaction short."""
-    from gateway.inbound import BATCH_SIZE
-
     ids = list(inbound_ids)
-    for start in range(0, len(ids), BATCH_SIZE):
-        process_inbound_batch.send(ids[start : start + BATCH_SIZE])
+    for start in range(0, len(ids), INBOUND_BATCH_SIZE):
+        process_inbound_batch.send(ids[start : start + INBOUND_BATCH_SIZE])
 
 
 @dramatiq.actor(queue_name="timers", max_retries=5)

@@ -70,8 +70,14 @@ def due_snoozes(session: Session, now: dt.datetime) -> list[Callable[[], object]
 
 def pending_inbound(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
     # Rows younger than a few seconds are still on their way through the broker.
-    ids = inbound.pending_ids(session, now - dt.timedelta(seconds=10), BATCH)
-    return [partial(actors.process_inbound.send, i) for i in ids]
+    ids = list(inbound.pending_ids(session, now - dt.timedelta(seconds=10), BATCH))
+    # In batches, as the SMTP path sends them: after a crash, a backlog of thousands is
+    # processed twenty to a transaction, and a row still queued elsewhere costs one query.
+    size = actors.INBOUND_BATCH_SIZE
+    return [
+        partial(actors.process_inbound_batch.send, ids[start : start + size])
+        for start in range(0, len(ids), size)
+    ]
 
 
 def due_sla_timers(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
