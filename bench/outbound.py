@@ -9,8 +9,9 @@ it costs the senders nothing but the loopback round trips. Figures:
 1. bare smtplib: one connection, N pre-built messages of the gateway's size sent back to back -
    the ceiling for submitting mail from Python to this sink, which the gateway is measured
    against;
-2. render only: `render_checked` (the guard's placeholder rendering plus the real one, text and
-   HTML) from a `CustomerView`, no database, no network;
+2. render only: `render_checked` from a `CustomerView` (text, HTML, subject, From name), no
+   database, no network; the guard's placeholder rendering runs once per data shape and is
+   then remembered, so this is the steady-state cost;
 3. gateway, one thread: for each of N conversations with an unread agent reply, what the actors
    do - `deliver` (decide, render from the CustomerView, guard, store the outbox row with its
    Message-ID and thread references, one transaction) then `send_outbound` (claim, SMTP, mark
@@ -210,7 +211,7 @@ def main() -> None:
     print(f"{'':44}{'emails/s':>10}{'vs bare':>10}")
     rows = [
         ("bare smtplib, one connection (the limit)", bare),
-        ("render + guard only (no DB, no network)", render),
+        ("render only (guard cached per shape), no DB", render),
         ("gateway deliver + send, 1 thread", single),
         (f"gateway deliver + send, {args.threads} threads", multi),
     ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -79,11 +80,18 @@ class EmailTemplates:
             auto_reload=False,
         )
         self.env.filters["nl2br"] = nl2br
+        self._locales: list[str] | None = None
+        # Shapes of placeholder renderings that passed the guard. The placeholder rendering
+        # depends only on the template and the shape of the data (how many messages, whose),
+        # never on what people wrote, so a shape that passed once passes again.
+        self.guard_passed: set[str] = set()
 
     def locales(self) -> list[str]:
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")
-        )
+        if self._locales is None:
+            self._locales = sorted(
+                p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("_")
+            )
+        return self._locales
 
     def render(self, name: str, locale: str, context: dict[str, Any]) -> RenderedEmail:
         def one(path: str) -> str:
@@ -186,8 +194,11 @@ def render_checked(
     ticket_refs: Sequence[str | int] = (),
 ) -> RenderedEmail:
     """Render for sending after the guard passed on the system-written text."""
-    guard(
-        templates.render(name, locale, template_context(placeholder_content(content), locale)),
-        ticket_refs,
-    )
+    neutral = template_context(placeholder_content(content), locale)
+    shape = json.dumps([name, locale, neutral, [str(r) for r in ticket_refs]], sort_keys=True)
+    if shape not in templates.guard_passed:
+        guard(templates.render(name, locale, neutral), ticket_refs)
+        if len(templates.guard_passed) > 10_000:
+            templates.guard_passed.clear()
+        templates.guard_passed.add(shape)
     return templates.render(name, locale, template_context(content, locale))

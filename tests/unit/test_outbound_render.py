@@ -155,3 +155,23 @@ def test_no_placeholder_leaks_and_times_are_shown():
     rendered = render_checked(TEMPLATES, "reply", "en", content)
     assert "Placeholder" not in rendered.text + rendered.html
     assert re.search(r"2026-11-24 10:00 UTC", rendered.text)
+
+
+def test_a_passed_shape_does_not_let_another_shape_through(tmp_path):
+    root = tmp_path / "email"
+    shutil.copytree(default_root(), root)
+    body = root / "en" / "messages_waiting" / "body.txt"
+    body.write_text(
+        body.read_text().replace(
+            "{% block intro %}",
+            "{% block intro %}{% if new_messages|length > 2 %}Tickets {% endif %}",
+        )
+    )
+    templates = EmailTemplates(root)
+    two = EmailContent(hostile_view(2), "https://x.example/", "Ana")
+    render_checked(templates, "messages_waiting", "en", two)
+    render_checked(templates, "messages_waiting", "en", two)  # the same shape, from the cache
+    with pytest.raises(InternalWordsFound):
+        render_checked(
+            templates, "messages_waiting", "en", EmailContent(hostile_view(3), "x", "Ana")
+        )
