@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from gateway.config import AppConfig, ChannelConfig, GatewayConfig, embedded_default
 from gateway.server import Services, start
-from tests.support.agent_mail import STYLES, quoted_reply
+from tests.support.agent_mail import HTML_ONLY, STYLES, quoted_reply, quoted_reply_html
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from tickets import services
 from tickets.models import InboundMail, InboundState, Note, Priority, TicketStatus
@@ -130,7 +130,10 @@ def answer(
     reply["To"] = str(note["Reply-To"])
     reply["Subject"] = "Re: " + str(note["Subject"])
     reply["In-Reply-To"] = str(note["Message-ID"])
-    reply.set_content(quoted_reply(style, text, str(note["From"]), quoted))
+    if style == HTML_ONLY:
+        reply.set_content(quoted_reply_html(text, str(note["From"]), quoted), subtype="html")
+    else:
+        reply.set_content(quoted_reply(style, text, str(note["From"]), quoted))
     for filename, content_type, content in attachments:
         maintype, subtype = content_type.split("/")
         reply.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)

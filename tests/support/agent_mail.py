@@ -15,12 +15,29 @@ import subprocess
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import dkim
 
-STYLES = ("gmail", "outlook", "apple")
+STYLES = ("gmail", "outlook", "apple", "outlook-web")
+HTML_ONLY = "outlook-web"  # Outlook on the web sends HTML only
+
+
+def quoted_reply_html(new_text: str, notification_from: str, quoted: str) -> str:
+    """Outlook on the web: the answer, a rule, a From/Sent/To/Subject block, the quote."""
+    paragraphs = "".join(f"<div>{escape(line)}</div>" for line in new_text.splitlines())
+    quoted_html = "".join(f"<p>{escape(line)}</p>" for line in quoted.splitlines() if line)
+    return (
+        f'<html><body><div style="font-family:Calibri">{paragraphs}</div>'
+        '<div id="appendonsend"></div><hr style="display:inline-block;width:98%">'
+        '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif">'
+        f"<b>From:</b> {escape(notification_from)}<br>"
+        "<b>Sent:</b> Sunday, November 29, 2026 10:00 AM<br>"
+        "<b>Subject:</b> New message</font><div>&nbsp;</div></div>"
+        f"<div>{quoted_html}</div></body></html>"
+    )
 
 
 def quoted_reply(style: str, new_text: str, notification_from: str, quoted: str) -> str:
@@ -61,9 +78,11 @@ def agent_mail(
     msg["Subject"] = subject
     msg["Date"] = format_datetime(dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.UTC))
     msg["Message-ID"] = make_msgid(domain=from_addr.rpartition("@")[2].strip(">"))
-    text = quoted_reply(style, body, notification_from, quoted)
-    msg.set_content(text)
-    if html:
+    if style == HTML_ONLY:
+        msg.set_content(quoted_reply_html(body, notification_from, quoted), subtype="html")
+    else:
+        msg.set_content(quoted_reply(style, body, notification_from, quoted))
+    if html and style != HTML_ONLY:
         paragraphs = "".join(f"<p>{line}</p>" for line in body.splitlines() if line)
         msg.add_alternative(
             f'<div dir="ltr">{paragraphs}</div><div class="gmail_quote">'
