@@ -80,6 +80,9 @@ class ParsedMail:
     attachments: tuple[ParsedAttachment, ...]
     defects: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
+    # The Message-ID the sender's client gave it, when a provider rewrote it on the way (the
+    # customer's own later mail refers to that one).
+    original_message_ids: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +117,7 @@ class ParsedMail:
                 for a in self.attachments
             ],
             "defects": list(self.defects),
+            "original_message_ids": list(self.original_message_ids),
         }
 
 
@@ -174,6 +178,12 @@ def _addresses(msg: Message, header: str) -> tuple[str, ...]:
 # 7-bit charsets that shift state with escape sequences: mail-parser returns such a 7bit body
 # as it is on the wire (ISO-2022-JP and UTF-7 text would reach the customer view as escapes).
 _STATEFUL_CHARSET = re.compile(r"^(iso-2022-|utf-7|hz-gb-2312)", re.IGNORECASE)
+# Where providers that rewrite Message-IDs keep the one the sender's client wrote.
+_ORIGINAL_ID_HEADERS = (
+    "X-Microsoft-Original-Message-ID",
+    "X-Original-Message-ID",
+    "X-Google-Original-Message-ID",
+)
 _ATTACHED_MESSAGE = frozenset({"message/rfc822", "message/global"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 
@@ -350,6 +360,14 @@ def parse_message(
         if "\ufffd" in value:
             defects.append(f"undecodable characters in {name}")
     ids = message_ids(_plain(msg, "Message-ID"))
+    originals = tuple(
+        dict.fromkeys(
+            mid
+            for name in _ORIGINAL_ID_HEADERS
+            for mid in message_ids(_plain(msg, name))
+            if mid not in ids
+        )
+    )
     in_reply_to = message_ids(_plain(msg, "In-Reply-To"))
     spam_flag = _plain(msg, "X-Spam-Flag").strip().lower() == "yes" or (
         _plain(msg, "X-Spam-Status").strip().lower().startswith("yes")
@@ -372,4 +390,5 @@ def parse_message(
         spam=spam_flag,
         attachments=tuple(attachments),
         defects=tuple(dict.fromkeys(defects)),
+        original_message_ids=originals,
     )

@@ -192,7 +192,7 @@ def _mark_not_delivered(p: Processing, message_id: str, bounce: Bounce) -> Conve
     return p.session.get(Conversation, conversation_id) if conversation_id else None
 
 
-class SpamFlagged(Exception):
+class SpamFlagged(MessageRejected):
     """Kept in quarantine, not dropped: an agent can release a false positive."""
 
 
@@ -218,7 +218,7 @@ def step_dedupe(p: Processing) -> None:
     refs = p.session.scalars(
         select(ThreadRef).where(
             ThreadRef.app_id == p.app.id,
-            ThreadRef.message_id_header == p.parsed.message_id,
+            ThreadRef.message_id_header.in_([p.parsed.message_id, *p.parsed.original_message_ids]),
             ThreadRef.outbound.is_(False),
         )
     ).all()
@@ -405,15 +405,18 @@ def step_store(p: Processing) -> None:
         )
     if parsed.attachments:  # else the untouched collection costs a query to load
         p.message.attachments.extend(attachment_rows(parsed))
-    if parsed.message_id:
+    # The original id of a rewritten Message-ID is stored as well: replies may cite either, and
+    # a second copy under the other id is recognised as a duplicate.
+    digest = body_digest(parsed) if parsed.message_id else None
+    for mid in (parsed.message_id, *parsed.original_message_ids) if parsed.message_id else ():
         p.session.add(
             ThreadRef(
                 app_id=p.app.id,
-                message_id_header=parsed.message_id,
+                message_id_header=mid,
                 conversation_id=p.conversation.id,
                 message_id=p.message.id,
                 outbound=False,
-                content_sha256=body_digest(parsed),
+                content_sha256=digest,
                 created_at=p.now,
             )
         )

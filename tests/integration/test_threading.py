@@ -513,3 +513,32 @@ def test_agent_token_never_becomes_a_customer_message(session, app, now, first):
         deliver(session, app, to_token_address(raw, token), later(now), TOKEN_RULES)
     session.refresh(first.conversation)
     assert len(first.conversation.messages) == before
+
+
+def test_a_customer_message_id_rewritten_by_their_provider(session, app, now):
+    # Their provider replaced the id their client wrote and kept it in a header; their next mail
+    # (a follow-up from their Sent folder) cites the id their client knows.
+    first = mail(
+        "Ola <ola@example.no>",
+        "Refund",
+        "Where is my refund?",
+        message_id="<AM0PR01MB1234@eurprd01.prod.outlook.com>",
+        X_Microsoft_Original_Message_ID="<ola-1@example.no>",
+    )
+    p = deliver(session, app, first, now)
+    follow_up = mail(
+        "ola@example.no",
+        "Re: Refund",
+        "Forgot the order number: 77.",
+        message_id="<ola-2@example.no>",
+        in_reply_to="<ola-1@example.no>",
+    )
+    q = deliver(session, app, follow_up, later(now))
+    assert q.conversation is p.conversation and q.rule == "in-reply-to"
+    # A second copy of the first mail under the id the client wrote is the same message.
+    copy = mail(
+        "Ola <ola@example.no>", "Refund", "Where is my refund?", message_id="<ola-1@example.no>"
+    )
+    assert deliver(session, app, copy, later(now, 6)).outcome == (
+        "duplicate of a stored message (<ola-1@example.no>)"
+    )
