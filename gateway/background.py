@@ -8,13 +8,12 @@ Each is safe to run twice: the database row says whether the work is still due.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from gateway.runtime import Runtime
 from tickets import email_check, sla, summary
-from tickets.models import Event, Ticket
+from tickets.models import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +55,3 @@ def fire_timer(runtime: Runtime, timer_id: int) -> str | None:
     with runtime.unit_of_work() as session:
         return sla.fire_due(session, timer_id, runtime.clock())
 
-
-def after_commit(events: Iterable[Event]) -> None:
-    """Hand the background work a committed change starts to the broker (the sweep is the
-    safety net if this never happens, e.g. the process dies right after the commit)."""
-    from gateway import actors
-
-    for event in events:
-        if event.kind == "ticket.converted" and event.ticket_id is not None:
-            actors.check_email.send(event.ticket_id)
-            actors.summarize_ticket.send(event.ticket_id)
