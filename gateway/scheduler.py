@@ -141,7 +141,7 @@ SWEEP_STEPS: tuple[SweepStep, ...] = (
     SweepStep("email_checks", due_email_checks, hold_back=True),
     SweepStep("summaries", due_summaries),
     SweepStep("deliver_email", due_deliveries),
-    SweepStep("send_outbound", due_outbox),
+    SweepStep("send_outbound", due_outbox, hold_back=True),
     SweepStep("agent_notifications", agent_notifications),
 )
 
