@@ -1,1 +1,2 @@
-"""Jinja2 templates for outbound mail, installed with the package: email/<locale>/<name>/."""
+"""Jinja2 templates installed with the package: email/<locale>/<name>/ for outbound mail,
+admin/ for the server-rendered admin pages."""

@@ -38,6 +38,7 @@ from gateway.http.schemas import (
     TicketType,
     TrackerIn,
     check_text,
+    problems,
 )
 from gateway.runtime import Runtime
 from gateway.views import conversation_detail, conversation_summary
@@ -46,7 +47,7 @@ from tickets.business_time import parse_duration
 from tickets.errors import InvalidValue
 from tickets.models import Agent, Conversation, Event
 
-router = APIRouter(prefix="/api/v1", tags=["agent"])
+router = APIRouter(prefix="/api/v1", tags=["agent"], responses=problems(400, 401, 404, 409))
 
 CustomerQuery = Annotated[str | None, Query(max_length=320, description="customer email")]
 TextQuery = Annotated[str | None, Query(max_length=200, description="text in subject or messages")]
@@ -61,7 +62,7 @@ def _text_query(value: str | None) -> str | None:
     try:
         return check_text(value)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise HTTPException(400, str(exc)) from None
 
 
 def _filters(

@@ -23,12 +23,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     _add_error_handlers(app)
 
-    from gateway.http import admin_api, agent_api, health, widget
+    from gateway.http import admin_api, agent_api, health, metrics, setup_page, widget
 
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(agent_api.router)
     app.include_router(admin_api.router)
     app.include_router(widget.router)
+    app.include_router(setup_page.router)
     return app
 
 

@@ -26,12 +26,12 @@ class Caller:
     role: Role
 
 
-_bearer = HTTPBearer(auto_error=False, description="An agent's API token")
+optional_bearer = HTTPBearer(auto_error=False, description="An agent's API token")
 
 
 def current_caller(
     runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(optional_bearer)],
 ) -> Caller:
     if credentials is None:
         raise HTTPException(401, "an API token is required (Authorization: Bearer ...)", _CHALLENGE)

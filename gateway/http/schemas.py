@@ -7,15 +7,19 @@ every answer against it) and so bad input is a 422 with the field and the reason
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["open", "in_progress", "waiting_on_customer", "resolved"]
 TicketType = Literal["customer", "back_office", "tracker"]
 State = Literal["open", "snoozed", "resolved", "closed"]
 RoleName = Literal["agent", "admin"]
+
+# For generated clients and schemathesis; the service still validates every address.
+EMAIL: JsonDict = {"format": "email"}
 
 # Bounded strings keep absurd input (a megabyte tag) a 422 rather than a database error.
 Text = Field(min_length=1, max_length=100_000)
@@ -35,6 +39,18 @@ class Body(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a router gives, each a `Problem`."""
+    what = {
+        400: "Bad input: the message says what is wrong",
+        401: "No API token, or not a valid one",
+        403: "The token's agent lacks the admin role",
+        404: "No such thing in the caller's app",
+        409: "Not possible in the current state",
+    }
+    return {code: {"model": Problem, "description": what[code]} for code in codes}
 
 
 class CustomerOut(BaseModel):
@@ -244,7 +260,7 @@ class AgentOut(BaseModel):
 
 
 class AgentIn(Body):
-    email: str = Field(min_length=3, max_length=320)
+    email: str = Field(min_length=3, max_length=320, json_schema_extra=EMAIL)
     name: str = Field(min_length=1, max_length=200)
     role: RoleName = "agent"
 
@@ -254,7 +270,7 @@ class RoleIn(Body):
 
 
 class AddressIn(Body):
-    address: str = Field(min_length=3, max_length=320)
+    address: str = Field(min_length=3, max_length=320, json_schema_extra=EMAIL)
     verified: bool = Field(
         default=True, description="an admin vouches for the address; false keeps it untrusted"
     )
@@ -273,6 +289,9 @@ class TokenOut(BaseModel):
 
 class TokenCreated(TokenOut):
     token: str = Field(description="shown once: only its digest is stored")
+
+
+Address = Annotated[str, Field(max_length=320, json_schema_extra=EMAIL)]
 
 
 class ImapIn(Body):
@@ -299,13 +318,13 @@ class SmtpIn(Body):
 
 class ChannelIn(Body):
     name: str = Field(min_length=1, max_length=100)
-    addresses: list[str] = Field(min_length=1, max_length=50)
+    addresses: list[Address] = Field(min_length=1, max_length=50)
     imap: ImapIn | None = None
     smtp: SmtpIn | None = Field(default=None, description="own relay; default: [outbound]")
 
 
 class ChannelPatch(Body):
-    addresses: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    addresses: list[Address] | None = Field(default=None, min_length=1, max_length=50)
     imap: ImapIn | None = None
     smtp: SmtpIn | None = None
     clear: list[Literal["imap", "smtp"]] = Field(default=[], max_length=2)

@@ -43,11 +43,12 @@ def test_create_agent_set_role_and_addresses(world):
         assert emails == ["alice@a.example", "bob@a.example", "cy@a.example"]
 
 
-def test_the_last_admin_cannot_be_demoted(world):
+def test_an_admin_cannot_change_their_own_role(world):
     with world.http.client(world.admin_a) as c:
         me = c.get("/api/v1/me").json()
         r = c.put(f"/api/v1/admin/agents/{me['id']}/role", json={"role": "agent"})
-        assert r.status_code == 409 and "last admin" in r.json()["detail"]
+        assert r.status_code == 409 and "your own role" in r.json()["detail"]
+        assert c.get("/api/v1/me").json()["role"] == "admin"
 
 
 def test_tokens_are_shown_once_stored_hashed_and_revocable(world):
@@ -178,3 +179,36 @@ def test_an_admin_of_app_b_reaches_nothing_of_app_a(world, method, path):
         assert r.status_code == 404, r.text
         assert b.get("/api/v1/admin/channels").json() == []
         assert [x["email"] for x in b.get("/api/v1/admin/agents").json()] == ["eve@b.example"]
+
+
+def test_setup_page_shows_the_steps_and_the_callers_channels(world):
+    with world.http.client() as anon:
+        page = anon.get("/admin/channels/email/setup")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        for words in ("MX record", "Forwarding", "IMAP", "relay", "DKIM", "channels test"):
+            assert words in page.text
+        assert "support@localhost" not in page.text  # no app's state without a token
+    with world.http.client(world.admin_a) as c:
+        created = c.post(
+            "/api/v1/admin/channels",
+            json={"name": "<b>sales</b>", "addresses": ["sales@shop.example"]},
+        ).json()
+        c.post(f"/api/v1/admin/channels/{created['id']}/test", json={"timeout": 1})
+        page = c.get("/admin/channels/email/setup").text
+    assert "support@localhost" in page and "sales@shop.example" in page
+    assert "not verified" in page
+    assert "failed: no SMTP relay is configured, so no mail can be sent" in page
+    assert "shop.example.  IN MX 10 localhost." in page
+    assert "&lt;b&gt;sales&lt;/b&gt;" in page and "<b>sales</b>" not in page
+    with world.http.client(world.agent_b) as b:
+        other = b.get("/admin/channels/email/setup").text
+    assert "sales@shop.example" not in other and "has no email channel yet" in other
+
+
+def test_the_convert_warning_links_to_the_setup_page_which_exists(world):
+    with world.http.client(world.agent_a) as c:
+        body = c.post(f"/api/v1/conversations/{world.conv_a}/convert", json={}).json()
+        link = body["ticket"]["email_check"]["setup_url"]
+        path = "/" + link.split("/", 3)[3]
+        assert c.get(path).status_code == 200
