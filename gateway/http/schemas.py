@@ -50,7 +50,15 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "No such thing in the caller's app",
         409: "Not possible in the current state",
     }
-    return {code: {"model": Problem, "description": what[code]} for code in codes}
+    # Errors are JSON even on routes whose success answer is a page.
+    return {
+        code: {
+            "model": Problem,
+            "description": what[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for code in codes
+    }
 
 
 class CustomerOut(BaseModel):

@@ -27,12 +27,12 @@ from sqlalchemy.orm import Session
 from channels.chat import widget
 from channels.email.tokens import Keyring
 from gateway.http.deps import RuntimeDep
-from gateway.http.schemas import Body
+from gateway.http.schemas import Body, problems
 from gateway.runtime import Runtime
 from tickets import services
 from tickets.models import App, Conversation
 
-router = APIRouter(tags=["widget"])
+router = APIRouter(tags=["widget"], responses=problems(400, 401, 404, 409))
 
 AppName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 ConversationToken = Annotated[
