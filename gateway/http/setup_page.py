@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
 
 import templates
+from channels.email.dkim_record import DkimKeyError, dkim_record
 from gateway.api_tokens import agent_for_token
 from gateway.channel_admin import channel_json
 from gateway.http.auth import optional_bearer
@@ -43,7 +44,21 @@ def _channels(runtime: RuntimeDep, token: str | None) -> list[dict[str, Any]] | 
         rows = session.scalars(
             select(Channel).where(Channel.app_id == agent.app_id).order_by(Channel.id)
         )
-        return [channel_json(c) for c in rows]
+        return [{**channel_json(c), **_dkim(c)} for c in rows]
+
+
+def _dkim(channel: Channel) -> dict[str, Any]:
+    """The exact TXT record to publish when the gateway signs this channel's mail itself."""
+    settings = channel.settings.get("dkim")
+    if not settings:
+        return {"dkim": None, "dkim_error": None}
+    try:
+        record = dkim_record(
+            settings["selector"], settings["domain"], settings["private_key_file"]
+        )
+    except DkimKeyError as exc:
+        return {"dkim": None, "dkim_error": str(exc)}
+    return {"dkim": record, "dkim_error": None}
 
 
 @router.get(SETUP_PATH, response_class=HTMLResponse)

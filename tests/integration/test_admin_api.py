@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.api_tokens import token_digest
+from tests.support.certs import make_rsa_key
 from tickets.models import ApiToken, Channel
 
 
@@ -212,3 +213,18 @@ def test_the_convert_warning_links_to_the_setup_page_which_exists(world):
         link = body["ticket"]["email_check"]["setup_url"]
         path = "/" + link.split("/", 3)[3]
         assert c.get(path).status_code == 200
+
+
+def test_setup_page_shows_the_dkim_record_of_a_signing_channel(world, tmp_path):
+    key = make_rsa_key(tmp_path / "dkim.pem")
+    with world.http.runtime.unit_of_work() as s:
+        channel = s.query(Channel).filter_by(name="support").one()
+        dkim = {"selector": "s1", "domain": "shop.example", "private_key_file": str(key)}
+        channel.settings = {**channel.settings, "dkim": dkim}
+    with world.http.client(world.admin_a) as c:
+        page = c.get("/admin/channels/email/setup").text
+    assert 's1._domainkey.shop.example.  IN TXT "v=DKIM1; k=rsa; p=MIIBIjAN' in page
+    key.write_text("garbage")
+    with world.http.client(world.admin_a) as c:
+        page = c.get("/admin/channels/email/setup").text
+    assert "its key cannot be used: not a PEM RSA private key" in page

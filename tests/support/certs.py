@@ -95,3 +95,13 @@ def make_self_signed_cert(
         raise RuntimeError(f"openssl failed ({result.returncode}): {result.stderr.strip()}")
     cert_path.chmod(0o644)
     return SelfSignedCert(cert_path=cert_path, key_path=key_path)
+
+
+def make_rsa_key(path: Path, bits: int = 2048) -> Path:
+    """A PEM RSA private key (for DKIM signing tests), written by the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl CLI is required to generate test keys")
+    command = [openssl, "genrsa", "-out", str(path), str(bits)]
+    subprocess.run(command, check=True, capture_output=True)
+    return path
