@@ -10,8 +10,8 @@ worker arms two limits before every message:
   worker with SIGXCPU, and the pool starts a new one.
 
 The caller waits with a generous wall-clock backstop as well (a worker that sleeps or deadlocks
-uses no CPU). Workers come from a `forkserver`, not `fork`: the gateway has threads and open
-database connections that a forked child must not inherit.
+uses no CPU). Workers are fresh interpreters (fork+exec), not forks of the gateway: it has
+threads and open database connections a forked child must not inherit.
 
 The pool is also a way to use more than one core for parsing, which the GIL would otherwise
 serialise; the cost per message is one pickled round trip through a pipe (see bench/parse.py).
@@ -21,20 +21,27 @@ from __future__ import annotations
 
 import atexit
 import math
-import multiprocessing
 import os
 import queue
 import resource
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits, parse_message
+
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+_ENTRY = (
+    "import sys; from channels.email.isolate import serve_fds; serve_fds(*map(int, sys.argv[1:]))"
+)
 
 # A busy machine can give a worker far less than one core; the wall-clock backstop only exists
 # for a worker that is not using CPU at all.
@@ -68,7 +75,12 @@ def _cpu_used() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _serve(conn: Connection) -> None:
+def serve_fds(read_fd: int, write_fd: int) -> None:
+    """The worker process's entry point (see `_Worker`)."""
+    _serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+def _serve(jobs: Connection, answers: Connection) -> None:
     """The worker loop: one job in, one answer out, until the pipe closes."""
     signal.signal(signal.SIGPROF, _on_timer)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent to handle
@@ -76,7 +88,7 @@ def _serve(conn: Connection) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
     while True:
         try:
-            job: _Job = conn.recv()
+            job: _Job = jobs.recv()
         except (EOFError, OSError):
             return
         soft = math.ceil(_cpu_used() + job.cpu_seconds) + 1
@@ -96,23 +108,50 @@ def _serve(conn: Connection) -> None:
         except Exception as exc:  # noqa: BLE001 - the parent quarantines with this reason
             answer = ("error", f"{type(exc).__name__}: {exc}")
         try:
-            conn.send(answer)
+            answers.send(answer)
         except (BrokenPipeError, OSError):
             return
 
 
 class _Worker:
-    def __init__(self, context: Any) -> None:
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
+    """One parser process: a fresh interpreter (fork+exec), so it inherits neither the
+    gateway's threads and database connections nor its `__main__`, which multiprocessing's
+    spawn would import again (and run, in a script without a main guard)."""
+
+    def __init__(self) -> None:
+        job_r, job_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        env = dict(os.environ)
+        # The worker must import this very code, installed or not.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _ENTRY, str(job_r), str(answer_w)],
+                pass_fds=(job_r, answer_w),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(job_r)
+            os.close(answer_w)
+        self.jobs = Connection(job_w, readable=False)
+        self.answers = Connection(answer_r, writable=False)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def exit_code(self) -> int | None:
+        try:
+            return self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return None
 
     def stop(self) -> None:
-        self.conn.close()
-        if self.process.is_alive():
+        self.jobs.close()
+        self.answers.close()
+        if self.alive():
             self.process.kill()
-        self.process.join(timeout=5)
+        self.process.wait(timeout=5)
 
 
 class ParserPool:
@@ -120,7 +159,6 @@ class ParserPool:
 
     def __init__(self, size: int = 2) -> None:
         self.size = max(1, size)
-        self._context = multiprocessing.get_context("forkserver")
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._slots = threading.BoundedSemaphore(self.size)
         self._lock = threading.Lock()
@@ -181,15 +219,14 @@ class ParserPool:
 
     def _ask(self, worker: _Worker, job: _Job) -> tuple[str, Any]:
         try:
-            worker.conn.send(job)
+            worker.jobs.send(job)
             wall = job.cpu_seconds * _WALL_FACTOR + _WALL_SLACK_SECONDS
-            if worker.conn.poll(wall):
-                answer: tuple[str, Any] = worker.conn.recv()
+            if worker.answers.poll(wall):
+                answer: tuple[str, Any] = worker.answers.recv()
                 return answer
         except (EOFError, OSError):
             pass  # the worker died: the kernel's CPU limit, or the memory killer
-        worker.process.join(timeout=1)
-        code = worker.process.exitcode
+        code = worker.exit_code()
         if code == -signal.SIGXCPU:
             raise ParseTimeout(f"parsing took more than {job.cpu_seconds:g} s of CPU time")
         if code is None:
@@ -202,13 +239,13 @@ class ParserPool:
                 worker = self._idle.get_nowait()
             except queue.Empty:
                 break
-            if worker.process.is_alive():
+            if worker.alive():
                 return worker
             self._retire(worker)  # killed from outside while idle: not this message's fault
         with self._lock:
             if self._closed:
                 raise RuntimeError("the parser pool is closed")
-            worker = _Worker(self._context)
+            worker = _Worker()
             self._workers.add(worker)
         return worker
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -66,7 +68,7 @@ def test_a_worker_killed_while_idle_is_replaced(pool: ParserPool) -> None:
     pool.parse(NORMAL, LIMITS)
     for worker in list(pool._workers):
         os.kill(worker.process.pid, signal.SIGKILL)
-        worker.process.join()
+        worker.process.wait()
     assert pool.parse(NORMAL, LIMITS).stripped.reply_text == "Hi there"
 
 
@@ -77,3 +79,20 @@ def test_threads_share_the_pool(pool: ParserPool) -> None:
         texts = list(threads.map(lambda _: pool.parse(NORMAL, LIMITS).text, range(30)))
     assert set(texts) == {parse_message(NORMAL).text}
     assert len(pool._workers) <= 2
+
+
+def test_works_from_a_script_without_a_main_guard(tmp_path) -> None:
+    # multiprocessing's spawn would import (and so run) such a script again in every worker.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from channels.email.isolate import ParserPool\n"
+        "from channels.email.parse import ParseLimits\n"
+        "print('script ran')\n"
+        "pool = ParserPool(1)\n"
+        "print(pool.parse(b'From: a@example.com\\r\\n\\r\\nhello\\r\\n', ParseLimits()).text)\n"
+        "pool.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.split() == ["script", "ran", "hello"]
