@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -77,7 +78,11 @@ def agent_mail(
     msg["To"] = to_addr
     msg["Subject"] = subject
     msg["Date"] = format_datetime(dt.datetime(2026, 11, 29, 10, 5, tzinfo=dt.UTC))
-    msg["Message-ID"] = make_msgid(domain=from_addr.rpartition("@")[2].strip(">"))
+    # make_msgid's random part comes from `random`, which Hypothesis seeds the same for every
+    # example: two examples within 10 ms got one Message-ID (and the second was a duplicate).
+    msg["Message-ID"] = make_msgid(
+        idstring=uuid.uuid4().hex, domain=from_addr.rpartition("@")[2].strip(">")
+    )
     if style == HTML_ONLY:
         msg.set_content(quoted_reply_html(body, notification_from, quoted), subtype="html")
     else:
