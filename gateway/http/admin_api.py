@@ -61,7 +61,10 @@ def list_channels(runtime: RuntimeDep, caller: AdminDep) -> list[dict[str, Any]]
 
 @router.post("/channels", response_model=ChannelOut, status_code=201)
 def create_channel(runtime: RuntimeDep, caller: AdminDep, body: ChannelIn) -> dict[str, Any]:
-    """Add a channel; then check it with POST /channels/{id}/test."""
+    """Add a channel; then check it with POST /channels/{id}/test.
+
+    The SMTP server loads its address table at start: a new address is accepted from the next
+    start of `gateway serve`. IMAP accounts are polled for channels of the config file only."""
     with work(runtime, caller) as w:
         channel = channel_admin.create_channel(
             w.session,
@@ -108,7 +111,8 @@ def _set_enabled(runtime: RuntimeDep, caller: AdminDep, channel_id: int, on: boo
 
 @router.post("/channels/{channel_id}/disable", response_model=ChannelOut)
 def disable_channel(runtime: RuntimeDep, caller: AdminDep, channel_id: Id) -> dict[str, Any]:
-    """Stop accepting mail for the channel's addresses (unknown recipients get 550)."""
+    """Mark the channel disabled: the convert-time check no longer counts it, and from the next
+    start of `gateway serve` its addresses are refused (550) like unknown ones."""
     return _set_enabled(runtime, caller, channel_id, False)
 
 

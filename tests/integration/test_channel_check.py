@@ -20,7 +20,7 @@ from gateway.config import load_config
 from gateway.runtime import Runtime
 from tests.support.certs import make_self_signed_cert
 from tests.support.dovecot import Dovecot
-from tests.support.http import free_port, running_http
+from tests.support.http import free_port, loopback_config, running_http
 from tests.support.relay import Relay
 from tests.support.serve import clean_env
 from tickets import services
@@ -236,5 +236,48 @@ def test_the_admin_api_checks_a_channel_and_convert_stops_warning(setup, monkeyp
             converted = c.post(f"/api/v1/conversations/{conversation_id}/convert", json={})
             assert converted.json()["warning"] is None, converted.json()["warning"]
             assert converted.json()["ticket"]["email_check"]["ok"] is True
+    finally:
+        runtime.close()
+
+
+def test_a_channel_added_by_the_api_with_its_own_passwords_passes(setup, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(setup.ca_bundle))
+    runtime = Runtime.create(loopback_config(setup.tmp_path))  # outbound: files, no relay
+    imap = {
+        "host": "127.0.0.1",
+        "port": setup.dovecot.port,
+        "ssl": False,
+        "starttls": True,
+        "username": USER,
+        "password": "secret",
+    }
+    smtp = {
+        "host": "127.0.0.1",
+        "port": setup.relay.port,
+        "starttls": True,
+        "username": RELAY_USER,
+        "password": RELAY_PASSWORD,
+    }
+    try:
+        with runtime.unit_of_work() as s:
+            app = services.get_app(s, "demo")
+            admin = services.add_agent(s, app, "ada@example.test", "Ada", runtime.clock(), "admin")
+            token = issue_token(s, admin, "test", runtime.clock())[1]
+        with running_http(runtime) as http, http.client(token) as c:
+            body = {"name": "mailbox", "addresses": [USER], "imap": imap, "smtp": smtp}
+            created = c.post("/api/v1/admin/channels", json=body).json()
+            url = f"/api/v1/admin/channels/{created['id']}"
+            assert c.post(f"{url}/test", json={"timeout": 10}).json()["ok"] is True
+            wrong = c.patch(url, json={"imap": {**imap, "password": "wrong"}}).json()
+            assert wrong["verified_at"] is None  # changed settings need a new check
+            failed = c.post(f"{url}/test", json={"timeout": 10}).json()
+            assert failed["ok"] is False
+            assert "refused the login of support@example.test" in failed["message"]
+            without = {k: v for k, v in imap.items() if k != "password"}
+            c.patch(url, json={"imap": without})  # keeps the stored (wrong) password
+            assert c.post(f"{url}/test", json={"timeout": 10}).json()["ok"] is False
+            c.patch(url, json={"imap": imap})
+            assert c.post(f"{url}/test", json={"timeout": 10}).json()["ok"] is True
+            assert "secret" not in c.get(url).text
     finally:
         runtime.close()
