@@ -20,6 +20,9 @@ from tickets.models import Conversation, ConversationState
 
 log = logging.getLogger(__name__)
 
+# How soon a mail left pending by a database conflict (PostgreSQL, several workers) is retried.
+RETRY_DELAY_MS = 200
+
 if dramatiq.broker.global_broker is None:
     # Imported before any setup_broker (a test, an HTTP handler in a bare process): bind to the
     # in-memory broker. Dramatiq's own default would be a RabbitMQ on localhost, and a message
@@ -57,8 +60,14 @@ def process_inbound_batch(inbound_ids: list[int]) -> None:
     """Process accepted mails in one transaction; those already done are skipped."""
     from gateway.inbound import process_batch
 
-    for outcome in process_batch(current_runtime(), inbound_ids, fill=True).values():
+    outcomes = process_batch(current_runtime(), inbound_ids, fill=True).values()
+    for outcome in outcomes:
         log.info("inbound %s %s: %s", outcome.inbound_id, outcome.state, outcome.detail)
+    # Left pending by a database conflict with another batch: try again in a moment rather
+    # than at the sweep, by when the other batch has long committed.
+    retry = [o.inbound_id for o in outcomes if o.state == "pending"]
+    if retry:
+        process_inbound_batch.send_with_options(args=(retry,), delay=RETRY_DELAY_MS)
 
 
 def enqueue_inbound(inbound_ids: Sequence[int]) -> None:

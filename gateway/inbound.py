@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from channels.email.agent_reply import (
@@ -136,6 +137,9 @@ class Outcome:
 # Mails per processing transaction: big enough that a busy gateway pays one commit for many
 # mails, small enough that the SQLite write lock is never held long from the SMTP accept path.
 BATCH_SIZE = 20
+
+# A mail whose processing meets a database conflict this often is quarantined, not retried.
+TRANSIENT_ATTEMPTS = 5
 
 # How far back a reply looks for its not-yet-processed parent among pending mail.
 PARENT_SCAN_ROWS = 500
@@ -279,6 +283,19 @@ class _Batch:
         except MessageRejected as exc:
             reason = str(exc)
             rejected = exc
+        except (OperationalError, IntegrityError) as exc:
+            # A deadlock, a serialization failure, or a concurrent insert of the same new
+            # customer by another batch (PostgreSQL with several workers): the savepoint is
+            # undone, the mail stays pending and the sweep hands it on again. Only a mail that
+            # keeps failing this way is quarantined.
+            row.attempts += 1
+            reason = f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+            if row.attempts < TRANSIENT_ATTEMPTS:
+                log.warning("inbound mail %s: %s; will retry", row.id, reason)
+                return Outcome(row.id, "pending", reason)
+            log.error("inbound mail %s failed %d times", row.id, row.attempts, exc_info=exc)
+            inbound_store.quarantine(session, row, reason, now)
+            return Outcome(row.id, "quarantined", reason)
         except Exception as exc:
             log.error("processing inbound mail %s failed", row.id, exc_info=exc)
             reason = f"{type(exc).__name__}: {exc}"

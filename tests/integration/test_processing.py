@@ -139,3 +139,47 @@ def test_one_broken_mail_in_a_batch_is_quarantined_and_the_rest_are_stored(runti
     # Run twice: nothing happens the second time.
     assert process_batch(runtime, ids) == {}
     assert len(conversations(runtime)) == 2
+
+
+def test_a_database_conflict_leaves_the_mail_pending_for_a_retry_not_quarantined(
+    runtime, monkeypatch
+):
+    """A deadlock or a concurrent insert (several workers on PostgreSQL) is not the mail's
+    fault: it is retried; only a mail that keeps meeting conflicts ends in quarantine."""
+    from sqlalchemy.exc import OperationalError
+
+    import gateway.inbound as inbound_wiring
+
+    real = inbound_wiring.run_pipeline
+    conflicts = {"left": 1}
+
+    def conflicting(session, row, *args, **kwargs):
+        if b"<c2@" in row.raw and conflicts["left"]:
+            conflicts["left"] -= 1
+            raise OperationalError("SELECT pg_advisory_xact_lock(...)", {}, Exception("deadlock"))
+        return real(session, row, *args, **kwargs)
+
+    monkeypatch.setattr(inbound_wiring, "run_pipeline", conflicting)
+    ids = store(
+        runtime,
+        raw_mail("dan@example.com", "Refund", "Where is my refund?", "<c1@example.com>"),
+        raw_mail("eli@example.com", "Login", "I cannot log in.", "<c2@example.com>"),
+    )
+    first = process_batch(runtime, ids)
+    assert [first[i].state for i in ids] == ["processed", "pending"]
+    assert states(runtime) == ["processed", "pending"]
+    # The retry (the sweep hands it on again) stores it.
+    again = process_batch(runtime, ids)
+    assert again[ids[1]].state == "processed"
+    assert conversations(runtime) == [["Where is my refund?"], ["I cannot log in."]]
+
+    # A mail that never gets through is quarantined after a few tries, with the reason.
+    conflicts["left"] = 100
+    (stubborn,) = store(
+        runtime, raw_mail("fay@example.com", "Hello", "Anyone there?", "<c2@example.net>")
+    )
+    outcomes = [process_batch(runtime, [stubborn])[stubborn].state for _ in range(5)]
+    assert outcomes == ["pending"] * 4 + ["quarantined"]
+    with runtime.unit_of_work() as session:
+        row = session.get(InboundMail, stubborn)
+        assert row is not None and "deadlock" in (row.reason or "")
