@@ -54,4 +54,3 @@ def run_summary(runtime: Runtime, ticket_id: int) -> bool:
 def fire_timer(runtime: Runtime, timer_id: int) -> str | None:
     with runtime.unit_of_work() as session:
         return sla.fire_due(session, timer_id, runtime.clock())
-

@@ -45,6 +45,8 @@ class SmtpConfig(_Section):
     max_received_headers: int = Field(default=50, gt=0)
     max_connections: int = Field(default=200, gt=0)
     max_connections_per_peer: int = Field(default=20, gt=0)
+    # How often the accepted addresses are reloaded (channels added or disabled at run time).
+    routes_refresh_seconds: float = Field(default=10.0, gt=0)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
 

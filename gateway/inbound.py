@@ -42,12 +42,37 @@ log = logging.getLogger(__name__)
 
 
 class RouteTable:
-    """Channel addresses -> (app, channel), loaded from the database; refreshed on demand."""
+    """Channel addresses -> (app, channel), loaded from the database and refreshed.
+
+    RCPT is answered from memory, on the SMTP event loop, so it never waits on the database;
+    `start_refreshing` reloads the table in a thread every few seconds, so a channel added,
+    readdressed or disabled through the API or the CLI takes effect without a restart.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._routes: dict[str, Route] = {}
         self.refresh()
+
+    def start_refreshing(self, every_seconds: float) -> Callable[[], None]:
+        """Reload every `every_seconds` in a daemon thread; returns the function that stops it."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(every_seconds):
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("reloading the channel addresses failed")
+
+        thread = threading.Thread(target=run, name="smtp-routes", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=10)
+
+        return halt
 
     def refresh(self) -> None:
         with self.runtime.unit_of_work() as session:

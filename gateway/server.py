@@ -93,7 +93,9 @@ def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> N
         max_connections_per_peer=smtp.max_connections_per_peer,
     )
 
-    handler = InboundHandler(RouteTable(runtime), writer, limits)
+    routes = RouteTable(runtime)
+    services.stops.append(("smtp routes", routes.start_refreshing(smtp.routes_refresh_seconds)))
+    handler = InboundHandler(routes, writer, limits)
     host, _, port = smtp.listen.rpartition(":")
     context = (
         tls_context(smtp.tls_cert_file, smtp.tls_key_file)

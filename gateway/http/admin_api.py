@@ -63,8 +63,9 @@ def list_channels(runtime: RuntimeDep, caller: AdminDep) -> list[dict[str, Any]]
 def create_channel(runtime: RuntimeDep, caller: AdminDep, body: ChannelIn) -> dict[str, Any]:
     """Add a channel; then check it with POST /channels/{id}/test.
 
-    The SMTP server loads its address table at start: a new address is accepted from the next
-    start of `gateway serve`. IMAP accounts are polled for channels of the config file only."""
+    The SMTP server reloads its addresses every `[smtp] routes_refresh_seconds` (10 s by
+    default): a new address is accepted from then on. IMAP accounts are polled for channels of
+    the config file only."""
     with work(runtime, caller) as w:
         channel = channel_admin.create_channel(
             w.session,
@@ -111,8 +112,8 @@ def _set_enabled(runtime: RuntimeDep, caller: AdminDep, channel_id: int, on: boo
 
 @router.post("/channels/{channel_id}/disable", response_model=ChannelOut)
 def disable_channel(runtime: RuntimeDep, caller: AdminDep, channel_id: Id) -> dict[str, Any]:
-    """Mark the channel disabled: the convert-time check no longer counts it, and from the next
-    start of `gateway serve` its addresses are refused (550) like unknown ones."""
+    """Mark the channel disabled: the convert-time check no longer counts it, and once the SMTP
+    server reloads its addresses (10 s by default) they are refused (550) like unknown ones."""
     return _set_enabled(runtime, caller, channel_id, False)
 
 

@@ -53,9 +53,7 @@ def _dkim(channel: Channel) -> dict[str, Any]:
     if not settings:
         return {"dkim": None, "dkim_error": None}
     try:
-        record = dkim_record(
-            settings["selector"], settings["domain"], settings["private_key_file"]
-        )
+        record = dkim_record(settings["selector"], settings["domain"], settings["private_key_file"])
     except DkimKeyError as exc:
         return {"dkim": None, "dkim_error": str(exc)}
     return {"dkim": record, "dkim_error": None}

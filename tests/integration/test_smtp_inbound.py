@@ -20,7 +20,7 @@ from gateway.config import GatewayConfig, embedded_default
 from gateway.inbound import process_inbound
 from gateway.server import Services, start
 from tickets.inbound import IncomingMail
-from tickets.models import Conversation, InboundMail, InboundState, Message
+from tickets.models import Channel, Conversation, InboundMail, InboundState, Message
 
 
 def free_port() -> int:
@@ -353,5 +353,35 @@ def test_starttls_from_configured_certificate_files(tmp_path):
             client.send_message(mail())
         [row] = inbound_rows(services)
         assert row.state == InboundState.PENDING
+    finally:
+        services.stop()
+
+
+def test_a_channel_added_at_run_time_is_accepted_without_a_restart(tmp_path):
+    from gateway.channel_admin import create_channel
+    from tickets.models import App
+
+    services = start(make_config(tmp_path, routes_refresh_seconds=0.2), "ingress")
+    try:
+        port = smtp_port(services)
+
+        def rcpt(address: str) -> int:
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                client.ehlo()
+                client.mail("chris@example.com")
+                return client.rcpt(address)[0]
+
+        assert rcpt("sales@localhost") == 550
+        runtime = services.runtime
+        with runtime.unit_of_work() as session:
+            app = session.scalar(select(App))
+            assert app is not None
+            channel = create_channel(session, app, "sales", ["sales@localhost"], runtime.clock())
+            channel_id = channel.id
+        assert wait_for(lambda: rcpt("sales@localhost") == 250, timeout=10)
+        # And a disabled channel's address is refused again.
+        with runtime.unit_of_work() as session:
+            session.get(Channel, channel_id).enabled = False
+        assert wait_for(lambda: rcpt("sales@localhost") == 550, timeout=10)
     finally:
         services.stop()
