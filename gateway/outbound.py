@@ -81,11 +81,19 @@ class Outbound:
     """What sending needs, built once per runtime."""
 
     runtime: Runtime
-    transport: Transport
     policy: outbox.RetryPolicy
     settings: DeliverySettings
-
+    built: Transport | None = None
     channel_transports: dict[tuple[int, str], Transport] = field(default_factory=dict)
+
+    @property
+    def transport(self) -> Transport:
+        """The [outbound] transport, built on first use: a relay password missing from the
+        environment then fails the sends (kept, retried, the reason on the row), not the
+        scheduler's sweep."""
+        if self.built is None:
+            self.built = make_transport(self.runtime.config)
+        return self.built
 
     def transport_for(self, channel: Channel | None) -> Transport:
         """The channel's own relay when it has one (set by CLI or admin API), else [outbound]."""
@@ -128,7 +136,6 @@ def outbound_for(runtime: Runtime) -> Outbound:
         keyring = config.keyring()
         cached = Outbound(
             runtime=runtime,
-            transport=make_transport(config),
             policy=retry_policy(config),
             settings=DeliverySettings(
                 grace=dt.timedelta(seconds=config.delivery.email_grace_seconds),
@@ -209,7 +216,11 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
             return None
         if row.state == OutboxState.SENDING:
             channel = session.get(Channel, row.channel_id) if row.channel_id else None
-            delivered = ob.transport_for(channel).delivered(row.message_id_header)
+            try:
+                delivered = ob.transport_for(channel).delivered(row.message_id_header)
+            except ConfigError as exc:
+                log.error("outbox %s: cannot settle a stale claim: %s", outbox_id, exc)
+                return None
             settled = outbox.recover_stale(session, outbox_id, now - ob.stale_after, delivered, now)
             if settled != OutboxState.PENDING:
                 return settled

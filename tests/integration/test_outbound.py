@@ -3,6 +3,7 @@ the email says and carries in its headers, retries, give-ups, and at most one em
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator
@@ -93,8 +94,8 @@ def gw(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[Runtime, Clock]]:
     )
     yield rt, clock
     ob = getattr(rt, "_outbound", None)
-    if ob is not None and hasattr(ob.transport, "close"):
-        ob.transport.close()
+    if ob is not None and hasattr(ob.built, "close"):
+        ob.built.close()
     rt.close()
 
 
@@ -325,10 +326,7 @@ def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, sink, tmp
     body.write_text(body.read_text().replace("{% block intro %}", "{% block intro %}Ticket: "))
     ob = outbound.outbound_for(rt)
     rt._outbound = outbound.Outbound(  # type: ignore[attr-defined]
-        rt,
-        ob.transport,
-        ob.policy,
-        ob.settings.__class__(**{**ob.settings.__dict__, "templates": EmailTemplates(root)}),
+        rt, ob.policy, dataclasses.replace(ob.settings, templates=EmailTemplates(root))
     )
     cid = chat(rt)
     mid = agent_reply(rt, cid, "Hello from the team")
@@ -634,3 +632,36 @@ def test_system_mail_is_marked_automatic_and_comes_from_the_brand(gw, sink):
     assert got.message["Auto-Submitted"] == "auto-generated"
     assert got.message["From"].addresses[0].display_name == "Demo"
     assert "The fix for your problem is live." in body_text(got)
+
+
+def test_a_relay_password_missing_from_the_environment_fails_sends_not_the_sweep(
+    tmp_path, sink, monkeypatch
+):
+    from gateway.scheduler import due_outbox
+
+    monkeypatch.delenv("GW_TEST_RELAY_PASSWORD", raising=False)
+    rt, clock = make_runtime(
+        make_config(
+            tmp_path,
+            transport="smtp",
+            host=sink.host,
+            port=sink.port,
+            username="gw",
+            password_env="GW_TEST_RELAY_PASSWORD",
+        )
+    )
+    from gateway import actors
+
+    actors.bind(rt)
+    cid = chat(rt)
+    agent_reply(rt, cid, "Hello")
+    clock.advance(121)
+    [outcome] = deliver_and_send(rt)
+    with rt.unit_of_work() as s:
+        row = s.get(Outbox, outcome.outbox_id)
+        assert row.state == OutboxState.PENDING
+        assert "GW_TEST_RELAY_PASSWORD" in row.last_error
+        clock.advance(3600)
+        assert due_outbox(s, clock.now)  # the sweep still finds the row to retry
+    assert sink.messages == []
+    rt.close()
