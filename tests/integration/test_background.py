@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dramatiq
@@ -29,10 +29,28 @@ from tickets.models import Channel, Event, SlaTimer, Ticket, TimerState
 REDIS_SERVER = shutil.which("redis-server")
 
 
-def run_workers(broker: dramatiq.Broker, *queues: str) -> None:
+def run_workers(
+    broker: dramatiq.Broker, *queues: str, until: Callable[[], bool] = lambda: True
+) -> None:
+    """Run workers until the queues are drained and `until()` holds.
+
+    RabbitMQ's `join` counts only messages not yet delivered: one a consumer has fetched but not
+    finished counts as done. So the effect the test waits for is checked as well, and a short
+    settle afterwards lets any copy still in flight act (and show, if it acts twice).
+    """
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     try:
+        deadline = time.monotonic() + 60
+        while True:
+            for queue in queues:
+                broker.join(queue, timeout=60_000)
+            worker.join()
+            if until():
+                break
+            assert time.monotonic() < deadline, "the workers did not finish in 60 s"
+            time.sleep(0.1)
+        time.sleep(0.5)
         for queue in queues:
             broker.join(queue, timeout=60_000)
         worker.join()
@@ -97,7 +115,18 @@ def test_sweep_and_workers_run_check_summary_and_timers_once(runtime):  # noqa: 
         actors.fire_sla_timer.send(timer_id)
     actors.check_email.send(ticket_id)
     actors.summarize_ticket.send(ticket_id)
-    run_workers(broker, "checks", "timers")
+
+    def checked_summarized_warned() -> bool:
+        with rt.unit_of_work() as session:
+            ticket = session.get(Ticket, ticket_id)
+            return (
+                ticket is not None
+                and ticket.email_check is not None
+                and ticket.summary is not None
+                and any(t.warned for t in ticket.timers)
+            )
+
+    run_workers(broker, "checks", "timers", until=checked_summarized_warned)
 
     with rt.unit_of_work() as session:
         ticket = session.get(Ticket, ticket_id)
@@ -131,7 +160,14 @@ def test_sweep_and_workers_run_check_summary_and_timers_once(runtime):  # noqa: 
     # ...and at one hour the breach, once.
     clock.now += dt.timedelta(minutes=12)
     scheduler.sweep_once()
-    run_workers(broker, "checks", "timers")
+
+    def breached_and_summarized() -> bool:
+        with rt.unit_of_work() as session:
+            ticket = session.get(Ticket, ticket_id)
+            refreshed = ticket is not None and ticket.summary_due_at is None
+        return refreshed and bool(events(rt, "sla.breached"))
+
+    run_workers(broker, "checks", "timers", until=breached_and_summarized)
     with rt.unit_of_work() as session:
         ticket = session.get(Ticket, ticket_id)
         assert ticket is not None and ticket.summary is not None
