@@ -311,16 +311,14 @@ class _Batch:
         except (OperationalError, IntegrityError) as exc:
             # A deadlock, a serialization failure, or a concurrent insert of the same new
             # customer by another batch (PostgreSQL with several workers): the savepoint is
-            # undone, the mail stays pending and the sweep hands it on again. Only a mail that
-            # keeps failing this way is quarantined.
-            row.attempts += 1
+            # undone and the mail stays pending for the actor's retry. Only a mail that keeps
+            # failing this way is quarantined.
             reason = f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
-            if row.attempts < TRANSIENT_ATTEMPTS:
+            if row.attempts + 1 < TRANSIENT_ATTEMPTS:
+                row.attempts += 1
                 log.warning("inbound mail %s: %s; will retry", row.id, reason)
                 return Outcome(row.id, "pending", reason)
-            log.error("inbound mail %s failed %d times", row.id, row.attempts, exc_info=exc)
-            inbound_store.quarantine(session, row, reason, now)
-            return Outcome(row.id, "quarantined", reason)
+            log.error("inbound mail %s failed %d times", row.id, row.attempts + 1, exc_info=exc)
         except Exception as exc:
             log.error("processing inbound mail %s failed", row.id, exc_info=exc)
             reason = f"{type(exc).__name__}: {exc}"
