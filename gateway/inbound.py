@@ -31,7 +31,7 @@ from channels.email.parse import (
     ParseLimits,
     header_message_ids,
 )
-from channels.email.process import ChannelRules, Processing, run_pipeline
+from channels.email.process import BatchIndex, ChannelRules, Processing, run_pipeline
 from channels.email.smtp import Route
 from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime import Runtime
@@ -205,6 +205,7 @@ def process_batch(
                 # Several workers on PostgreSQL: a row another batch holds is left to it.
                 .with_for_update(skip_locked=True)
             ).all()
+            batch.look_up(rows, parsed)
             for row in rows:
                 if row.state == InboundState.PENDING:  # else: done already, as another's parent
                     batch.process(row, parsed[row.id])
@@ -284,6 +285,22 @@ class _Batch:
         self.outcomes: dict[int, Outcome] = {}
         self._apps: dict[int | None, App] = {}
         self._rules: dict[int | None, ChannelRules] = {}
+        # One transaction at a time writes to SQLite, so what it reads stays true till it ends.
+        self.index = BatchIndex(session) if session.get_bind().dialect.name == "sqlite" else None
+
+    def look_up(
+        self, rows: Sequence[InboundMail], parsed: dict[int, ParsedMail | Exception]
+    ) -> None:
+        """Read what the batch's mails will ask for, with one query per kind and app."""
+        if self.index is None:
+            return
+        by_app: dict[int, list[ParsedMail]] = {}
+        for row in rows:
+            mail = parsed.get(row.id)
+            if row.app_id is not None and isinstance(mail, ParsedMail):
+                by_app.setdefault(row.app_id, []).append(mail)
+        for app_id, mails in by_app.items():
+            self.index.load(app_id, mails)
 
     def process(self, row: InboundMail, parsed: ParsedMail | Exception, depth: int = 0) -> None:
         self._parents_first(row, parsed, depth)
@@ -297,7 +314,13 @@ class _Batch:
                 if isinstance(parsed, Exception):
                     raise parsed
                 result: Processing = run_pipeline(
-                    session, row, self._app(row), self._channel_rules(row), now, parsed=parsed
+                    session,
+                    row,
+                    self._app(row),
+                    self._channel_rules(row),
+                    now,
+                    parsed=parsed,
+                    index=self.index,
                 )
                 # Set inside the savepoint, so that they reach the database in one UPDATE
                 # with what the pipeline changed on the row, and vanish with it on failure.
@@ -314,6 +337,7 @@ class _Batch:
             # undone and the mail stays pending for the actor's retry. Only a mail that keeps
             # failing this way is quarantined.
             reason = f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+            self._forget()
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
                 log.warning("inbound mail %s: %s; will retry", row.id, reason)
@@ -323,12 +347,19 @@ class _Batch:
             log.error("processing inbound mail %s failed", row.id, exc_info=exc)
             reason = f"{type(exc).__name__}: {exc}"
         else:
+            if self.index is not None:
+                self.index.keep(result)
             return Outcome(row.id, "processed", result.outcome or "")
+        self._forget()  # undone by the savepoint: what the index took in may be gone
         row.attempts += 1
         inbound_store.quarantine(session, row, reason, now)
         if isinstance(rejected, AgentMailRejected):
             record_rejection(session, row, rejected, now)  # the agent is told why
         return Outcome(row.id, "quarantined", reason)
+
+    def _forget(self) -> None:
+        if self.index is not None:
+            self.index.forget()
 
     def _app(self, row: InboundMail) -> App:
         app = self._apps.get(row.app_id)
@@ -357,12 +388,18 @@ class _Batch:
         if not wanted:
             return
         session = self.session
-        known = session.scalar(
-            select(ThreadRef.id)
-            .where(ThreadRef.app_id == row.app_id, ThreadRef.message_id_header.in_(wanted))
-            .limit(1)
-        )
-        if known is not None:
+        if self.index is not None:
+            known = bool(self.index.refs(row.app_id, wanted))
+        else:
+            known = (
+                session.scalar(
+                    select(ThreadRef.id)
+                    .where(ThreadRef.app_id == row.app_id, ThreadRef.message_id_header.in_(wanted))
+                    .limit(1)
+                )
+                is not None
+            )
+        if known:
             return
         heads = session.execute(
             select(InboundMail.id, func.substr(InboundMail.raw, 1, _HEADER_SCAN_BYTES))

@@ -13,14 +13,14 @@ No I/O here: rendering and sending are the email channel's job (channels/email/n
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from tickets.errors import InvalidValue
-from tickets.models import Agent, AgentNotification, Conversation, Event
+from tickets.models import Agent, AgentNotification, Conversation, Event, Ticket
 
 KINDS = (
     "new_message",
@@ -122,14 +122,19 @@ def _team(session: Session, app_id: int) -> list[Agent]:
     )
 
 
-def recipients(session: Session, event: Event, kind: str) -> list[Agent]:
+def recipients(
+    session: Session,
+    event: Event,
+    kind: str,
+    team: Callable[[Session, int], list[Agent]] = _team,
+) -> list[Agent]:
     """The agents to tell: the assignee, else the team; never the one who did it."""
     data = event.data or {}
     if kind == "reply_rejected":
         agent = session.get(Agent, data["agent_id"]) if data.get("agent_id") else None
         return [agent] if agent is not None and agent.active else []
     if kind == "assigned":
-        agents = [a for a in _team(session, event.app_id) if a.email == str(data.get("assignee"))]
+        agents = [a for a in team(session, event.app_id) if a.email == str(data.get("assignee"))]
     else:
         conversation = (
             session.get(Conversation, event.conversation_id) if event.conversation_id else None
@@ -139,7 +144,7 @@ def recipients(session: Session, event: Event, kind: str) -> list[Agent]:
         if assignee is not None and assignee.active:
             agents = [assignee]
         else:
-            agents = _team(session, event.app_id)
+            agents = team(session, event.app_id)
     if event.actor_type == "agent":
         agents = [a for a in agents if a.id != event.actor_id]
     return agents
@@ -159,20 +164,47 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    # A busy inbox hands this hundreds of events a sweep: what they share is asked for once
+    # (who was told already, each app's team, the conversations with their tickets).
+    kinds = {event.id: notification_kind(event) for event in events}
+    wanted = [event for event in events if kinds[event.id] is not None]
+    have: set[tuple[int, int]] = set()
+    if wanted:
+        have = {
+            (event_id, agent_id)
+            for event_id, agent_id in session.execute(
+                select(AgentNotification.event_id, AgentNotification.agent_id).where(
+                    AgentNotification.event_id.in_([event.id for event in wanted])
+                )
+            )
+        }
+    conversation_ids = {e.conversation_id for e in wanted if e.conversation_id is not None}
+    # Held in this list: the identity map is weak, and recipients() finds them there.
+    conversations = (
+        session.scalars(
+            select(Conversation)
+            .where(Conversation.id.in_(conversation_ids))
+            .options(selectinload(Conversation.ticket).joinedload(Ticket.assignee))
+        ).all()
+        if conversation_ids
+        else []
+    )
+    teams: dict[int, list[Agent]] = {}
+
+    def team(session: Session, app_id: int) -> list[Agent]:
+        if app_id not in teams:
+            teams[app_id] = _team(session, app_id)
+        return teams[app_id]
+
     added = 0
     for event in events:
         event.notified_at = now
-        kind = notification_kind(event)
+        kind = kinds[event.id]
         if kind is None:
             continue
-        have = set(
-            session.scalars(
-                select(AgentNotification.agent_id).where(AgentNotification.event_id == event.id)
-            )
-        )
-        for agent in recipients(session, event, kind):
+        for agent in recipients(session, event, kind, team):
             prefs = preferences(agent)
-            if agent.id in have or kind not in prefs.events:
+            if (event.id, agent.id) in have or kind not in prefs.events:
                 continue
             digest = prefs.digest and kind not in ALWAYS
             session.add(
@@ -188,6 +220,7 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
                 )
             )
             added += 1
+    del conversations
     session.flush()
     return added
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, Table, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tickets import delivery, sla
 from tickets.errors import InvalidValue, NotAllowed, NotFound
@@ -420,6 +421,145 @@ def add_customer_message(
         # Debounced: the sweep refreshes it once no message has come for a while.
         ticket.summary_due_at = now
     return message
+
+
+def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Core INSERT .. RETURNING id of `rows`, in order (one statement for many rows)."""
+    statement = _INSERTS.get(table)
+    if statement is None:
+        # Built once: constructing a statement costs more than SQLAlchemy's cached execution.
+        statement = _INSERTS[table] = table.insert().returning(
+            table.c.id, sort_by_parameter_order=True
+        )
+    return [int(row_id) for row_id in session.execute(statement, rows).scalars()]
+
+
+_INSERTS: dict[Any, Any] = {}
+
+
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def insert_customer(
+    session: Session, app_id: int, address: str, now: dt.datetime, *, name: str | None = None
+) -> int:
+    """A new customer with one address that no customer of the app has (the caller looked),
+    written with two Core statements; `create_customer` does the same through the ORM."""
+    [customer_id] = _insert(
+        session,
+        Customer.__table__,
+        [{"app_id": app_id, "name": name, "locale": None, "created_at": now}],
+    )
+    _insert(
+        session,
+        CustomerAddress.__table__,
+        [
+            {
+                "app_id": app_id,
+                "customer_id": customer_id,
+                "address": normalize_address(address),
+                "created_at": now,
+            }
+        ],
+    )
+    return customer_id
+
+
+def add_customer_message_without_effects(
+    session: Session,
+    app_id: int,
+    customer_id: int,
+    conversation: Conversation | None,
+    via: Via,
+    text: str,
+    now: dt.datetime,
+    *,
+    subject: str | None = None,
+    channel_id: int | None = None,
+    is_auto_reply: bool = False,
+    **fields: Any,
+) -> tuple[int, int] | None:
+    """`start_conversation` / `add_customer_message` for the common case, as a few Core
+    statements instead of ORM flushes: (conversation id, message id), the same rows and events.
+
+    The common case is a new conversation, or an open one without a ticket: a customer message
+    there changes nothing but the conversation's times. Anything else (a ticket's status and
+    SLA timers, waking a snoozed conversation, reopening a resolved one) returns None, and the
+    caller uses the ORM services, which own those rules. Inbound mail goes through here in
+    bulk, under SQLite's single write lock, where every statement saved is throughput.
+    """
+    if conversation is not None and (
+        conversation.state != ConversationState.OPEN or conversation.ticket is not None
+    ):
+        return None
+    events: list[dict[str, Any]] = []
+    base = {"app_id": app_id, "ticket_id": None, "actor_type": "customer", "actor_id": customer_id}
+    if conversation is None:
+        [conversation_id] = _insert(
+            session,
+            Conversation.__table__,
+            [
+                {
+                    "app_id": app_id,
+                    "customer_id": customer_id,
+                    "channel_id": channel_id,
+                    "started_via": via,
+                    "subject": (subject or "").strip() or _subject_from_text(text),
+                    "state": ConversationState.OPEN,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_customer_message_at": None if is_auto_reply else now,
+                }
+            ],
+        )
+        events.append(
+            {
+                **base,
+                "conversation_id": conversation_id,
+                "kind": "conversation.started",
+                "data": {"via": via.value},
+                "created_at": now,
+            }
+        )
+    else:
+        conversation_id = conversation.id
+        times: dict[str, Any] = {"updated_at": now}
+        if not is_auto_reply:
+            times["last_customer_message_at"] = now
+        table = _table(Conversation)
+        session.execute(table.update().where(table.c.id == conversation_id).values(**times))
+        for key, value in times.items():
+            set_committed_value(conversation, key, value)  # the loaded object stays true
+    [message_id] = _insert(
+        session,
+        Message.__table__,
+        [
+            {
+                "conversation_id": conversation_id,
+                "author_type": AuthorType.CUSTOMER,
+                "agent_id": None,
+                "via": via,
+                "text": text,
+                "is_auto_reply": is_auto_reply,
+                "created_at": now,
+                **fields,
+            }
+        ],
+    )
+    events.append(
+        {
+            **base,
+            "conversation_id": conversation_id,
+            "kind": "message.customer",
+            "data": {"message_id": message_id, "auto_reply": is_auto_reply},
+            "created_at": now,
+        }
+    )
+    session.execute(_table(Event).insert(), events)
+    return conversation_id, message_id
 
 
 def add_agent_message(

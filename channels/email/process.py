@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.bounce import Bounce
@@ -59,6 +59,119 @@ class ChannelRules:
     agent_mail: AgentMailPolicy | None = None
 
 
+class Ref(NamedTuple):
+    """A stored Message-ID: which conversation and message it belongs to."""
+
+    conversation_id: int
+    message_id: int | None
+    outbound: bool
+    content_sha256: str | None
+
+
+class BatchIndex:
+    """What the mails of one processing transaction look up, read with one query each.
+
+    The thread refs of every Message-ID the batch's mails carry or cite, the conversations
+    they point at (with customer, addresses and ticket), and the customers of the senders.
+    A mail stored by `step_store` adds its refs once its savepoint is released (`keep`);
+    anything else that may write refs or customers (an agent's mail, a bounce, the ORM path)
+    calls `forget`, and later lookups ask the database again.
+
+    Only for a transaction that holds the database's single write lock (SQLite): with
+    concurrent writers (PostgreSQL workers) a read made before the dedupe lock could be stale.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._refs: dict[tuple[int, str], list[Ref]] = {}
+        self._customers: dict[tuple[int, str], Customer | None] = {}
+        self._held: list[object] = []  # strong references: the identity map is weak
+
+    def load(self, app_id: int, parsed: list[ParsedMail]) -> None:
+        mids = {
+            mid
+            for mail in parsed
+            for mid in (
+                mail.message_id,
+                *mail.original_message_ids,
+                mail.in_reply_to,
+                *mail.references,
+            )
+            if mid
+        }
+        self.refs(app_id, mids)
+        conversation_ids = {
+            ref.conversation_id for mid in mids for ref in self._refs.get((app_id, mid), ())
+        }
+        if conversation_ids:
+            self._held += self.session.scalars(
+                select(Conversation)
+                .where(Conversation.id.in_(conversation_ids))
+                .options(
+                    joinedload(Conversation.customer).selectinload(Customer.addresses),
+                    selectinload(Conversation.ticket),
+                )
+            ).all()
+        self._load_customers(app_id, {mail.from_address for mail in parsed if mail.from_address})
+
+    def _load_customers(self, app_id: int, addresses: Iterable[str]) -> None:
+        wanted = [a for a in {a.lower() for a in addresses} if (app_id, a) not in self._customers]
+        if not wanted:
+            return
+        for address in wanted:
+            self._customers[(app_id, address)] = None
+        for customer, address in self.session.execute(
+            select(Customer, CustomerAddress.address)
+            .join(CustomerAddress, CustomerAddress.customer_id == Customer.id)
+            .where(CustomerAddress.app_id == app_id, CustomerAddress.address.in_(wanted))
+        ):
+            self._customers[(app_id, address)] = customer
+            self._held.append(customer)
+
+    def refs(self, app_id: int, mids: Iterable[str]) -> list[Ref]:
+        """The refs of these Message-IDs, oldest first per Message-ID."""
+        mids = list(dict.fromkeys(mids))
+        missing = [mid for mid in mids if (app_id, mid) not in self._refs]
+        if missing:
+            for mid in missing:
+                self._refs[(app_id, mid)] = []
+            for row in self.session.execute(
+                select(
+                    ThreadRef.message_id_header,
+                    ThreadRef.conversation_id,
+                    ThreadRef.message_id,
+                    ThreadRef.outbound,
+                    ThreadRef.content_sha256,
+                )
+                .where(ThreadRef.app_id == app_id, ThreadRef.message_id_header.in_(missing))
+                .order_by(ThreadRef.id)
+            ):
+                self._refs[(app_id, row[0])].append(Ref(*row[1:]))
+        return [ref for mid in mids for ref in self._refs[(app_id, mid)]]
+
+    def customer(self, app_id: int, address: str) -> Customer | None:
+        """The customer who owns this address (as `services.find_customer_by_address`)."""
+        self._load_customers(app_id, [address])
+        return self._customers[(app_id, address.lower())]
+
+    def keep(self, p: Processing) -> None:
+        """Take in what a processed mail stored (after its savepoint was released)."""
+        if p.ended_by not in ("store", "dedupe", "own-loop"):
+            self.forget()  # an agent's mail or a bounce: it may have written what we hold
+            return
+        for mid, ref in p.new_refs:
+            # Newest last, as the query orders them; a Message-ID not asked for yet stays
+            # unknown, so that its first lookup still reads the older ones.
+            if (p.app.id, mid) in self._refs:
+                self._refs[(p.app.id, mid)].append(ref)
+        if p.parsed is not None and p.ended_by == "store":
+            self._customers.pop((p.app.id, p.parsed.from_address.lower()), None)
+
+    def forget(self) -> None:
+        self._refs.clear()
+        self._customers.clear()
+
+
 @dataclass
 class Processing:
     session: Session
@@ -67,17 +180,46 @@ class Processing:
     rules: ChannelRules
     now: dt.datetime
     parsed: ParsedMail | None = None
-    conversation: Conversation | None = None
     customer: Customer | None = None  # the sender's customer record, once a step looked it up
     customer_looked_up: bool = False  # True once a step searched: None then means "new sender"
     rule: str | None = None  # which threading rule matched
-    message: Message | None = None
     outcome: str | None = None  # set by a step that ends the pipeline
     ended_by: str | None = None  # the name of that step
     duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
     token: CustomerToken | AgentToken | None = None  # a verified reply token (rule 1)
     # Extra flags a step wants stored on the message (agents see them); merged by step_store.
     flags: dict[str, Any] = field(default_factory=dict)
+    # The batch's lookups, read once (None: each step asks the database itself).
+    index: BatchIndex | None = None
+    new_refs: list[tuple[str, Ref]] = field(default_factory=list)  # written by step_store
+    # The conversation and message by id: the store step may write them with Core statements,
+    # and the ORM objects are loaded only if somebody asks (`explain`, tests).
+    conversation_id: int | None = None
+    message_id: int | None = None
+    _conversation: Conversation | None = field(default=None, repr=False)
+    _message: Message | None = field(default=None, repr=False)
+
+    @property
+    def conversation(self) -> Conversation | None:
+        if self._conversation is None and self.conversation_id is not None:
+            self._conversation = self.session.get(Conversation, self.conversation_id)
+        return self._conversation
+
+    @conversation.setter
+    def conversation(self, value: Conversation | None) -> None:
+        self._conversation = value
+        self.conversation_id = value.id if value is not None else None
+
+    @property
+    def message(self) -> Message | None:
+        if self._message is None and self.message_id is not None:
+            self._message = self.session.get(Message, self.message_id)
+        return self._message
+
+    @message.setter
+    def message(self, value: Message | None) -> None:
+        self._message = value
+        self.message_id = value.id if value is not None else None
 
 
 def normalized_subject(subject: str) -> str:
@@ -215,13 +357,18 @@ def step_dedupe(p: Processing) -> None:
         p.session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:mid))"), {"mid": p.parsed.message_id}
         )
-    refs = p.session.scalars(
-        select(ThreadRef).where(
-            ThreadRef.app_id == p.app.id,
-            ThreadRef.message_id_header.in_([p.parsed.message_id, *p.parsed.original_message_ids]),
-            ThreadRef.outbound.is_(False),
-        )
-    ).all()
+    mids = [p.parsed.message_id, *p.parsed.original_message_ids]
+    refs: Sequence[Ref | ThreadRef]
+    if p.index is not None:
+        refs = [ref for ref in p.index.refs(p.app.id, mids) if not ref.outbound]
+    else:
+        refs = p.session.scalars(
+            select(ThreadRef).where(
+                ThreadRef.app_id == p.app.id,
+                ThreadRef.message_id_header.in_(mids),
+                ThreadRef.outbound.is_(False),
+            )
+        ).all()
     if any(r.content_sha256 == digest for r in refs):
         p.outcome = f"duplicate of a stored message ({p.parsed.message_id})"
     elif refs:
@@ -294,10 +441,10 @@ def step_thread(p: Processing) -> None:
     candidates = [p.parsed.in_reply_to] if p.parsed.in_reply_to else []
     candidates += list(reversed(p.parsed.references))
     for mid in candidates:
-        ref = _ref(p.session, p.app.id, mid)
-        if ref is None:
+        conversation_id = _conversation_of(p, mid)
+        if conversation_id is None:
             continue
-        conversation = p.session.get(Conversation, ref.conversation_id)
+        conversation = p.session.get(Conversation, conversation_id)
         if conversation is None:
             continue
         if not _owns(conversation, sender):
@@ -310,7 +457,7 @@ def step_thread(p: Processing) -> None:
     if p.rules.subject_threading and p.parsed.subject:
         wanted = normalized_subject(p.parsed.subject)
         since = p.now - dt.timedelta(days=p.rules.subject_threading_days)
-        customer = p.customer = services.find_customer_by_address(p.session, p.app, sender)
+        customer = p.customer = _find_customer(p, sender)
         p.customer_looked_up = True
         if customer is not None and wanted:
             recent = p.session.scalars(
@@ -327,6 +474,21 @@ def step_thread(p: Processing) -> None:
                     p.conversation, p.rule = conversation, "same sender and subject"
                     return
     p.rule = "new conversation"
+
+
+def _conversation_of(p: Processing, message_id: str) -> int | None:
+    """The conversation of the first stored message with this Message-ID."""
+    if p.index is not None:
+        refs = p.index.refs(p.app.id, [message_id])
+        return refs[0].conversation_id if refs else None
+    ref = _ref(p.session, p.app.id, message_id)
+    return ref.conversation_id if ref is not None else None
+
+
+def _find_customer(p: Processing, address: str) -> Customer | None:
+    if p.index is not None:
+        return p.index.customer(p.app.id, address)
+    return services.find_customer_by_address(p.session, p.app, address)
 
 
 def _flag_new_topic(p: Processing, conversation: Conversation) -> None:
@@ -368,7 +530,13 @@ def step_store(p: Processing) -> None:
         },
     }
     text = parsed.stripped.reply_text or parsed.text.strip() or "(no text)"
-    if p.conversation is None:
+    is_auto_reply = parsed.auto_reply is not None
+    # Most mail starts a conversation or continues an open one without a ticket: that is a few
+    # Core statements. Attachments and a message with effects take the ORM services.
+    stored = None if parsed.attachments else _store_without_effects(p, text, is_auto_reply, fields)
+    if stored is not None:
+        p.conversation_id, p.message_id = stored
+    elif p.conversation is None:
         name = parsed.from_name or None
         customer = p.customer
         if customer is None and p.customer_looked_up:
@@ -390,38 +558,82 @@ def step_store(p: Processing) -> None:
             p.now,
             subject=parsed.subject,
             channel_id=p.row.channel_id,
-            is_auto_reply=parsed.auto_reply is not None,
+            is_auto_reply=is_auto_reply,
             **fields,
         )
     else:
         p.message = services.add_customer_message(
-            p.session,
-            p.conversation,
-            text,
-            Via.EMAIL,
-            p.now,
-            is_auto_reply=parsed.auto_reply is not None,
-            **fields,
+            p.session, p.conversation, text, Via.EMAIL, p.now, is_auto_reply=is_auto_reply, **fields
         )
-    if parsed.attachments:  # else the untouched collection costs a query to load
-        p.message.attachments.extend(attachment_rows(parsed))
+    message = p.message if parsed.attachments else None
+    if message is not None:  # else the untouched collection costs a query to load
+        message.attachments.extend(attachment_rows(parsed))
+    assert p.conversation_id is not None and p.message_id is not None
     # The original id of a rewritten Message-ID is stored as well: replies may cite either, and
     # a second copy under the other id is recognised as a duplicate.
     digest = body_digest(parsed) if parsed.message_id else None
-    for mid in (parsed.message_id, *parsed.original_message_ids) if parsed.message_id else ():
-        p.session.add(
-            ThreadRef(
-                app_id=p.app.id,
-                message_id_header=mid,
-                conversation_id=p.conversation.id,
-                message_id=p.message.id,
-                outbound=False,
-                content_sha256=digest,
-                created_at=p.now,
-            )
+    mids = (parsed.message_id, *parsed.original_message_ids) if parsed.message_id else ()
+    p.new_refs = [(mid, Ref(p.conversation_id, p.message_id, False, digest)) for mid in mids]
+    if mids:
+        p.session.execute(
+            _THREAD_REF_INSERT,
+            [
+                {
+                    "app_id": p.app.id,
+                    "message_id_header": mid,
+                    "conversation_id": p.conversation_id,
+                    "message_id": p.message_id,
+                    "outbound": False,
+                    "content_sha256": digest,
+                    "created_at": p.now,
+                }
+                for mid in mids
+            ],
         )
-    p.row.message_id = p.message.id
-    p.outcome = f"stored as message {p.message.id} in conversation {p.conversation.id} ({p.rule})"
+    p.row.message_id = p.message_id
+    p.outcome = f"stored as message {p.message_id} in conversation {p.conversation_id} ({p.rule})"
+
+
+def _store_without_effects(
+    p: Processing, text: str, is_auto_reply: bool, fields: dict[str, Any]
+) -> tuple[int, int] | None:
+    assert p.parsed
+    conversation = p._conversation
+    customer_id = conversation.customer_id if conversation is not None else _customer_id(p)
+    return services.add_customer_message_without_effects(
+        p.session,
+        p.app.id,
+        customer_id,
+        conversation,
+        Via.EMAIL,
+        text,
+        p.now,
+        subject=p.parsed.subject,
+        channel_id=p.row.channel_id,
+        is_auto_reply=is_auto_reply,
+        **fields,
+    )
+
+
+def _customer_id(p: Processing) -> int:
+    """The sender's customer, created (Core statements) on first sight."""
+    assert p.parsed
+    name = p.parsed.from_name or None
+    customer = p.customer
+    if customer is None and not p.customer_looked_up:
+        address = services.normalize_address(p.parsed.from_address)
+        customer = p.customer = _find_customer(p, address)
+        p.customer_looked_up = True
+    if customer is None:
+        return services.insert_customer(
+            p.session, p.app.id, p.parsed.from_address, p.now, name=name
+        )
+    if name and not customer.name:
+        customer.name = name
+    return customer.id
+
+
+_THREAD_REF_INSERT = insert(ThreadRef.__table__)  # type: ignore[arg-type]
 
 
 Step = tuple[str, Callable[[Processing], None]]
@@ -448,8 +660,11 @@ def run_pipeline(
     now: dt.datetime,
     steps: tuple[Step, ...] = PIPELINE,
     parsed: ParsedMail | None = None,
+    index: BatchIndex | None = None,
 ) -> Processing:
-    p = Processing(session=session, row=row, app=app, rules=rules, now=now, parsed=parsed)
+    p = Processing(
+        session=session, row=row, app=app, rules=rules, now=now, parsed=parsed, index=index
+    )
     for name, step in steps:
         try:
             step(p)
