@@ -50,6 +50,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
+# Execution option of an engine whose transactions only read (see Runtime.reading).
+READ_ONLY = "gateway_read_only"
+
 # As long as SQLite's busy_timeout: a writer waits this long for another before giving up.
 SQLITE_LOCK_SECONDS = 30.0
 
@@ -75,6 +78,11 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # A deferred BEGIN: a snapshot of the WAL that neither takes nor waits for the
+            # write lock. Only for transactions that never write (`Runtime.reading`).
+            conn.exec_driver_sql("BEGIN")
+            return
         if not lock.acquire(timeout=SQLITE_LOCK_SECONDS):
             raise sqlite3.OperationalError("database is locked (waited for another writer)")
         dbapi_conn = conn.connection.dbapi_connection

@@ -224,7 +224,7 @@ def _claim(runtime: Runtime, inbound_ids: Sequence[int], fill_to: int) -> Iterat
     `fill_to`, minus those another thread has claimed; they stay claimed until the block ends.
     """
     pending = InboundMail.state == InboundState.PENDING
-    with runtime.sessions() as session:
+    with runtime.reading() as session:
         ids = list(
             session.scalars(
                 select(InboundMail.id).where(InboundMail.id.in_(list(inbound_ids)), pending)
@@ -238,7 +238,6 @@ def _claim(runtime: Runtime, inbound_ids: Sequence[int], fill_to: int) -> Iterat
                 .order_by(InboundMail.id)
                 .limit(2 * fill_to)
             )
-        session.rollback()
     with _claimed_lock:
         mine = [i for i in dict.fromkeys(ids) if i not in _claimed][
             : max(fill_to, len(inbound_ids))
@@ -256,13 +255,12 @@ def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, Parsed
     if not inbound_ids:
         return {}
     limits = parse_limits(runtime)
-    with runtime.sessions() as session:
+    with runtime.reading() as session:
         rows = session.execute(
             select(InboundMail.id, InboundMail.raw, InboundMail.envelope_from).where(
                 InboundMail.id.in_(inbound_ids)
             )
         ).all()
-        session.rollback()
     # In the parser worker processes (the CPU limit per message), all of them at once.
     results = parse_many_isolated([(raw, envelope_from) for _, raw, envelope_from in rows], limits)
     return {row_id: result for (row_id, _, _), result in zip(rows, results, strict=True)}

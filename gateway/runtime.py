@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels.email.tokens import Keyring
 from gateway.config import AppConfig, GatewayConfig
-from gateway.db import make_engine, session_factory, upgrade, utcnow
+from gateway.db import READ_ONLY, make_engine, session_factory, upgrade, utcnow
 from tickets import services
 from tickets.models import App, Channel, ChannelAddress
 from tickets.sla import policy_json
@@ -52,6 +52,21 @@ class Runtime:
         """One session, one transaction: committed on success, rolled back on any error."""
         with self.sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads only, rolled back at the end. On SQLite it reads a snapshot
+        without queuing for the write lock, so looking up what to do next never waits for
+        (or holds up) a transaction that writes."""
+        with self.sessions(bind=self._reading_engine) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+
+    @cached_property
+    def _reading_engine(self) -> Engine:
+        return self.engine.execution_options(**{READ_ONLY: True})
 
     def migrate(self) -> None:
         if self.engine.dialect.name == "postgresql":

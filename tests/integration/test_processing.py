@@ -3,6 +3,8 @@ quarantined without harming the rest, and a reply never overtaking the mail it a
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -183,3 +185,69 @@ def test_a_database_conflict_leaves_the_mail_pending_for_a_retry_not_quarantined
     with runtime.unit_of_work() as session:
         row = session.get(InboundMail, stubborn)
         assert row is not None and "deadlock" in (row.reason or "")
+
+
+def test_looking_up_pending_mail_does_not_wait_for_a_writer(runtime: Runtime) -> None:
+    """On SQLite a worker finds and reads the mail it will process while another transaction
+    holds the write lock (the SMTP accept path committing, another batch being stored)."""
+    [mail_id] = store(runtime, raw_mail("ana@example.com", "Hello", "Hi", "<r1@example.com>"))
+    holding, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with runtime.unit_of_work() as session:
+            session.execute(select(InboundMail.id)).all()
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert holding.wait(5)
+        started = time.monotonic()
+        with runtime.reading() as session:
+            state = session.scalar(select(InboundMail.state).where(InboundMail.id == mail_id))
+        assert state == InboundState.PENDING
+        assert time.monotonic() - started < 2, "the read waited for the writer"
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_mails_of_one_batch_see_what_the_earlier_ones_stored(runtime: Runtime) -> None:
+    """One transaction, mails that depend on each other: a reply, a follow-up by subject, a
+    second copy, a customer's second address... each sees what the mails before it stored."""
+    ids = store(
+        runtime,
+        raw_mail("ana@example.com", "Parcel missing", "It never came.", "<b1@example.com>"),
+        raw_mail(
+            "ana@example.com",
+            "Re: Parcel missing",
+            "Tracking is blank.",
+            "<b2@example.com>",
+            In_Reply_To="<b1@example.com>",
+            References="<b1@example.com>",
+        ),
+        raw_mail("ana@example.com", "Parcel missing", "Any news?", "<b3@example.com>"),
+        raw_mail("ana@example.com", "Parcel missing", "It never came.", "<b1@example.com>"),
+        raw_mail(
+            "ben@example.com",
+            "Re: Parcel missing",
+            "I have the same problem.",
+            "<b4@example.com>",
+            In_Reply_To="<b2@example.com>",
+        ),
+        raw_mail("ana@example.com", "Invoice", "Wrong address on it.", "<b5@example.com>"),
+    )
+    outcomes = process_batch(runtime, ids)
+    assert [outcomes[i].state for i in ids] == ["processed"] * 6
+    assert "duplicate" in outcomes[ids[3]].detail
+    assert conversations(runtime) == [
+        ["It never came.", "Tracking is blank.", "Any news?"],
+        ["I have the same problem."],  # Ben's own: another customer's thread is not his
+        ["Wrong address on it."],
+    ]
+    with runtime.unit_of_work() as session:
+        owners = session.scalars(select(Conversation.customer_id).order_by(Conversation.id)).all()
+        flags = session.scalars(select(Message.flags).where(Message.inbound_mail_id == ids[4]))
+        assert owners[0] == owners[2] != owners[1]  # Ana is one customer, Ben another
+        assert flags.one()["answers_conversation_of_someone_else"]
