@@ -251,3 +251,11 @@ def test_mails_of_one_batch_see_what_the_earlier_ones_stored(runtime: Runtime) -
         flags = session.scalars(select(Message.flags).where(Message.inbound_mail_id == ids[4]))
         assert owners[0] == owners[2] != owners[1]  # Ana is one customer, Ben another
         assert flags.one()["answers_conversation_of_someone_else"]
+
+
+def test_a_commit_on_sqlite_is_on_disk_before_it_returns(runtime: Runtime) -> None:
+    """The 250 goes out after the commit; that commit must survive a power loss, not only a
+    crash of the gateway: SQLite syncs its log at every commit (synchronous=FULL, 2)."""
+    with runtime.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
