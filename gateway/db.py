@@ -7,8 +7,11 @@ workers of the embedded default can write concurrently; PostgreSQL is selected b
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import sqlite3
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-        _serialize_sqlite_writers(engine)
+        lock_file = (
+            Path(f"{parsed.database}.writer-lock")
+            if parsed.database and parsed.database != ":memory:"
+            else None
+        )
+        _serialize_sqlite_writers(engine, lock_file)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
@@ -60,23 +68,27 @@ READ_ONLY = "gateway_read_only"
 SQLITE_LOCK_SECONDS = 30.0
 
 
-def _serialize_sqlite_writers(engine: Engine) -> None:
-    """Every transaction takes SQLite's write lock up front, queuing on a lock in this process.
+def _serialize_sqlite_writers(engine: Engine, lock_file: Path | None) -> None:
+    """Every transaction takes SQLite's write lock up front, queuing on locks of our own first.
 
     IMMEDIATE takes the write lock at BEGIN, so two writers never deadlock upgrading a read
-    lock. Between threads of one process they queue on a `threading.Lock` first: SQLite's own
-    busy handler polls with sleeps of up to 100 ms, which under load left the SMTP accept path
-    and the workers sleeping while the database was free. The lock is released right after
-    COMMIT or ROLLBACK, which are therefore issued here on the driver connection; the
-    driver's own commit() that SQLAlchemy calls next finds no transaction and does nothing.
-    Other processes (a CLI command beside `gateway serve`) still meet the busy_timeout.
+    lock. Before that they queue: threads of one process on a `threading.Lock`, processes
+    (`serve --role ingress` beside `gateway worker`s, a CLI command) on an flock of a file
+    beside the database. SQLite's own busy handler polls with sleeps of up to 100 ms, which
+    under load left the SMTP accept path and the workers sleeping while the database was free.
+    The locks are released right after COMMIT or ROLLBACK, which are therefore issued here on
+    the driver connection; the driver's own commit() that SQLAlchemy calls next finds no
+    transaction and does nothing.
     """
     lock = threading.Lock()
     holder: list[Any] = []  # the driver connection inside a transaction, if any
+    between_processes = _FileLock(lock_file) if lock_file is not None else None
 
     def _release(dbapi_conn: Any) -> None:
         if holder and holder[0] is dbapi_conn:
             holder.clear()
+            if between_processes is not None:
+                between_processes.release()
             lock.release()
 
     @event.listens_for(engine, "begin")
@@ -86,8 +98,12 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
             # write lock. Only for transactions that never write (`Runtime.reading`).
             conn.exec_driver_sql("BEGIN")
             return
+        deadline = time.monotonic() + SQLITE_LOCK_SECONDS
         if not lock.acquire(timeout=SQLITE_LOCK_SECONDS):
             raise sqlite3.OperationalError("database is locked (waited for another writer)")
+        if between_processes is not None and not between_processes.acquire(deadline):
+            lock.release()
+            raise sqlite3.OperationalError("database is locked (waited for another process)")
         dbapi_conn = conn.connection.dbapi_connection
         holder.append(dbapi_conn)
         try:
@@ -109,6 +125,34 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
     # must not keep every other writer waiting.
     event.listen(engine.pool, "checkin", lambda dbapi_conn, _record: _release(dbapi_conn))
     event.listen(engine.pool, "invalidate", lambda dbapi_conn, _record, _exc: _release(dbapi_conn))
+
+
+class _FileLock:
+    """An exclusive flock on a file, taken with a deadline.
+
+    Waiting polls with short sleeps (0.1 ms, doubling to at most 2 ms): the kernel cannot
+    time out a blocking flock, and a writer must give up (451, retry later) rather than hang
+    behind a stuck process. A process that dies loses its lock at once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def acquire(self, deadline: float) -> bool:
+        pause = 0.0001
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
