@@ -1,4 +1,5 @@
-"""Header decoding that never gives up: RFC 2047 words to text, whatever the charset says."""
+"""Header decoding that never gives up: RFC 2047 words to text, whatever the charset says;
+and where a raw message's header section ends."""
 
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ def decode_words(raw: str | Header | None) -> str:
 
 def header_text(msg: Message, name: str) -> str:
     return decode_words(msg.get(name))
+
+
+def header_section(raw: bytes) -> bytes:
+    """The raw header section of a message: up to its first empty line, CRLF or LF."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return raw[: min(ends)] if ends else raw

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.bounce import Bounce
+from channels.email.headers import header_section
 from channels.email.isolate import parse_isolated
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
@@ -251,8 +252,12 @@ def step_own_loop(p: Processing) -> None:
 
 
 def _has_loop_header(p: Processing) -> bool:
-    raw_headers = p.row.raw[: p.row.raw.find(b"\n\n") + 1 or 65536]
-    return LOOP_HEADER.lower().encode() in raw_headers.lower()
+    # The header section only, CRLF or LF: a customer quoting one of our notifications in
+    # the body is still a customer.
+    return _LOOP_FIELD.search(header_section(p.row.raw)) is not None
+
+
+_LOOP_FIELD = re.compile(rb"^" + LOOP_HEADER.encode() + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 def step_agent_mail(p: Processing) -> None:

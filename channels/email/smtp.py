@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from channels.email.headers import header_section
 from tickets.inbound import IncomingMail
 
 log = logging.getLogger(__name__)
@@ -166,14 +167,6 @@ _PLAIN_PATH = re.compile(
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 
 
-def header_block(raw: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        end = raw.find(sep)
-        if end != -1:
-            return raw[:end]
-    return raw
-
-
 class InboundHandler:
     """aiosmtpd handler: the `handle_*` hooks answer with SMTP status strings."""
 
@@ -214,7 +207,7 @@ class InboundHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         if len(raw) > self.limits.max_message_bytes:
             return "552 5.3.4 Message too big for this system"
-        headers = header_block(raw)
+        headers = header_section(raw)
         if len(headers) > self.limits.max_header_bytes:
             return "552 5.3.4 Header section too large"
         if len(_RECEIVED.findall(headers)) > self.limits.max_received_headers:

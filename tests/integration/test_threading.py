@@ -424,6 +424,20 @@ def test_our_own_mail_coming_back_is_not_stored(session, app, now):
     assert p.message is None and p.outcome == "dropped our own mail (Message-ID domain)"
     looped = mail("a@example.com", "Hi", "x", message_id="<y@example.com>", X_Gateway_Loop="1")
     assert deliver(session, app, looped, now).outcome == "dropped our own mail (X-Gateway-Loop)"
+    crlf = looped.replace(b"\n", b"\r\n").replace(b"<y@", b"<y2@")
+    assert deliver(session, app, crlf, now).outcome == "dropped our own mail (X-Gateway-Loop)"
+
+
+def test_a_customer_quoting_our_loop_header_in_the_body_is_still_a_customer(session, app, now):
+    # As it comes over SMTP: CRLF line ends. Pasted headers of a notification in the body.
+    raw = mail(
+        "a@example.com",
+        "Your notification",
+        "I got this, what does it mean?\n\nX-Gateway-Loop: notification\nFrom: Support",
+        message_id="<z@example.com>",
+    ).replace(b"\n", b"\r\n")
+    p = deliver(session, app, raw, now)
+    assert p.outcome is not None and p.outcome.startswith("stored as message")
 
 
 KEYRING = Keyring(b"a test key that is long enough to sign tokens")
