@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from channels.email.agent_reply import (
     AgentMailPolicy,
@@ -320,12 +321,8 @@ class _Batch:
                     parsed=parsed,
                     index=self.index,
                 )
-                # Set inside the savepoint, so that they reach the database in one UPDATE
-                # with what the pipeline changed on the row, and vanish with it on failure.
-                row.attempts += 1
-                row.state = InboundState.PROCESSED
-                row.processed_at = now
-                row.reason = result.outcome
+                # Inside the savepoint, so that it vanishes with it on failure.
+                _mark_processed(session, row, result, now)
         except MessageRejected as exc:
             reason = str(exc)
             rejected = exc
@@ -335,6 +332,7 @@ class _Batch:
             # undone and the mail stays pending for the actor's retry. Only a mail that keeps
             # failing this way is quarantined.
             reason = f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+            session.expire(row, _MARKED)
             self._forget()
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
@@ -349,6 +347,7 @@ class _Batch:
                 self.index.keep(result)
             return Outcome(row.id, "processed", result.outcome or "")
         self._forget()  # undone by the savepoint: what the index took in may be gone
+        session.expire(row, _MARKED)
         row.attempts += 1
         inbound_store.quarantine(session, row, reason, now)
         if isinstance(rejected, AgentMailRejected):
@@ -417,6 +416,41 @@ class _Batch:
             parent = session.get(InboundMail, parent_id)
             if parent is not None and parent.state == InboundState.PENDING:
                 self.process(parent, _parse(parent.raw, limits, parent.envelope_from), depth + 1)
+
+
+_INBOUND = InboundMail.__table__
+assert isinstance(_INBOUND, Table)
+_MARK_PROCESSED = (
+    _INBOUND.update()
+    .where(_INBOUND.c.id == bindparam("row_id"))
+    .values(
+        attempts=bindparam("attempts"),
+        state=bindparam("state"),
+        processed_at=bindparam("processed_at"),
+        reason=bindparam("reason"),
+        message_id=func.coalesce(bindparam("message_id"), _INBOUND.c.message_id),
+    )
+)
+_MARKED = ["attempts", "state", "processed_at", "reason", "message_id"]
+
+
+def _mark_processed(
+    session: Session, row: InboundMail, result: Processing, now: dt.datetime
+) -> None:
+    """The row is done: one prepared Core UPDATE rather than a flush of the ORM object (the
+    unit of work costs more than the statement); the loaded object is told the new values.
+    The pipeline may have set the row's message itself (an agent's mail) through the ORM."""
+    values = {
+        "attempts": row.attempts + 1,
+        "state": InboundState.PROCESSED,
+        "processed_at": now,
+        "reason": result.outcome,
+        "message_id": result.message_id if result.ended_by == "store" else None,
+    }
+    session.execute(_MARK_PROCESSED, {"row_id": row.id, **values})
+    for key, value in values.items():
+        if value is not None or key != "message_id":
+            set_committed_value(row, key, value)
 
 
 def _app_for(session: Session, runtime: Runtime, row: InboundMail) -> App:

@@ -595,7 +595,6 @@ def step_store(p: Processing) -> None:
                 for mid in mids
             ],
         )
-    p.row.message_id = p.message_id
     p.outcome = f"stored as message {p.message_id} in conversation {p.conversation_id} ({p.rule})"
 
 
