@@ -82,7 +82,11 @@ def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> N
 
     runtime = services.runtime
     smtp = runtime.config.smtp
-    writer = BatchWriter(lambda mails: store_batch(runtime, mails), on_stored=enqueue)
+    writer = BatchWriter(
+        lambda mails: store_batch(runtime, mails),
+        on_stored=enqueue,
+        group_commit_seconds=smtp.group_commit_ms / 1000,
+    )
     services.stops.append(("smtp batch writer", writer.close))
     limits = SmtpLimits(
         max_message_bytes=smtp.max_message_bytes,

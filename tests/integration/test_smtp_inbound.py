@@ -335,6 +335,42 @@ def test_asyncio_is_not_blocked_by_storage():
         writer.close()
 
 
+def test_under_load_accepted_mail_shares_commits_and_a_lone_mail_does_not_wait():
+    import threading
+
+    batches: list[int] = []
+    first_commit = threading.Event()
+    release_first = threading.Event()
+
+    def store(mails):
+        batches.append(len(mails))
+        if len(batches) == 1:
+            first_commit.set()
+            release_first.wait(10)
+        return list(range(len(mails)))
+
+    window = 0.3  # long, so that timing noise cannot blur what waited and what did not
+    writer = BatchWriter(store, group_commit_seconds=window)
+    try:
+        started = time.monotonic()
+        lone = writer.submit(IncomingMail(raw=b"x", source="smtp"))
+        assert first_commit.wait(5)
+        assert time.monotonic() - started < window  # a quiet moment: committed at once
+        # Three more arrive while the first commit is under way: the next group takes all.
+        during = [writer.submit(IncomingMail(raw=b"x", source="smtp")) for _ in range(3)]
+        release_first.set()
+        assert lone.result(5) == 0 and [f.result(5) for f in during] == [0, 1, 2]
+        # That group had company: the next one is held open, and a mail that finishes DATA a
+        # moment after the first shares its commit.
+        first = writer.submit(IncomingMail(raw=b"x", source="smtp"))
+        time.sleep(window / 6)
+        second = writer.submit(IncomingMail(raw=b"x", source="smtp"))
+        assert (first.result(5), second.result(5)) == (0, 1)
+        assert batches == [1, 3, 2]
+    finally:
+        writer.close()
+
+
 def test_starttls_from_configured_certificate_files(tmp_path):
     from tests.support.certs import make_self_signed_cert
 
