@@ -3,6 +3,7 @@ and the processing of one stored mail (called by the `process_inbound` actor and
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -184,10 +185,15 @@ def process_batch(
 
     Parsing is pure CPU and needs no lock, so it happens first, outside the transaction: on
     SQLite the write lock (and with it the SMTP accept path's commits) waits only for the
-    database work. Each mail then runs in its own savepoint: if its pipeline fails, its partial
-    writes are undone and the row is quarantined with the reason, while the rest of the batch
-    goes on. One commit covers the batch, so a busy gateway pays for one per batch, not one per
-    mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
+    database work. One commit covers the batch, so a busy gateway pays for one per batch, not
+    one per mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
+
+    A failing mail must not take the others with it. The batch is first run without
+    savepoints, since nearly every batch succeeds whole and a savepoint per mail costs two
+    statements and the ORM's bookkeeping; if any mail's pipeline fails, that transaction is
+    rolled back and the batch is run again with a savepoint per mail, where the failing one's
+    partial writes are undone and its row is quarantined with the reason (or left pending, for
+    a database conflict) while the rest are stored.
 
     With `fill`, a batch smaller than BATCH_SIZE is topped up with the oldest other pending
     mail: under load, batches fill up and mail is processed in arrival order; the jobs of the
@@ -197,20 +203,33 @@ def process_batch(
         parsed = _parse_claimed(runtime, claimed)
         if not parsed:
             return {}
-        with runtime.unit_of_work() as session:
-            batch = _Batch(runtime, session, runtime.clock())
-            rows = session.scalars(
-                select(InboundMail)
-                .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
-                .order_by(InboundMail.id)
-                # Several workers on PostgreSQL: a row another batch holds is left to it.
-                .with_for_update(skip_locked=True)
-            ).all()
-            batch.look_up(rows, parsed)
-            for row in rows:
-                if row.state == InboundState.PENDING:  # else: done already, as another's parent
-                    batch.process(row, parsed[row.id])
-        return batch.outcomes
+        try:
+            return _process_parsed(runtime, parsed, savepoints=False)
+        except _RunAgainWithSavepoints:
+            return _process_parsed(runtime, parsed, savepoints=True)
+
+
+class _RunAgainWithSavepoints(Exception):
+    """A mail failed in a batch run without savepoints: roll back and run it with them."""
+
+
+def _process_parsed(
+    runtime: Runtime, parsed: dict[int, ParsedMail | Exception], *, savepoints: bool
+) -> dict[int, Outcome]:
+    with runtime.unit_of_work() as session:
+        batch = _Batch(runtime, session, runtime.clock(), savepoints=savepoints)
+        rows = session.scalars(
+            select(InboundMail)
+            .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
+            .order_by(InboundMail.id)
+            # Several workers on PostgreSQL: a row another batch holds is left to it.
+            .with_for_update(skip_locked=True)
+        ).all()
+        batch.look_up(rows, parsed)
+        for row in rows:
+            if row.state == InboundState.PENDING:  # else: done already, as another's parent
+                batch.process(row, parsed[row.id])
+    return batch.outcomes
 
 
 # The pending mails some thread of this process is working on: another thread's batch leaves
@@ -279,8 +298,11 @@ class _Batch:
     without them every mail would load its app and channel again.
     """
 
-    def __init__(self, runtime: Runtime, session: Session, now: dt.datetime) -> None:
+    def __init__(
+        self, runtime: Runtime, session: Session, now: dt.datetime, *, savepoints: bool = True
+    ) -> None:
         self.runtime, self.session, self.now = runtime, session, now
+        self.savepoints = savepoints
         self.outcomes: dict[int, Outcome] = {}
         self._apps: dict[int | None, App] = {}
         self._rules: dict[int | None, ChannelRules] = {}
@@ -307,9 +329,8 @@ class _Batch:
 
     def _run(self, row: InboundMail, parsed: ParsedMail | Exception) -> Outcome:
         session, now = self.session, self.now
-        rejected: MessageRejected | None = None
         try:
-            with session.begin_nested():
+            with session.begin_nested() if self.savepoints else contextlib.nullcontext():
                 if isinstance(parsed, Exception):
                     raise parsed
                 result: Processing = run_pipeline(
@@ -323,35 +344,43 @@ class _Batch:
                 )
                 # Inside the savepoint, so that it vanishes with it on failure.
                 _mark_processed(session, row, result, now)
-        except MessageRejected as exc:
-            reason = str(exc)
-            rejected = exc
-        except (OperationalError, IntegrityError) as exc:
+        except Exception as exc:
+            if not self.savepoints and not isinstance(parsed, Exception):
+                # What the failed pipeline wrote cannot be undone alone here.
+                raise _RunAgainWithSavepoints from exc
+            failure: Exception = exc
+        else:
+            if self.index is not None:
+                self.index.keep(result)
+            return Outcome(row.id, "processed", result.outcome or "")
+        return self._failed(row, failure)
+
+    def _failed(self, row: InboundMail, failure: Exception) -> Outcome:
+        session, now = self.session, self.now
+        if isinstance(failure, MessageRejected):
+            reason = str(failure)
+        elif isinstance(failure, OperationalError | IntegrityError):
             # A deadlock, a serialization failure, or a concurrent insert of the same new
             # customer by another batch (PostgreSQL with several workers): the savepoint is
             # undone and the mail stays pending for the actor's retry. Only a mail that keeps
             # failing this way is quarantined.
-            reason = f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0]}"
+            reason = f"{type(failure.orig).__name__}: {str(failure.orig).splitlines()[0]}"
             session.expire(row, _MARKED)
             self._forget()
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
                 log.warning("inbound mail %s: %s; will retry", row.id, reason)
                 return Outcome(row.id, "pending", reason)
-            log.error("inbound mail %s failed %d times", row.id, row.attempts + 1, exc_info=exc)
-        except Exception as exc:
-            log.error("processing inbound mail %s failed", row.id, exc_info=exc)
-            reason = f"{type(exc).__name__}: {exc}"
+            log.error("inbound mail %s failed %d times", row.id, row.attempts + 1, exc_info=failure)
         else:
-            if self.index is not None:
-                self.index.keep(result)
-            return Outcome(row.id, "processed", result.outcome or "")
+            log.error("processing inbound mail %s failed", row.id, exc_info=failure)
+            reason = f"{type(failure).__name__}: {failure}"
         self._forget()  # undone by the savepoint: what the index took in may be gone
         session.expire(row, _MARKED)
         row.attempts += 1
         inbound_store.quarantine(session, row, reason, now)
-        if isinstance(rejected, AgentMailRejected):
-            record_rejection(session, row, rejected, now)  # the agent is told why
+        if isinstance(failure, AgentMailRejected):
+            record_rejection(session, row, failure, now)  # the agent is told why
         return Outcome(row.id, "quarantined", reason)
 
     def _forget(self) -> None:

@@ -10,13 +10,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gateway.config import embedded_default
 from gateway.inbound import RouteTable, process_batch, process_inbound, store_batch
 from gateway.runtime import Runtime
 from tickets.inbound import IncomingMail
-from tickets.models import Conversation, InboundMail, InboundState, Message
+from tickets.models import Conversation, Customer, InboundMail, InboundState, Message
 
 
 @pytest.fixture
@@ -153,7 +153,9 @@ def test_a_database_conflict_leaves_the_mail_pending_for_a_retry_not_quarantined
     import gateway.inbound as inbound_wiring
 
     real = inbound_wiring.run_pipeline
-    conflicts = {"left": 1}
+    # Twice: the batch's first run (no savepoints) fails whole and is run again with a
+    # savepoint per mail, where the conflict comes back.
+    conflicts = {"left": 2}
 
     def conflicting(session, row, *args, **kwargs):
         if b"<c2@" in row.raw and conflicts["left"]:
@@ -259,3 +261,32 @@ def test_a_commit_on_sqlite_is_on_disk_before_it_returns(runtime: Runtime) -> No
     with runtime.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_a_mail_failing_after_it_wrote_leaves_nothing_behind(runtime, monkeypatch):
+    """A pipeline that fails midway (its conversation and message already written) must not
+    leave them: the batch is run again with a savepoint per mail, and only that mail's writes
+    are undone."""
+    from tickets import services
+
+    real = services.add_customer_message_without_effects
+
+    def fails_after_writing(*args, **kwargs):
+        ids = real(*args, **kwargs)
+        if "boom" in args[5]:
+            raise RuntimeError("disk on fire")
+        return ids
+
+    monkeypatch.setattr(services, "add_customer_message_without_effects", fails_after_writing)
+    ids = store(
+        runtime,
+        raw_mail("gus@example.com", "Order", "Where is my order?", "<f1@example.com>"),
+        raw_mail("hal@example.com", "Oops", "boom", "<f2@example.com>"),
+        raw_mail("ivy@example.com", "Refund", "Refund please.", "<f3@example.com>"),
+    )
+    outcomes = process_batch(runtime, ids)
+    assert [outcomes[i].state for i in ids] == ["processed", "quarantined", "processed"]
+    assert "disk on fire" in outcomes[ids[1]].detail
+    assert conversations(runtime) == [["Where is my order?"], ["Refund please."]]
+    with runtime.unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(Customer)) == 2
