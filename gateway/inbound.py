@@ -545,10 +545,6 @@ def imap_pollers(
 def _poller(
     runtime: Runtime, account: ImapAccount, on_stored: Callable[[int], object]
 ) -> ImapPoller:
-    def stored_keys(prefix: str) -> set[str]:
-        with runtime.unit_of_work() as session:
-            return inbound_store.source_keys_stored(session, prefix)
-
     def stored_hashes(shas: Sequence[str]) -> set[str]:
         with runtime.unit_of_work() as session:
             return set(
@@ -566,8 +562,29 @@ def _poller(
     return ImapPoller(
         account,
         lambda mails: store_batch(runtime, mails),
-        stored_keys,
+        FolderLedger(runtime.sessions, runtime.clock),
         stored_hashes,
         notify,
         runtime.clock,
     )
+
+
+class FolderLedger:
+    """The IMAP poller's view of the database: which keys are stored, and the bookmarks."""
+
+    def __init__(self, sessions: Callable[[], Session], clock: Callable[[], dt.datetime]) -> None:
+        self._sessions, self._clock = sessions, clock
+
+    def stored_keys(self, keys: Sequence[str]) -> set[str]:
+        with self._sessions() as session:
+            return inbound_store.source_keys_among(session, keys)
+
+    def bookmarks(self, account: str, folder: str) -> dict[int, int]:
+        with self._sessions() as session:
+            return inbound_store.imap_bookmarks(session, account, folder)
+
+    def move_bookmark(self, account: str, folder: str, uidvalidity: int, uid: int) -> None:
+        with self._sessions() as session, session.begin():
+            inbound_store.move_imap_bookmark(
+                session, account, folder, uidvalidity, uid, self._clock()
+            )

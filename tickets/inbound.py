@@ -16,7 +16,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from tickets.errors import NotAllowed, NotFound
-from tickets.models import InboundMail, InboundState
+from tickets.models import ImapFolder, InboundMail, InboundState
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,57 @@ def store_incoming(session: Session, mails: Sequence[IncomingMail], now: dt.date
     return ids
 
 
-def source_keys_stored(session: Session, prefix: str) -> set[str]:
-    """The source keys stored under `prefix` (an IMAP account and folder), for reconciling."""
-    return set(
-        session.scalars(
-            select(InboundMail.source_key).where(InboundMail.source_key.startswith(prefix))
+def source_keys_among(session: Session, keys: Sequence[str]) -> set[str]:
+    """Which of these source keys are stored (by the unique index, whatever is stored else)."""
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        found.update(
+            key
+            for key in session.scalars(
+                select(InboundMail.source_key).where(
+                    InboundMail.source_key.in_(keys[start : start + 500])
+                )
+            )
+            if key is not None
+        )
+    return found
+
+
+def imap_bookmarks(session: Session, account: str, folder: str) -> dict[int, int]:
+    """UIDVALIDITY -> the highest UID handled, for one mailbox folder."""
+    return {
+        int(validity): int(uid)
+        for validity, uid in session.execute(
+            select(ImapFolder.uidvalidity, ImapFolder.last_uid).where(
+                ImapFolder.account == account, ImapFolder.folder == folder
+            )
+        )
+    }
+
+
+def move_imap_bookmark(
+    session: Session, account: str, folder: str, uidvalidity: int, uid: int, now: dt.datetime
+) -> None:
+    """Record that the folder's mail up to `uid` was handled; never moves it back."""
+    row = session.scalar(
+        select(ImapFolder).where(
+            ImapFolder.account == account,
+            ImapFolder.folder == folder,
+            ImapFolder.uidvalidity == uidvalidity,
         )
     )
+    if row is None:
+        session.add(
+            ImapFolder(
+                account=account,
+                folder=folder,
+                uidvalidity=uidvalidity,
+                last_uid=uid,
+                updated_at=now,
+            )
+        )
+    elif uid > row.last_uid:
+        row.last_uid, row.updated_at = uid, now
 
 
 def quarantine(session: Session, row: InboundMail, reason: str, now: dt.datetime) -> None:

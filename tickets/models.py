@@ -481,6 +481,31 @@ class InboundMail(Base):
     message_id: Mapped[int | None] = mapped_column(Integer)
 
 
+class ImapFolder(Base):
+    """How far the poller of one mailbox folder got, per UIDVALIDITY: the highest UID it has
+    looked at (stored, found stored under another key, or left as older than the backfill
+    window on the first poll).
+
+    A bookmark, not the record: the stored source keys are. It is moved after a poll's mail
+    is committed and marked, so after a crash it may lag behind, which only makes the next
+    poll look at a few stored messages again; it never runs ahead of what was handled.
+    """
+
+    __tablename__ = "imap_folders"
+    __table_args__ = (
+        UniqueConstraint(
+            "account", "folder", "uidvalidity", name="uq_imap_folders_account_folder_uidvalidity"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(998))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime]
+
+
 class ThreadRef(Base):
     """Every Message-ID we know for an app, ours and theirs, pointing at its conversation."""
 

@@ -7,12 +7,14 @@ arriving at our SMTP server. The rule is nothing lost, nothing doubled:
   committed it, and is fetched with ``BODY.PEEK[]`` so fetching alone never marks it;
 * every message is stored under ``imap:<account>:<folder>:<uidvalidity>:<uid>``, so a crash
   between storing and marking is harmless: the key is skipped on the next poll;
+* the highest UID handled per UIDVALIDITY is bookmarked in the database, so a poll asks about
+  the messages it considers, never about everything ever stored from the folder;
 * when UIDVALIDITY changes every key changes, so a message whose sha256 is already stored for
   the account is skipped (and still marked) instead of stored again.
 
 Which messages are considered does not depend on ``\\Seen``, since people may read the mailbox
 too: each poll takes those with an INTERNALDATE within ``backfill_days`` plus any UID beyond the
-highest one seen before, minus the keys already stored.
+bookmark, minus the keys already stored.
 
 This module does not know the configuration or the database; the gateway builds an
 ``ImapAccount`` and supplies the storage callables.
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from ssl import SSLContext
-from typing import Any
+from typing import Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -53,12 +55,25 @@ SOCKET_TIMEOUT = 60.0
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
 
-_UID_SUFFIX = re.compile(r"(\d+):(\d+)")
-
 StoreMails = Callable[[Sequence[IncomingMail]], list[int]]
-StoredKeys = Callable[[str], set[str]]
 StoredHashes = Callable[[Sequence[str]], set[str]]
 Clock = Callable[[], dt.datetime]
+
+
+class FolderLedger(Protocol):
+    """What the poller needs to know of the database besides storing: the gateway's adapter."""
+
+    def stored_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of these source keys are stored."""
+        ...
+
+    def bookmarks(self, account: str, folder: str) -> dict[int, int]:
+        """UIDVALIDITY -> the highest UID handled in that folder."""
+        ...
+
+    def move_bookmark(self, account: str, folder: str, uidvalidity: int, uid: int) -> None:
+        """Record that the folder's mail up to `uid` was handled (it never moves back)."""
+        ...
 
 
 class ImapError(Exception):
@@ -117,15 +132,6 @@ def _batches(uids: Iterable[int], size: int) -> Iterator[list[int]]:
         yield batch
 
 
-def _uids_under(keys: Iterable[str], prefix: str) -> set[int]:
-    uids = set()
-    for key in keys:
-        tail = key[len(prefix) :]
-        if key.startswith(prefix) and tail.isdigit():
-            uids.add(int(tail))
-    return uids
-
-
 def _server_text(exc: BaseException) -> str:
     text = str(exc).strip()
     # imaplib wraps the server's words as "b'[AUTHENTICATIONFAILED] ...'"; keep the words.
@@ -140,7 +146,7 @@ class ImapPoller:
         self,
         account: ImapAccount,
         store: StoreMails,
-        stored_keys: StoredKeys,
+        ledger: FolderLedger,
         stored_hashes: StoredHashes,
         on_stored: Callable[[int], None] = _ignore,
         clock: Clock = _utcnow,
@@ -149,8 +155,9 @@ class ImapPoller:
     ) -> None:
         """`store` must commit before it returns: only then are the messages marked.
 
-        `stored_keys(prefix)` gives the source keys stored under a prefix; `stored_hashes(shas)`
-        the subset of `shas` already stored for this account (any folder or UIDVALIDITY).
+        `ledger` answers which keys are stored and keeps the folder's bookmarks;
+        `stored_hashes(shas)` gives the subset of `shas` already stored for this account (any
+        folder or UIDVALIDITY).
         `on_stored` hears of each stored row (e.g. to enqueue its processing); its failures
         are logged, never retried here, since the row is committed and a sweep can find it.
         """
@@ -160,7 +167,7 @@ class ImapPoller:
             )
         self.account = account
         self._store = store
-        self._stored_keys = stored_keys
+        self._ledger = ledger
         self._stored_hashes = stored_hashes
         self._on_stored = on_stored
         self._clock = clock
@@ -168,8 +175,8 @@ class ImapPoller:
         self._client: IMAPClient | None = None
         self._processed_folder_ready = False
         self._last_uidvalidity: int | None = None
-        # UIDVALIDITY -> first UID not yet looked at: mail beyond it is taken whatever its
-        # INTERNALDATE (a delayed or imported message can carry an old one).
+        # UIDVALIDITY -> first UID not yet looked at (the bookmark + 1): mail beyond it is
+        # taken whatever its INTERNALDATE (a delayed or imported message can carry an old one).
         self._next_uid: dict[int, int] = {}
         # (UIDVALIDITY, UID) whose bytes were stored under another key: without this, in
         # \Seen mode they would be fetched again on every poll of the backfill window.
@@ -265,52 +272,60 @@ class ImapPoller:
         """Store every message in the folder not yet ingested, then mark it; the number stored."""
         acct = self.account
         client, uidvalidity, uidnext = self._selected()
-        prefix = acct.key_prefix(uidvalidity)
-        stored = _uids_under(self._stored_keys(prefix), prefix)
-        self._note_uidvalidity(uidvalidity, stored)
+        self._note_uidvalidity(uidvalidity)
 
         since = (self._clock() - dt.timedelta(days=acct.backfill_days)).date()
         candidates = set(client.search(["SINCE", since]))
         next_uid = self._next_uid.get(uidvalidity)
-        if next_uid is None and stored:
-            # After a restart the highest stored UID is the best-known boundary.
-            next_uid = max(stored) + 1
         if next_uid is not None:
             candidates |= {u for u in client.search(["UID", f"{next_uid}:*"]) if u >= next_uid}
+        stored = self._stored(uidvalidity, candidates)
 
-        self._finish_marking(client, uidvalidity, candidates & stored, since)
+        self._finish_marking(client, uidvalidity, stored, since)
 
         dups = {uid for (validity, uid) in self._duplicates if validity == uidvalidity}
         todo = sorted(candidates - stored - dups)
         count = 0
         for batch in _batches(todo, FETCH_BATCH):
             count += self._ingest(client, uidvalidity, batch)
+        # Everything below UIDNEXT (as the SELECT saw it) has now been handled or left as
+        # older than the backfill window: the bookmark moves there, and a restart goes on
+        # from it rather than from the whole window's stored keys.
+        upto = max(todo, default=0)
         if uidnext is not None:
-            self._next_uid[uidvalidity] = max(uidnext, self._next_uid.get(uidvalidity, 0))
+            upto = max(upto, uidnext - 1)
+        if upto >= self._next_uid.get(uidvalidity, 1):
+            self._ledger.move_bookmark(acct.name, acct.folder, uidvalidity, upto)
+            self._next_uid[uidvalidity] = upto + 1
         if count:
             log.info("IMAP %s: stored %d new message(s) from %s", acct.name, count, acct.folder)
         return count
 
-    def _note_uidvalidity(self, uidvalidity: int, stored: set[int]) -> None:
+    def _stored(self, uidvalidity: int, uids: Iterable[int]) -> set[int]:
+        prefix = self.account.key_prefix(uidvalidity)
+        keys = self._ledger.stored_keys([f"{prefix}{uid}" for uid in sorted(uids)])
+        return {int(key[len(prefix) :]) for key in keys}
+
+    def _note_uidvalidity(self, uidvalidity: int) -> None:
+        """On the first poll of a UIDVALIDITY in this process: where the bookmark stands, and
+        whether the server changed UIDVALIDITY (every message then gets a new key)."""
         previous = self._last_uidvalidity
         self._last_uidvalidity = uidvalidity
         if previous == uidvalidity:
             return
+        bookmarks = self._ledger.bookmarks(self.account.name, self.account.folder)
+        if uidvalidity in bookmarks:
+            # After a restart the bookmark is the best-known boundary: mail beyond it is new.
+            self._next_uid.setdefault(uidvalidity, bookmarks[uidvalidity] + 1)
         if previous is not None:
             changed_from: str | None = str(previous)
-        elif stored:
+        elif uidvalidity in bookmarks:
             changed_from = None
         else:
-            # Nothing stored under this UIDVALIDITY: a first connection, or a change while
-            # the gateway was down (then keys exist under another UIDVALIDITY).
-            folder_prefix = self.account.folder_prefix
-            older = {
-                m.group(1)
-                for key in self._stored_keys(folder_prefix)
-                if (m := _UID_SUFFIX.fullmatch(key[len(folder_prefix) :]))
-                and m.group(1) != str(uidvalidity)
-            }
-            changed_from = ", ".join(sorted(older)) if older else None
+            # Nothing handled under this UIDVALIDITY: a first connection, or a change while
+            # the gateway was down (then there are bookmarks of another UIDVALIDITY).
+            older = sorted(str(v) for v in bookmarks if v != uidvalidity)
+            changed_from = ", ".join(older) if older else None
             if not older:
                 log.info(
                     "IMAP %s: first poll of %s, taking mail of the last %d day(s)",
@@ -496,8 +511,7 @@ class ImapPoller:
             on_server = set(client.search(["SINCE", since]))
         finally:
             _close(client)
-        prefix = self.account.key_prefix(uidvalidity)
-        stored = _uids_under(self._stored_keys(prefix), prefix)
+        stored = self._stored(uidvalidity, on_server)
         # A copy: `run` may be adding to the set in another thread.
         dups = {uid for (validity, uid) in self._duplicates.copy() if validity == uidvalidity}
         return {

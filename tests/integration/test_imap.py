@@ -15,18 +15,19 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from channels.email import imap
 from channels.email.imap import ImapAccount, ImapError, ImapPoller
 from gateway.db import make_engine, upgrade
+from gateway.inbound import FolderLedger
 from tests.support.dovecot import (  # noqa: F401  (importing registers the fixtures)
     Dovecot,
     _free_port,
     dovecot_factory_fixture,
     dovecot_fixture,
 )
-from tickets.inbound import IncomingMail, source_keys_stored, store_incoming
+from tickets.inbound import IncomingMail, store_incoming
 from tickets.models import InboundMail
 
 USER = "support@example.test"
@@ -60,9 +61,9 @@ class Db:
         with Session(self.engine) as s, s.begin():
             return store_incoming(s, mails, dt.datetime.now(dt.UTC))
 
-    def stored_keys(self, prefix: str) -> set[str]:
-        with Session(self.engine) as s:
-            return source_keys_stored(s, prefix)
+    @property
+    def ledger(self) -> FolderLedger:
+        return FolderLedger(sessionmaker(self.engine), lambda: dt.datetime.now(dt.UTC))
 
     def stored_hashes(self, shas: Sequence[str]) -> set[str]:
         with Session(self.engine) as s:
@@ -89,7 +90,7 @@ class Db:
         return ImapPoller(
             account,
             store or self.store,
-            self.stored_keys,
+            self.ledger,
             self.stored_hashes,
             on_stored=self.stored_ids.append,
         )
@@ -281,6 +282,34 @@ def test_old_dated_mail_arriving_after_the_first_poll_is_taken(dovecot: Dovecot,
     dovecot.deliver(USER, message("imported"), msg_time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     assert poller.poll_once() == 1
     poller.close()
+
+
+def test_a_restarted_poller_goes_on_from_the_bookmark_in_the_database(
+    dovecot: Dovecot, db: Db
+) -> None:
+    """The highest UID looked at is kept per UIDVALIDITY: after a restart, mail beyond it is
+    taken whatever its date, and old mail the first poll left outside the window stays left."""
+    ancient = dovecot.deliver(
+        USER, message("ancient"), msg_time=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    )
+    dovecot.deliver(USER, message("first"))
+    first = db.poller(account(dovecot, backfill_days=1))
+    assert first.poll_once() == 1
+    first.close()
+    with dovecot.login(USER) as client:
+        validity = int(client.select_folder("INBOX")[b"UIDVALIDITY"])
+    assert db.ledger.bookmarks(NAME, "INBOX") == {validity: ancient + 1}
+
+    # Down for a while; meanwhile an imported, old-dated message arrives.
+    late = message("imported")
+    imported = dovecot.deliver(USER, late, msg_time=dt.datetime(2020, 1, 2, tzinfo=dt.UTC))
+    again = db.poller(account(dovecot, backfill_days=1))
+    assert again.poll_once() == 1
+    assert db.rows()[-1].raw == late
+    assert b"\\Seen" not in server_flags(dovecot)[ancient]
+    assert db.ledger.bookmarks(NAME, "INBOX") == {validity: imported}
+    assert again.poll_once() == 0
+    again.close()
 
 
 def test_reconcile_reports_what_a_poll_would_take(dovecot: Dovecot, db: Db) -> None:
