@@ -379,7 +379,8 @@ def inbound_counts(gateway: Gateway, after_id: int) -> dict[str, int]:
 
     from tickets.models import InboundMail
 
-    with gateway.services.runtime.unit_of_work() as session:
+    # A read-only session: the bench watches without taking the gateway's write lock.
+    with gateway.services.runtime.reading() as session:
         rows = session.execute(
             select(InboundMail.state, func.count())
             .where(InboundMail.id > after_id)
@@ -393,7 +394,7 @@ def max_inbound_id(gateway: Gateway) -> int:
 
     from tickets.models import InboundMail
 
-    with gateway.services.runtime.unit_of_work() as session:
+    with gateway.services.runtime.reading() as session:
         return int(session.scalar(select(func.max(InboundMail.id))) or 0)
 
 
