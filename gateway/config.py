@@ -48,7 +48,7 @@ class SmtpConfig(_Section):
     # How often the accepted addresses are reloaded (channels added or disabled at run time).
     routes_refresh_seconds: float = Field(default=10.0, gt=0)
     # Under load, how long the first accepted mail of a commit waits for others to share it.
-    group_commit_ms: float = Field(default=2.0, ge=0, le=50)
+    group_commit_ms: float = Field(default=1.0, ge=0, le=50)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
 
