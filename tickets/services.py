@@ -423,18 +423,19 @@ def add_customer_message(
     return message
 
 
-def _insert(session: Session, table: Any, rows: list[dict[str, Any]]) -> list[int]:
-    """Core INSERT .. RETURNING id of `rows`, in order (one statement for many rows)."""
-    statement = _INSERTS.get(table)
+def _insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
+    """Core INSERT .. RETURNING id of `rows` into the model's table, in order."""
+    statement = _INSERTS.get(model)
     if statement is None:
         # Built once: constructing a statement costs more than SQLAlchemy's cached execution.
-        statement = _INSERTS[table] = table.insert().returning(
+        table = _table(model)
+        statement = _INSERTS[model] = table.insert().returning(
             table.c.id, sort_by_parameter_order=True
         )
     return [int(row_id) for row_id in session.execute(statement, rows).scalars()]
 
 
-_INSERTS: dict[Any, Any] = {}
+_INSERTS: dict[type[Any], Any] = {}
 
 
 def _table(model: type[Any]) -> Table:
@@ -450,12 +451,12 @@ def insert_customer(
     written with two Core statements; `create_customer` does the same through the ORM."""
     [customer_id] = _insert(
         session,
-        Customer.__table__,
+        Customer,
         [{"app_id": app_id, "name": name, "locale": None, "created_at": now}],
     )
     _insert(
         session,
-        CustomerAddress.__table__,
+        CustomerAddress,
         [
             {
                 "app_id": app_id,
@@ -500,7 +501,7 @@ def add_customer_message_without_effects(
     if conversation is None:
         [conversation_id] = _insert(
             session,
-            Conversation.__table__,
+            Conversation,
             [
                 {
                     "app_id": app_id,
@@ -535,7 +536,7 @@ def add_customer_message_without_effects(
             set_committed_value(conversation, key, value)  # the loaded object stays true
     [message_id] = _insert(
         session,
-        Message.__table__,
+        Message,
         [
             {
                 "conversation_id": conversation_id,

@@ -74,9 +74,9 @@ class BatchIndex:
 
     The thread refs of every Message-ID the batch's mails carry or cite, the conversations
     they point at (with customer, addresses and ticket), and the customers of the senders.
-    A mail stored by `step_store` adds its refs once its savepoint is released (`keep`);
-    anything else that may write refs or customers (an agent's mail, a bounce, the ORM path)
-    calls `forget`, and later lookups ask the database again.
+    A mail stored by `step_store` adds its refs once it is through (`keep`); anything else
+    that may have written refs or customers (an agent's mail, a bounce, a failure) makes it
+    `forget`, and later lookups ask the database again.
 
     Only for a transaction that holds the database's single write lock (SQLite): with
     concurrent writers (PostgreSQL workers) a read made before the dedupe lock could be stale.

@@ -319,3 +319,112 @@ def test_agent_emails_are_unique_per_app(session, app, agent, now):
         services.add_agent(session, app, "ANA@acme.test", "Ana again", now)
     with pytest.raises(InvalidValue, match="not a role"):
         services.add_agent(session, app, "new@acme.test", "New", now, role="owner")
+
+
+def _rows(session: Session, conversation_id: int) -> dict[str, object]:
+    """What a conversation, its messages and its events hold, without ids and owners."""
+    from sqlalchemy import select
+
+    from tickets.models import Event, Message
+
+    session.expire_all()
+    conversation = session.get(Conversation, conversation_id)
+    assert conversation is not None
+    messages = session.scalars(select(Message).where(Message.conversation_id == conversation_id))
+    events = session.scalars(
+        select(Event).where(Event.conversation_id == conversation_id).order_by(Event.id)
+    )
+    return {
+        "conversation": {
+            k: getattr(conversation, k)
+            for k in (
+                "started_via",
+                "subject",
+                "state",
+                "channel_id",
+                "created_at",
+                "updated_at",
+                "last_customer_message_at",
+            )
+        },
+        "messages": [
+            (m.author_type, m.via, m.text, m.is_auto_reply, m.flags, m.from_address, m.created_at)
+            for m in messages
+        ],
+        "events": [
+            (
+                e.kind,
+                e.actor_type,
+                e.ticket_id,
+                {k: v for k, v in e.data.items() if k != "message_id"},
+            )
+            for e in events
+        ],
+    }
+
+
+@pytest.mark.parametrize("auto_reply", [False, True])
+def test_the_core_path_writes_what_the_orm_services_write(session, app, now, auto_reply):
+    """Inbound mail takes add_customer_message_without_effects; it must leave the same rows
+    and events as start_conversation and add_customer_message would."""
+    fields = {"from_address": "dee@example.com", "flags": {"thread_rule": "x"}}
+    orm_customer = services.create_customer(session, app, now, name="Dee", email="d1@example.com")
+    core_customer = services.create_customer(session, app, now, name="Dee", email="d2@example.com")
+    orm, _ = services.start_conversation(
+        session,
+        app,
+        orm_customer,
+        "email",
+        "First",
+        now,
+        subject="Hello",
+        is_auto_reply=auto_reply,
+        **fields,
+    )
+    made = services.add_customer_message_without_effects(
+        session,
+        app.id,
+        core_customer.id,
+        None,
+        services.Via.EMAIL,
+        "First",
+        now,
+        subject="Hello",
+        is_auto_reply=auto_reply,
+        **fields,
+    )
+    assert made is not None
+    core_id = made[0]
+    later = now + H
+    services.add_customer_message(
+        session, orm, "Second", "email", later, is_auto_reply=auto_reply, **fields
+    )
+    core = session.get(Conversation, core_id)
+    assert (
+        services.add_customer_message_without_effects(
+            session,
+            app.id,
+            core_customer.id,
+            core,
+            services.Via.EMAIL,
+            "Second",
+            later,
+            is_auto_reply=auto_reply,
+            **fields,
+        )
+        is not None
+    )
+    session.flush()
+    assert _rows(session, core_id) == _rows(session, orm.id)
+
+
+def test_the_core_path_declines_a_message_with_effects(session, app, now, conversation, agent):
+    services.convert(session, conversation, agent, now)
+    snoozed_customer = services.create_customer(session, app, now, email="s@example.com")
+    snoozed, _ = services.start_conversation(session, app, snoozed_customer, "chat", "Hi", now)
+    services.snooze(session, snoozed, now + H, services.Actor.agent(agent), now)
+    for taken in (conversation, snoozed):
+        made = services.add_customer_message_without_effects(
+            session, app.id, taken.customer_id, taken, services.Via.EMAIL, "Again", now
+        )
+        assert made is None
