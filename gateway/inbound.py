@@ -188,12 +188,12 @@ def process_batch(
     database work. One commit covers the batch, so a busy gateway pays for one per batch, not
     one per mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
 
-    A failing mail must not take the others with it. The batch is first run without
-    savepoints, since nearly every batch succeeds whole and a savepoint per mail costs two
-    statements and the ORM's bookkeeping; if any mail's pipeline fails, that transaction is
-    rolled back and the batch is run again with a savepoint per mail, where the failing one's
-    partial writes are undone and its row is quarantined with the reason (or left pending, for
-    a database conflict) while the rest are stored.
+    A failing mail must not take the others with it: each runs in a savepoint, and a failing
+    one's partial writes are undone and its row is quarantined with the reason (or left
+    pending, for a database conflict) while the rest are stored. On SQLite the batch is first
+    run without savepoints, since nearly every batch succeeds whole and a savepoint per mail
+    costs two statements and the ORM's bookkeeping; if any mail's pipeline fails, that
+    transaction is rolled back and the batch is run again with them.
 
     With `fill`, a batch smaller than BATCH_SIZE is topped up with the oldest other pending
     mail: under load, batches fill up and mail is processed in arrival order; the jobs of the
@@ -203,10 +203,15 @@ def process_batch(
         parsed = _parse_claimed(runtime, claimed)
         if not parsed:
             return {}
-        try:
-            return _process_parsed(runtime, parsed, savepoints=False)
-        except _RunAgainWithSavepoints:
-            return _process_parsed(runtime, parsed, savepoints=True)
+        # Without savepoints first only where this transaction is the only writer (SQLite):
+        # with concurrent workers (PostgreSQL) conflicts between batches are common enough
+        # that running whole batches again costs more than the savepoints save.
+        if runtime.engine.dialect.name == "sqlite":
+            try:
+                return _process_parsed(runtime, parsed, savepoints=False)
+            except _RunAgainWithSavepoints:
+                pass
+        return _process_parsed(runtime, parsed, savepoints=True)
 
 
 class _RunAgainWithSavepoints(Exception):
