@@ -15,7 +15,12 @@ from gateway.db import make_engine, upgrade
 from tickets import services
 from tickets.models import App, Base
 
-pytest_plugins = ["tests.support.dovecot", "tests.support.http", "tests.support.api_world"]
+pytest_plugins = [
+    "tests.support.dovecot",
+    "tests.support.http",
+    "tests.support.api_world",
+    "tests.support.smtp_sink",
+]
 
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 

@@ -1,5 +1,5 @@
 """End to end through real servers: the gateway (`gateway.server.start`: its aiosmtpd inbound
-server, workers and scheduler) and an aiosmtpd relay sink on loopback, driven with smtplib.
+server, workers and scheduler) and an aiosmtpd relay on loopback, driven with smtplib.
 
 A customer writes; the assignee's notification arrives at the sink; the agent answers it as
 Gmail, Outlook or Apple Mail would quote it, by SMTP to its Reply-To; the customer receives only
@@ -28,7 +28,7 @@ from tickets.vocabulary import find_internal_words
 SUPPORT = "support@acme.test"
 
 
-def make_config(tmp_path: Path, sink: SmtpSink) -> GatewayConfig:
+def make_config(tmp_path: Path, relay: SmtpSink) -> GatewayConfig:
     base = embedded_default()
     return base.model_copy(
         update={
@@ -37,7 +37,7 @@ def make_config(tmp_path: Path, sink: SmtpSink) -> GatewayConfig:
             "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
             "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
             "outbound": base.outbound.model_copy(
-                update={"transport": "smtp", "host": sink.host, "port": sink.port}
+                update={"transport": "smtp", "host": relay.host, "port": relay.port}
             ),
             "delivery": base.delivery.model_copy(update={"email_grace_seconds": 1}),
             "sweep_seconds": 0.3,
@@ -54,16 +54,9 @@ def make_config(tmp_path: Path, sink: SmtpSink) -> GatewayConfig:
 
 
 @pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    relay = SmtpSink().start()
-    yield relay
-    relay.stop()
-
-
-@pytest.fixture
-def gateway(tmp_path: Path, sink: SmtpSink, monkeypatch) -> Iterator[Services]:
+def gateway(tmp_path: Path, relay: SmtpSink, monkeypatch) -> Iterator[Services]:
     monkeypatch.delenv("GATEWAY_SECRET_KEY", raising=False)
-    running = start(make_config(tmp_path, sink), "all")
+    running = start(make_config(tmp_path, relay), "all")
     yield running
     running.stop()
 
@@ -84,10 +77,10 @@ def send(gateway: Services, msg: EmailMessage, to: str) -> None:
         client.send_message(msg, to_addrs=[to])
 
 
-def mails_to(sink: SmtpSink, address: str, subject_part: str = "") -> list[Received]:
+def mails_to(relay: SmtpSink, address: str, subject_part: str = "") -> list[Received]:
     return [
         m
-        for m in list(sink.messages)
+        for m in list(relay.messages)
         if address in m.rcpt_tos and subject_part in str(m.message["Subject"])
     ]
 
@@ -140,9 +133,9 @@ def answer(
     send(gateway, reply, str(note["Reply-To"]))
 
 
-def notification_for(sink: SmtpSink, text: str) -> Received:
+def notification_for(relay: SmtpSink, text: str) -> Received:
     def find():
-        for m in mails_to(sink, "ana@agents.test", "New message"):
+        for m in mails_to(relay, "ana@agents.test", "New message"):
             if text in m.message.get_body(("plain",)).get_content():
                 return m
         return None
@@ -151,10 +144,10 @@ def notification_for(sink: SmtpSink, text: str) -> Received:
 
 
 @pytest.mark.parametrize("style", STYLES)
-def test_an_agent_answers_a_notification_from_their_mail_client(gateway, sink, style):
+def test_an_agent_answers_a_notification_from_their_mail_client(gateway, relay, style):
     conversation_id = setup_ticket(gateway)
     customer_writes(gateway, "Any news about my parcel?")
-    notification = notification_for(sink, "Any news about my parcel?")
+    notification = notification_for(relay, "Any news about my parcel?")
     msg = notification.message
     assert msg["Auto-Submitted"] == "auto-generated"
     assert str(msg["Reply-To"]).startswith("support+") and msg["Reply-To"].endswith("@acme.test")
@@ -164,7 +157,7 @@ def test_an_agent_answers_a_notification_from_their_mail_client(gateway, sink, s
 
     label = ("label.pdf", "application/pdf", b"%PDF-1.4 return label")
     answer(gateway, notification, style, "Hi Sam, a new one is on its way.", (label,))
-    [to_customer] = wait_for(lambda: mails_to(sink, "sam@example.com"))
+    [to_customer] = wait_for(lambda: mails_to(relay, "sam@example.com"))
     # The agent's attachment is passed on to the customer.
     [attached] = list(to_customer.message.iter_attachments())
     assert (attached.get_filename(), attached.get_content()) == ("label.pdf", label[2])
@@ -180,10 +173,10 @@ def test_an_agent_answers_a_notification_from_their_mail_client(gateway, sink, s
         assert conversation.messages[-1].text == "Hi Sam, a new one is on its way."
 
 
-def test_a_note_answer_stays_internal_and_commands_change_the_ticket(gateway, sink):
+def test_a_note_answer_stays_internal_and_commands_change_the_ticket(gateway, relay):
     conversation_id = setup_ticket(gateway)
     customer_writes(gateway, "Can I get a refund instead?")
-    notification = notification_for(sink, "Can I get a refund instead?")
+    notification = notification_for(relay, "Can I get a refund instead?")
     answer(
         gateway,
         notification,
@@ -207,17 +200,17 @@ def test_a_note_answer_stays_internal_and_commands_change_the_ticket(gateway, si
         assert ticket.assignee.email == "bob@agents.test"
         assert [t.name for t in conversation.tags] == ["refund"]
     # Bob is told he was assigned; Sam gets nothing.
-    wait_for(lambda: mails_to(sink, "bob@agents.test", "Assigned to you"))
+    wait_for(lambda: mails_to(relay, "bob@agents.test", "Assigned to you"))
     time.sleep(1.5)
-    assert mails_to(sink, "sam@example.com") == []
+    assert mails_to(relay, "sam@example.com") == []
 
 
 def test_a_forwarded_notification_answered_by_someone_else_is_quarantined_and_ana_told(
-    gateway, sink
+    gateway, relay
 ):
     setup_ticket(gateway)
     customer_writes(gateway, "Hello?")
-    notification = notification_for(sink, "Hello?")
+    notification = notification_for(relay, "Hello?")
     forwarded = EmailMessage()
     forwarded["From"] = "Eve <eve@elsewhere.test>"
     forwarded["To"] = str(notification.message["Reply-To"])
@@ -225,11 +218,11 @@ def test_a_forwarded_notification_answered_by_someone_else_is_quarantined_and_an
     forwarded.set_content("I'll take this one. Refund on its way!")
     send(gateway, forwarded, str(notification.message["Reply-To"]))
 
-    [notice] = wait_for(lambda: mails_to(sink, "ana@agents.test", "not accepted"))
+    [notice] = wait_for(lambda: mails_to(relay, "ana@agents.test", "not accepted"))
     assert "eve@elsewhere.test" in notice.message.get_body(("plain",)).get_content()
-    assert mails_to(sink, "eve@elsewhere.test") == []
+    assert mails_to(relay, "eve@elsewhere.test") == []
     with gateway.runtime.unit_of_work() as s:
         row = s.scalar(select(InboundMail).where(InboundMail.state == InboundState.QUARANTINED))
         assert row is not None and "sender" in (row.reason or "")
     time.sleep(1.5)
-    assert mails_to(sink, "sam@example.com") == []
+    assert mails_to(relay, "sam@example.com") == []

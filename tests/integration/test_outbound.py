@@ -65,13 +65,6 @@ def make_config(tmp_path: Path, **outbound_settings: object) -> GatewayConfig:
     )
 
 
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    relay = SmtpSink().start()
-    yield relay
-    relay.stop()
-
-
 def make_runtime(config: GatewayConfig) -> tuple[Runtime, Clock]:
     rt = Runtime.create(config)
     clock = Clock(T0)
@@ -80,13 +73,13 @@ def make_runtime(config: GatewayConfig) -> tuple[Runtime, Clock]:
 
 
 @pytest.fixture
-def gw(tmp_path: Path, sink: SmtpSink) -> Iterator[tuple[Runtime, Clock]]:
+def gw(tmp_path: Path, relay: SmtpSink) -> Iterator[tuple[Runtime, Clock]]:
     rt, clock = make_runtime(
         make_config(
             tmp_path,
             transport="smtp",
-            host=sink.host,
-            port=sink.port,
+            host=relay.host,
+            port=relay.port,
             retry_schedule=["1m", "5m"],
             give_up_after="1h",
             timeout_seconds=5,
@@ -142,7 +135,7 @@ def body_html(received) -> str:
     return received.message.get_body(("html",)).get_content()
 
 
-def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, sink):
+def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     clock.advance(30)
@@ -152,7 +145,7 @@ def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, s
     clock.advance(61)
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "queued"
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     msg = got.message
     assert got.rcpt_tos == ["chris@example.com"]
     assert got.mail_from == "support@localhost"
@@ -185,7 +178,7 @@ def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, s
         assert ref.conversation_id == cid and ref.outbound
 
 
-def test_several_replies_become_one_email(gw, sink):
+def test_several_replies_become_one_email(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     agent_reply(rt, cid, "Let me check with the warehouse.")
@@ -193,17 +186,17 @@ def test_several_replies_become_one_email(gw, sink):
     agent_reply(rt, cid, "Found it: a new lamp leaves today.")
     clock.advance(121)
     [_outcome] = deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     text = body_text(got)
     assert "Let me check with the warehouse." in text
     assert "Found it: a new lamp leaves today." in text
     assert "new messages" in text
     clock.advance(500)
     assert deliver_and_send(rt) == []
-    assert len(sink.messages) == 1
+    assert len(relay.messages) == 1
 
 
-def test_read_in_the_widget_during_grace_means_no_email(gw, sink):
+def test_read_in_the_widget_during_grace_means_no_email(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     mid = agent_reply(rt, cid, "Here is the tracking link.")
@@ -212,12 +205,12 @@ def test_read_in_the_widget_during_grace_means_no_email(gw, sink):
         delivery.mark_read(s, s.get(Conversation, cid), rt.clock())
     clock.advance(200)
     deliver_and_send(rt)
-    assert sink.messages == []
+    assert relay.messages == []
     with rt.unit_of_work() as s:
         assert s.get(Message, mid).delivery_state == "read"
 
 
-def test_a_customer_in_the_widget_gets_no_email_until_they_leave(gw, sink):
+def test_a_customer_in_the_widget_gets_no_email_until_they_leave(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     agent_reply(rt, cid, "Are you still there?")
@@ -228,14 +221,14 @@ def test_a_customer_in_the_widget_gets_no_email_until_they_leave(gw, sink):
         )
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "widget"
-    assert sink.messages == []
+    assert relay.messages == []
     clock.advance(121)  # gone from the widget, message still unread
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "queued"
-    assert len(sink.wait_for(1)) == 1
+    assert len(relay.wait_for(1)) == 1
 
 
-def test_without_an_address_messages_wait_and_the_conversation_warns(gw, sink):
+def test_without_an_address_messages_wait_and_the_conversation_warns(gw, relay):
     rt, clock = gw
     cid = chat(rt, email=None)
     mid = agent_reply(rt, cid, "We need your order number.")
@@ -251,11 +244,11 @@ def test_without_an_address_messages_wait_and_the_conversation_warns(gw, sink):
     clock.advance(121)
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "queued"
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     assert got.rcpt_tos == ["late@example.com"]
 
 
-def test_a_bounced_address_is_not_written_to(gw, sink):
+def test_a_bounced_address_is_not_written_to(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     with rt.unit_of_work() as s:
@@ -265,10 +258,10 @@ def test_a_bounced_address_is_not_written_to(gw, sink):
     clock.advance(121)
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "blocked" and "bounced" in outcome.detail
-    assert sink.messages == []
+    assert relay.messages == []
 
 
-def test_no_email_channel_means_a_warning(tmp_path, sink):
+def test_no_email_channel_means_a_warning(tmp_path, relay):
     config = make_config(tmp_path).model_copy(update={"apps": []})
     rt, clock = make_runtime(config)
     with rt.unit_of_work() as s:
@@ -287,7 +280,7 @@ def test_no_email_channel_means_a_warning(tmp_path, sink):
     rt.close()
 
 
-def test_the_ticket_layer_and_notes_never_reach_the_customer(gw, sink):
+def test_the_ticket_layer_and_notes_never_reach_the_customer(gw, relay):
     rt, clock = gw
     cid = chat(rt, text="I want a refund for the concert ticket I bought")
     with rt.unit_of_work() as s:
@@ -301,7 +294,7 @@ def test_the_ticket_layer_and_notes_never_reach_the_customer(gw, sink):
         number = ticket.number
     clock.advance(121)
     deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     visible_html = re.sub(r"<[^>]*>", " ", body_html(got))
     everything = body_text(got) + visible_html
     for header, value in got.message.items():
@@ -314,7 +307,7 @@ def test_the_ticket_layer_and_notes_never_reach_the_customer(gw, sink):
     assert "concert ticket" in got.message["Subject"]
 
 
-def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, sink, tmp_path, caplog):
+def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, relay, tmp_path, caplog):
     import shutil
 
     from channels.email.render import EmailTemplates, default_root
@@ -334,7 +327,7 @@ def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, sink, tmp
     [outcome] = deliver_and_send(rt)
     assert outcome.what == "held"
     assert "VOCABULARY GUARD" in caplog.text
-    assert sink.messages == []
+    assert relay.messages == []
     with rt.unit_of_work() as s:
         row = s.get(Outbox, outcome.outbox_id)
         assert row.state == OutboxState.HELD and "ticket" in row.last_error
@@ -346,12 +339,12 @@ def test_a_template_that_says_ticket_is_held_loudly_and_never_sent(gw, sink, tmp
         assert outcome.outbox_id not in outbox.due_ids(s, clock.advance(3600), 100)
 
 
-def test_a_temporary_failure_is_retried_with_the_configured_backoff(gw, sink):
+def test_a_temporary_failure_is_retried_with_the_configured_backoff(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     mid = agent_reply(rt, cid, "Checking.")
     clock.advance(121)
-    sink.answer = "451 4.3.0 try again later"
+    relay.answer = "451 4.3.0 try again later"
     [outcome] = deliver_and_send(rt)
     with rt.unit_of_work() as s:
         row = s.get(Outbox, outcome.outbox_id)
@@ -359,17 +352,17 @@ def test_a_temporary_failure_is_retried_with_the_configured_backoff(gw, sink):
         assert row.next_attempt_at == clock.now + dt.timedelta(minutes=1)
         assert "451" in s.get(Message, mid).delivery_error
         assert outcome.outbox_id not in outbox.due_ids(s, clock.now, 100)
-    sink.answer = None
+    relay.answer = None
     clock.advance(61)
     with rt.unit_of_work() as s:
         assert outbox.due_ids(s, clock.now, 100) == [outcome.outbox_id]
     assert outbound.send_outbound(rt, outcome.outbox_id) == OutboxState.SENT
-    assert len(sink.wait_for(1)) == 1
+    assert len(relay.wait_for(1)) == 1
     with rt.unit_of_work() as s:
         assert s.get(Message, mid).delivery_state == "sent"
 
 
-def test_a_5xx_gives_up_at_once_notes_it_and_tells_the_assignee(gw, sink):
+def test_a_5xx_gives_up_at_once_notes_it_and_tells_the_assignee(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     with rt.unit_of_work() as s:
@@ -381,7 +374,7 @@ def test_a_5xx_gives_up_at_once_notes_it_and_tells_the_assignee(gw, sink):
         agent_id = agent.id
     mid = agent_reply(rt, cid, "Here you go.")
     clock.advance(121)
-    sink.answer = "550 5.1.1 no such mailbox"
+    relay.answer = "550 5.1.1 no such mailbox"
     [outcome] = deliver_and_send(rt)
     with rt.unit_of_work() as s:
         row = s.get(Outbox, outcome.outbox_id)
@@ -395,12 +388,12 @@ def test_a_5xx_gives_up_at_once_notes_it_and_tells_the_assignee(gw, sink):
     assert outbound.send_outbound(rt, outcome.outbox_id) is None  # final: nothing more
 
 
-def test_retries_end_after_give_up_after(gw, sink):
+def test_retries_end_after_give_up_after(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     agent_reply(rt, cid, "Hi")
     clock.advance(121)
-    sink.stop()  # the relay is down
+    relay.stop()  # the relay is down
     [outcome] = deliver_and_send(rt)
     states = []
     for _ in range(30):
@@ -415,10 +408,10 @@ def test_retries_end_after_give_up_after(gw, sink):
         row = s.get(Outbox, outcome.outbox_id)
         assert "gave up after" in row.last_error
         assert clock.now - row.created_at <= dt.timedelta(hours=1, minutes=10)
-    sink.start()
+    relay.start()
 
 
-def test_two_attempts_at_one_row_send_one_email(gw, sink):
+def test_two_attempts_at_one_row_send_one_email(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     agent_reply(rt, cid, "Once only")
@@ -428,10 +421,10 @@ def test_two_attempts_at_one_row_send_one_email(gw, sink):
         assert outbox.claim(s, outcome.outbox_id, "other-worker", rt.clock()) is not None
     # Another worker holds the claim: this attempt does nothing.
     assert outbound.send_outbound(rt, outcome.outbox_id) is None
-    assert sink.messages == []
+    assert relay.messages == []
 
 
-def test_a_row_left_sending_by_a_dead_smtp_attempt_is_held_not_resent(gw, sink):
+def test_a_row_left_sending_by_a_dead_smtp_attempt_is_held_not_resent(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     mid = agent_reply(rt, cid, "Crash test")
@@ -443,12 +436,12 @@ def test_a_row_left_sending_by_a_dead_smtp_attempt_is_held_not_resent(gw, sink):
     assert outbound.send_outbound(rt, outcome.outbox_id) is None  # not stale yet
     clock.advance(16 * 60)
     assert outbound.send_outbound(rt, outcome.outbox_id) == OutboxState.HELD
-    assert sink.messages == []
+    assert relay.messages == []
     with rt.unit_of_work() as s:
         assert s.get(Message, mid).delivery_state == "held"
         outbox.retry(s, outcome.outbox_id, rt.clock())  # an agent decides to resend
     assert outbound.send_outbound(rt, outcome.outbox_id) == OutboxState.SENT
-    assert len(sink.wait_for(1)) == 1
+    assert len(relay.wait_for(1)) == 1
 
 
 def test_a_row_left_sending_with_the_file_transport_is_settled_by_the_file(tmp_path):
@@ -477,7 +470,7 @@ def test_a_row_left_sending_with_the_file_transport_is_settled_by_the_file(tmp_p
     rt.close()
 
 
-def test_rows_of_one_conversation_go_out_in_order(gw, sink):
+def test_rows_of_one_conversation_go_out_in_order(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     ids = []
@@ -485,9 +478,9 @@ def test_rows_of_one_conversation_go_out_in_order(gw, sink):
         agent_reply(rt, cid, text)
         clock.advance(121)
         ids.append(outbound.deliver(rt, cid).outbox_id)
-    sink.answer = "451 busy"
+    relay.answer = "451 busy"
     assert outbound.send_outbound(rt, ids[0]) == OutboxState.PENDING
-    sink.answer = None
+    relay.answer = None
     # The second may not overtake the first, however often it is tried.
     assert outbound.send_outbound(rt, ids[1]) is None
     with rt.unit_of_work() as s:
@@ -495,11 +488,11 @@ def test_rows_of_one_conversation_go_out_in_order(gw, sink):
     clock.advance(61)
     assert outbound.send_outbound(rt, ids[0]) == OutboxState.SENT
     assert outbound.send_outbound(rt, ids[1]) == OutboxState.SENT
-    texts = [body_text(m) for m in sink.wait_for(2)]
+    texts = [body_text(m) for m in relay.wait_for(2)]
     assert "first" in texts[0] and "second" in texts[1]
 
 
-def test_an_email_conversation_is_answered_in_its_own_thread(gw, sink):
+def test_an_email_conversation_is_answered_in_its_own_thread(gw, relay):
     rt, clock = gw
     with rt.unit_of_work() as s:
         app = services.get_app(s, "demo")
@@ -519,21 +512,21 @@ def test_an_email_conversation_is_answered_in_its_own_thread(gw, sink):
     agent_reply(rt, cid, "Looking into it.")
     clock.advance(121)
     deliver_and_send(rt)
-    [first] = sink.wait_for(1)
+    [first] = relay.wait_for(1)
     assert first.message["Subject"] == "Re: Parcel ticket 4411 missing"
     assert first.message["In-Reply-To"] == "<theirs-1@example.org>"
     assert first.message["References"] == "<theirs-1@example.org>"
     agent_reply(rt, cid, "Found it.")
     clock.advance(121)
     deliver_and_send(rt)
-    second = sink.wait_for(2)[1]
+    second = relay.wait_for(2)[1]
     assert second.message["References"].split() == [
         first.message["Message-ID"],
         "<theirs-1@example.org>",
     ]
 
 
-def test_crlf_in_names_cannot_inject_headers(gw, sink):
+def test_crlf_in_names_cannot_inject_headers(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     with rt.unit_of_work() as s:
@@ -549,13 +542,13 @@ def test_crlf_in_names_cannot_inject_headers(gw, sink):
         services.add_agent_message(s, conversation, evil, "hi", rt.clock())
     clock.advance(121)
     deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     assert got.rcpt_tos == ["chris@example.com"]
     assert got.message["Bcc"] is None
     assert "\n" not in str(got.message["From"]) and "\r" not in str(got.message["From"])
 
 
-def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
+def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, relay):
     import base64
     import subprocess
 
@@ -571,7 +564,7 @@ def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
         capture_output=True,
     ).stdout
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-    config = make_config(tmp_path, transport="smtp", host=sink.host, port=sink.port)
+    config = make_config(tmp_path, transport="smtp", host=relay.host, port=relay.port)
     app = config.apps[0]
     channel = ChannelConfig(
         name="support",
@@ -586,7 +579,7 @@ def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
     agent_reply(rt, cid, "Signed and sealed.")
     clock.advance(121)
     deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     assert got.raw.startswith(b"DKIM-Signature:")
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
@@ -600,25 +593,25 @@ def test_a_channel_with_dkim_signs_what_it_sends(tmp_path, sink):
     rt.close()
 
 
-def test_a_channel_with_its_own_relay_sends_through_it(tmp_path, sink):
+def test_a_channel_with_its_own_relay_sends_through_it(tmp_path, relay):
     rt, clock = make_runtime(make_config(tmp_path, transport="file"))
     with rt.unit_of_work() as s:
         channel = s.scalar(select(Channel).where(Channel.name == "support"))
         channel.settings = {
             **channel.settings,
-            "smtp": {"host": sink.host, "port": sink.port, "starttls": False},
+            "smtp": {"host": relay.host, "port": relay.port, "starttls": False},
         }
     cid = chat(rt)
     agent_reply(rt, cid, "Through the channel's relay")
     clock.advance(121)
     deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     assert "Through the channel's relay" in body_text(got)
     assert list(rt.config.outbound_dir.glob("*.eml")) == []
     rt.close()
 
 
-def test_system_mail_is_marked_automatic_and_comes_from_the_brand(gw, sink):
+def test_system_mail_is_marked_automatic_and_comes_from_the_brand(gw, relay):
     rt, clock = gw
     cid = chat(rt)
     with rt.unit_of_work() as s:
@@ -628,14 +621,14 @@ def test_system_mail_is_marked_automatic_and_comes_from_the_brand(gw, sink):
         )
     clock.advance(121)
     deliver_and_send(rt)
-    [got] = sink.wait_for(1)
+    [got] = relay.wait_for(1)
     assert got.message["Auto-Submitted"] == "auto-generated"
     assert got.message["From"].addresses[0].display_name == "Demo"
     assert "The fix for your problem is live." in body_text(got)
 
 
 def test_a_relay_password_missing_from_the_environment_fails_sends_not_the_sweep(
-    tmp_path, sink, monkeypatch
+    tmp_path, relay, monkeypatch
 ):
     from gateway.scheduler import due_outbox
 
@@ -644,8 +637,8 @@ def test_a_relay_password_missing_from_the_environment_fails_sends_not_the_sweep
         make_config(
             tmp_path,
             transport="smtp",
-            host=sink.host,
-            port=sink.port,
+            host=relay.host,
+            port=relay.port,
             username="gw",
             password_env="GW_TEST_RELAY_PASSWORD",
         )
@@ -663,5 +656,5 @@ def test_a_relay_password_missing_from_the_environment_fails_sends_not_the_sweep
         assert "GW_TEST_RELAY_PASSWORD" in row.last_error
         clock.advance(3600)
         assert due_outbox(s, clock.now)  # the sweep still finds the row to retry
-    assert sink.messages == []
+    assert relay.messages == []
     rt.close()

@@ -52,13 +52,6 @@ def outage_config(tmp_path: Path, relay: SmtpSink) -> GatewayConfig:
 
 
 @pytest.fixture
-def relay() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def gateway(tmp_path: Path, relay: SmtpSink) -> Iterator[Services]:
     running = start(outage_config(tmp_path, relay))
     yield running

@@ -51,13 +51,6 @@ def scenario_config(tmp_path: Path, relay: SmtpSink) -> GatewayConfig:
 
 
 @pytest.fixture
-def relay() -> Iterator[SmtpSink]:
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
 def gateway(tmp_path: Path, relay: SmtpSink) -> Iterator[Services]:
     running = start(scenario_config(tmp_path, relay))
     yield running

@@ -9,12 +9,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 
 
@@ -81,3 +83,11 @@ class SmtpSink:
             time.sleep(0.02)
         with self.lock:
             return list(self.messages)
+
+
+@pytest.fixture
+def relay() -> Iterator[SmtpSink]:
+    """An SmtpSink standing in for the outbound relay, stopped after the test."""
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
