@@ -155,6 +155,11 @@ class _FileLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
+def reading_engine(engine: Engine) -> Engine:
+    """The engine for transactions that only read (on SQLite: no write lock, see READ_ONLY)."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -36,6 +36,7 @@ from channels.email.parse import (
 from channels.email.process import BatchIndex, ChannelRules, Processing, run_pipeline
 from channels.email.smtp import Route
 from gateway.config import ConfigError, GatewayConfig
+from gateway.db import reading_engine, session_factory
 from gateway.runtime import Runtime
 from tickets import inbound as inbound_store
 from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState, ThreadRef
@@ -206,12 +207,18 @@ def process_batch(
         # Without savepoints first only where this transaction is the only writer (SQLite):
         # with concurrent workers (PostgreSQL) conflicts between batches are common enough
         # that running whole batches again costs more than the savepoints save.
-        if runtime.engine.dialect.name == "sqlite":
+        if _sole_writer(runtime.engine):
             try:
                 return _process_parsed(runtime, parsed, savepoints=False)
             except _RunAgainWithSavepoints:
                 pass
         return _process_parsed(runtime, parsed, savepoints=True)
+
+
+def _sole_writer(bind: Engine | Connection) -> bool:
+    """A transaction here is the only writer until it ends (SQLite's single write lock):
+    what it reads stays true, and a batch rarely meets a conflict."""
+    return bind.dialect.name == "sqlite"
 
 
 class _RunAgainWithSavepoints(Exception):
@@ -311,8 +318,7 @@ class _Batch:
         self.outcomes: dict[int, Outcome] = {}
         self._apps: dict[int | None, App] = {}
         self._rules: dict[int | None, ChannelRules] = {}
-        # One transaction at a time writes to SQLite, so what it reads stays true till it ends.
-        self.index = BatchIndex(session) if session.get_bind().dialect.name == "sqlite" else None
+        self.index = BatchIndex(session) if _sole_writer(session.get_bind()) else None
 
     def look_up(
         self, rows: Sequence[InboundMail], parsed: dict[int, ParsedMail | Exception]
@@ -362,6 +368,9 @@ class _Batch:
 
     def _failed(self, row: InboundMail, failure: Exception) -> Outcome:
         session, now = self.session, self.now
+        # Undone by the savepoint: the row's marks and what the index took in may be gone.
+        session.expire(row, _MARKED)
+        self._forget()
         if isinstance(failure, MessageRejected):
             reason = str(failure)
         elif isinstance(failure, OperationalError | IntegrityError):
@@ -370,8 +379,6 @@ class _Batch:
             # undone and the mail stays pending for the actor's retry. Only a mail that keeps
             # failing this way is quarantined.
             reason = f"{type(failure.orig).__name__}: {str(failure.orig).splitlines()[0]}"
-            session.expire(row, _MARKED)
-            self._forget()
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
                 log.warning("inbound mail %s: %s; will retry", row.id, reason)
@@ -380,8 +387,6 @@ class _Batch:
         else:
             log.error("processing inbound mail %s failed", row.id, exc_info=failure)
             reason = f"{type(failure).__name__}: {failure}"
-        self._forget()  # undone by the savepoint: what the index took in may be gone
-        session.expire(row, _MARKED)
         row.attempts += 1
         inbound_store.quarantine(session, row, reason, now)
         if isinstance(failure, AgentMailRejected):
@@ -550,46 +555,39 @@ def imap_pollers(
 def _poller(
     runtime: Runtime, account: ImapAccount, on_stored: Callable[[int], object]
 ) -> ImapPoller:
-    def stored_hashes(shas: Sequence[str]) -> set[str]:
-        with runtime.unit_of_work() as session:
-            return set(
-                session.scalars(
-                    select(InboundMail.sha256).where(
-                        InboundMail.sha256.in_(list(shas)),
-                        InboundMail.source_key.startswith(f"imap:{account.name}:"),
-                    )
-                )
-            )
-
-    def notify(inbound_id: int) -> None:
-        on_stored(inbound_id)
-
     return ImapPoller(
         account,
         lambda mails: store_batch(runtime, mails),
-        FolderLedger(runtime.sessions, runtime.clock),
-        stored_hashes,
-        notify,
+        FolderLedger(runtime.engine, runtime.clock),
+        on_stored,
         runtime.clock,
     )
 
 
 class FolderLedger:
-    """The IMAP poller's view of the database: which keys are stored, and the bookmarks."""
+    """The IMAP poller's view of the database: which keys and bytes are stored, and the
+    folders' bookmarks. Its questions are read-only sessions: on SQLite they do not queue for
+    the write lock behind the accept path and the workers."""
 
-    def __init__(self, sessions: Callable[[], Session], clock: Callable[[], dt.datetime]) -> None:
-        self._sessions, self._clock = sessions, clock
+    def __init__(self, engine: Engine, clock: Callable[[], dt.datetime]) -> None:
+        self._writing = session_factory(engine)
+        self._reading = session_factory(reading_engine(engine))
+        self._clock = clock
 
     def stored_keys(self, keys: Sequence[str]) -> set[str]:
-        with self._sessions() as session:
+        with self._reading() as session:
             return inbound_store.source_keys_among(session, keys)
 
+    def stored_hashes(self, account: str, shas: Sequence[str]) -> set[str]:
+        with self._reading() as session:
+            return inbound_store.hashes_stored(session, shas, f"imap:{account}:")
+
     def bookmarks(self, account: str, folder: str) -> dict[int, int]:
-        with self._sessions() as session:
+        with self._reading() as session:
             return inbound_store.imap_bookmarks(session, account, folder)
 
     def move_bookmark(self, account: str, folder: str, uidvalidity: int, uid: int) -> None:
-        with self._sessions() as session, session.begin():
+        with self._writing() as session, session.begin():
             inbound_store.move_imap_bookmark(
                 session, account, folder, uidvalidity, uid, self._clock()
             )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels.email.tokens import Keyring
 from gateway.config import AppConfig, GatewayConfig
-from gateway.db import READ_ONLY, make_engine, session_factory, upgrade, utcnow
+from gateway.db import make_engine, reading_engine, session_factory, upgrade, utcnow
 from tickets import services
 from tickets.models import App, Channel, ChannelAddress
 from tickets.sla import policy_json
@@ -66,7 +66,7 @@ class Runtime:
 
     @cached_property
     def _reading_engine(self) -> Engine:
-        return self.engine.execution_options(**{READ_ONLY: True})
+        return reading_engine(self.engine)
 
     def migrate(self) -> None:
         if self.engine.dialect.name == "postgresql":

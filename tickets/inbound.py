@@ -12,11 +12,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tickets.errors import NotAllowed, NotFound
 from tickets.models import ImapFolder, InboundMail, InboundState
+from tickets.services import insert_rows
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,7 @@ def store_incoming(session: Session, mails: Sequence[IncomingMail], now: dt.date
                 "received_at": now,
             }
         )
-    new_ids: list[int] = []
-    if new_rows:
-        table = InboundMail.__table__
-        assert isinstance(table, Table)
-        new_ids = list(
-            session.scalars(
-                insert(table).returning(table.c.id, sort_by_parameter_order=True), new_rows
-            )
-        )
+    new_ids = insert_rows(session, InboundMail, new_rows) if new_rows else []
     ids: list[int] = []
     fresh = iter(new_ids)
     for mail in mails:
@@ -108,6 +101,17 @@ def source_keys_among(session: Session, keys: Sequence[str]) -> set[str]:
             if key is not None
         )
     return found
+
+
+def hashes_stored(session: Session, shas: Sequence[str], key_prefix: str) -> set[str]:
+    """Which of these sha256 digests are stored under source keys starting with the prefix."""
+    return set(
+        session.scalars(
+            select(InboundMail.sha256).where(
+                InboundMail.sha256.in_(list(shas)), InboundMail.source_key.startswith(key_prefix)
+            )
+        )
+    )
 
 
 def imap_bookmarks(session: Session, account: str, folder: str) -> dict[int, int]:

@@ -180,7 +180,7 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
         }
     conversation_ids = {e.conversation_id for e in wanted if e.conversation_id is not None}
     # Held in this list: the identity map is weak, and recipients() finds them there.
-    conversations = (
+    _loaded = (
         session.scalars(
             select(Conversation)
             .where(Conversation.id.in_(conversation_ids))
@@ -220,7 +220,6 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
                 )
             )
             added += 1
-    del conversations
     session.flush()
     return added
 

@@ -423,7 +423,7 @@ def add_customer_message(
     return message
 
 
-def _insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
+def insert_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> list[int]:
     """Core INSERT .. RETURNING id of `rows` into the model's table, in order."""
     statement = _INSERTS.get(model)
     if statement is None:
@@ -449,12 +449,12 @@ def insert_customer(
 ) -> int:
     """A new customer with one address that no customer of the app has (the caller looked),
     written with two Core statements; `create_customer` does the same through the ORM."""
-    [customer_id] = _insert(
+    [customer_id] = insert_rows(
         session,
         Customer,
         [{"app_id": app_id, "name": name, "locale": None, "created_at": now}],
     )
-    _insert(
+    insert_rows(
         session,
         CustomerAddress,
         [
@@ -499,7 +499,7 @@ def add_customer_message_without_effects(
     events: list[dict[str, Any]] = []
     base = {"app_id": app_id, "ticket_id": None, "actor_type": "customer", "actor_id": customer_id}
     if conversation is None:
-        [conversation_id] = _insert(
+        [conversation_id] = insert_rows(
             session,
             Conversation,
             [
@@ -534,7 +534,7 @@ def add_customer_message_without_effects(
         session.execute(table.update().where(table.c.id == conversation_id).values(**times))
         for key, value in times.items():
             set_committed_value(conversation, key, value)  # the loaded object stays true
-    [message_id] = _insert(
+    [message_id] = insert_rows(
         session,
         Message,
         [

@@ -56,7 +56,6 @@ SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
 
 StoreMails = Callable[[Sequence[IncomingMail]], list[int]]
-StoredHashes = Callable[[Sequence[str]], set[str]]
 Clock = Callable[[], dt.datetime]
 
 
@@ -65,6 +64,11 @@ class FolderLedger(Protocol):
 
     def stored_keys(self, keys: Sequence[str]) -> set[str]:
         """Which of these source keys are stored."""
+        ...
+
+    def stored_hashes(self, account: str, shas: Sequence[str]) -> set[str]:
+        """Which of these sha256 digests are stored from the account (any folder or
+        UIDVALIDITY)."""
         ...
 
     def bookmarks(self, account: str, folder: str) -> dict[int, int]:
@@ -147,17 +151,14 @@ class ImapPoller:
         account: ImapAccount,
         store: StoreMails,
         ledger: FolderLedger,
-        stored_hashes: StoredHashes,
-        on_stored: Callable[[int], None] = _ignore,
+        on_stored: Callable[[int], object] = _ignore,
         clock: Clock = _utcnow,
         *,
         timeout: float = SOCKET_TIMEOUT,
     ) -> None:
         """`store` must commit before it returns: only then are the messages marked.
 
-        `ledger` answers which keys are stored and keeps the folder's bookmarks;
-        `stored_hashes(shas)` gives the subset of `shas` already stored for this account (any
-        folder or UIDVALIDITY).
+        `ledger` answers which keys and bytes are stored and keeps the folder's bookmarks.
         `on_stored` hears of each stored row (e.g. to enqueue its processing); its failures
         are logged, never retried here, since the row is committed and a sweep can find it.
         """
@@ -168,7 +169,6 @@ class ImapPoller:
         self.account = account
         self._store = store
         self._ledger = ledger
-        self._stored_hashes = stored_hashes
         self._on_stored = on_stored
         self._clock = clock
         self._timeout = timeout
@@ -354,7 +354,9 @@ class ImapPoller:
             if isinstance(raw, bytes):  # absent when expunged since the search
                 raws[uid] = raw
         hashes = {uid: hashlib.sha256(raw).hexdigest() for uid, raw in raws.items()}
-        known = self._stored_hashes(sorted(set(hashes.values()))) if hashes else set()
+        known = (
+            self._ledger.stored_hashes(acct.name, sorted(set(hashes.values()))) if hashes else set()
+        )
         duplicates = [uid for uid in raws if hashes[uid] in known]
         new = [uid for uid in raws if hashes[uid] not in known]
         if duplicates:

@@ -570,9 +570,9 @@ def step_store(p: Processing) -> None:
         p.message = services.add_customer_message(
             p.session, p.conversation, text, Via.EMAIL, p.now, is_auto_reply=is_auto_reply, **fields
         )
-    message = p.message if parsed.attachments else None
-    if message is not None:  # else the untouched collection costs a query to load
-        message.attachments.extend(attachment_rows(parsed))
+    if parsed.attachments:  # stored by the ORM path; an untouched collection costs a query
+        assert p.message is not None
+        p.message.attachments.extend(attachment_rows(parsed))
     assert p.conversation_id is not None and p.message_id is not None
     # The original id of a rewritten Message-ID is stored as well: replies may cite either, and
     # a second copy under the other id is recognised as a duplicate.

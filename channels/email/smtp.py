@@ -348,6 +348,7 @@ class GatewaySMTP(SMTP):
                     too_big = True
                     data = bytearray((bytes(data) + await reader.readexactly(exc.consumed))[-4:])
                 if len(data) > limit + len(_END):
+                    # Grown by the small reads above alone (a stream of lone CRs): bounded too.
                     too_big = True
                     data = data[-4:]
         finally:

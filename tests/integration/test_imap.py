@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from channels.email import imap
 from channels.email.imap import ImapAccount, ImapError, ImapPoller
@@ -63,18 +63,7 @@ class Db:
 
     @property
     def ledger(self) -> FolderLedger:
-        return FolderLedger(sessionmaker(self.engine), lambda: dt.datetime.now(dt.UTC))
-
-    def stored_hashes(self, shas: Sequence[str]) -> set[str]:
-        with Session(self.engine) as s:
-            return set(
-                s.scalars(
-                    select(InboundMail.sha256).where(
-                        InboundMail.sha256.in_(shas),
-                        InboundMail.source_key.startswith(f"imap:{NAME}:"),
-                    )
-                )
-            )
+        return FolderLedger(self.engine, lambda: dt.datetime.now(dt.UTC))
 
     def rows(self) -> list[InboundMail]:
         with Session(self.engine, expire_on_commit=False) as s:
@@ -91,7 +80,6 @@ class Db:
             account,
             store or self.store,
             self.ledger,
-            self.stored_hashes,
             on_stored=self.stored_ids.append,
         )
 
