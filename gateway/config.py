@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import secrets
 import tomllib
 from pathlib import Path
@@ -219,6 +220,10 @@ class SlaPolicyConfig(_Section):
         return v
 
 
+# A CSP host source: the value goes into a header, so nothing but a scheme, host and port.
+_FRAME_SOURCE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:(\d{1,5}|\*))?$")
+
+
 class AppConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     brand: str = Field(min_length=1)
@@ -226,6 +231,19 @@ class AppConfig(_Section):
     channels: list[ChannelConfig] = []
     calendars: list[CalendarConfig] = []
     sla_policies: list[SlaPolicyConfig] = []
+    # Sites that may show the widget page in a frame (the gateway itself always may).
+    widget_frame_ancestors: list[str] = []
+
+    @field_validator("widget_frame_ancestors")
+    @classmethod
+    def _check_ancestors(cls, v: list[str]) -> list[str]:
+        for source in v:
+            if not _FRAME_SOURCE.match(source):
+                raise ValueError(
+                    f"expected sites like https://www.example.com or https://*.example.com, "
+                    f"got {source!r}"
+                )
+        return v
 
     @model_validator(mode="after")
     def _check_references(self) -> AppConfig:

@@ -10,18 +10,24 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from gateway.http.security_headers import add_security_headers
 from gateway.runtime import Runtime
 from tickets.errors import DomainError, InvalidValue, NotAllowed, NotFound
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
+        # No /docs or /redoc: they load their script from a CDN, which the pages' policy (and
+        # the operator) should not have to trust. /openapi.json describes every route.
+        docs_url=None,
+        redoc_url=None,
         title="Support email gateway",
         version="1",
         description="Agent and admin API of the support email gateway.",
     )
     app.state.runtime = runtime
     _add_error_handlers(app)
+    add_security_headers(app)
 
     from gateway.http import admin_api, agent_api, health, metrics, setup_page, widget
 

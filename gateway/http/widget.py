@@ -28,6 +28,7 @@ from channels.chat import widget
 from channels.email.tokens import Keyring
 from gateway.http.deps import RuntimeDep
 from gateway.http.schemas import Body, problems
+from gateway.http.security_headers import CSP_HEADER, frame_ancestors, page_policy
 from gateway.runtime import Runtime
 from tickets import services
 from tickets.models import App, Conversation
@@ -234,4 +235,5 @@ def page(runtime: RuntimeDep, app_name: AppName) -> HTMLResponse:
     """A small page to try the widget by hand (the demo app: /widget/demo)."""
     with visit(runtime, app_name) as v:
         brand = v.app.brand
-    return HTMLResponse(_page().render(app=app_name, brand=brand))
+    policy = page_policy(frame_ancestors(runtime.config, app_name))
+    return HTMLResponse(_page().render(app=app_name, brand=brand), headers={CSP_HEADER: policy})

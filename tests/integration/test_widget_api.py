@@ -174,5 +174,6 @@ def test_the_demo_page(http_api):
         r = c.get("/widget/demo")
         assert r.status_code == 200
         assert "text/html" in r.headers["content-type"]
-        assert "Chat with Demo" in r.text and "/widget/api/" in r.text
+        assert "Chat with Demo" in r.text and 'src="/static/widget.js"' in r.text
+        assert "/widget/api/" in c.get("/static/widget.js").text
         assert c.get("/widget/nope").status_code == 404
