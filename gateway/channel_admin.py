@@ -291,7 +291,7 @@ def _run(
                 return True
             return _arrived_in_database(runtime, token, since)
 
-        round_trip(client, address, token, arrived, report, timeout)
+        round_trip(client, address, token, arrived, report, timeout, keyring=runtime.keyring)
     finally:
         with contextlib.suppress(Exception):
             client.quit()

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from channels.email.notify import AgentTemplates, Sender, compose_notifications
 from channels.email.outbox import queue_email
-from channels.email.process import LOOP_HEADER
 from gateway.runtime import Runtime
 from tickets import notifications
 from tickets.models import Agent, App, Channel, ChannelAddress
@@ -87,7 +86,8 @@ def notify_agent(runtime: Runtime, agent_id: int) -> Notified:
                 auto_submitted=True,
                 # Outlook and Exchange answer notifications with out-of-office mail unless told
                 # not to; and a notification that comes back to a channel address is a loop.
-                extra_headers=[("X-Auto-Response-Suppress", "All"), (LOOP_HEADER, "notification")],
+                extra_headers=[("X-Auto-Response-Suppress", "All")],
+                loop_keyring=runtime.keyring,
             )
             for row in draft.rows:
                 row.outbox_id = outbox.id

@@ -24,7 +24,8 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from channels.email.process import LOOP_HEADER
+from channels.email.loop import LOOP_HEADER, loop_mark
+from channels.email.tokens import Keyring
 
 CHECK_HEADER = "X-Gateway-Channel-Test"
 
@@ -319,9 +320,10 @@ def check_smtp(target: SmtpTarget, report: Report, timeout: float = 15.0) -> smt
     return client
 
 
-def check_mail(address: str, token: str) -> EmailMessage:
-    """The verification mail: from and to the channel address, marked so the gateway's inbound
-    pipeline drops it as its own mail instead of opening a conversation."""
+def check_mail(address: str, token: str, keyring: Keyring | None = None) -> EmailMessage:
+    """The verification mail: from and to the channel address, with our signed loop mark so
+    the gateway's inbound pipeline drops it as its own mail instead of opening a
+    conversation."""
     msg = EmailMessage()
     msg["From"] = address
     msg["To"] = address
@@ -329,7 +331,8 @@ def check_mail(address: str, token: str) -> EmailMessage:
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<check-{token}@{address.rpartition('@')[2]}>"
     msg[CHECK_HEADER] = token
-    msg[LOOP_HEADER] = "channel-check"
+    if keyring is not None:
+        msg[LOOP_HEADER] = loop_mark(keyring, 0, str(msg["Message-ID"]))
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content("This message checks that mail to this address reaches the support gateway.")
     return msg
@@ -347,12 +350,14 @@ def round_trip(
     report: Report,
     timeout: float,
     poll_seconds: float = 0.5,
+    keyring: Keyring | None = None,
 ) -> None:
-    """Send the verification mail through the relay and wait until `arrived()` is true."""
+    """Send the verification mail through the relay and wait until `arrived()` is true; the
+    keyring signs its loop mark."""
     where = "the relay"
     with _step(report, "round trip", where, timeout):
         try:
-            client.send_message(check_mail(address, token))
+            client.send_message(check_mail(address, token, keyring))
         except smtplib.SMTPRecipientsRefused as exc:
             raise CheckFailed(
                 "round trip",

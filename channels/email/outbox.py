@@ -27,6 +27,8 @@ from sqlalchemy import Exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from channels.email.compose import compose, new_message_id
+from channels.email.loop import LOOP_HEADER, loop_mark
+from channels.email.tokens import Keyring
 from tickets import services
 from tickets.errors import NotAllowed, NotFound
 from tickets.models import Conversation, Message, Outbox, OutboxState, ThreadRef
@@ -67,6 +69,7 @@ def queue_email(
     extra_headers: Sequence[tuple[str, str]] = (),
     attachments: Sequence[tuple[str, str, bytes]] = (),
     hold_reason: str | None = None,
+    loop_keyring: Keyring | None = None,
 ) -> Outbox:
     """Compose one email and add its outbox row (flushed, not committed).
 
@@ -74,10 +77,15 @@ def queue_email(
     and other automatic mail, wrong for a person's reply. A `hold_reason` stores the row held
     for an agent instead of pending. For `kind="customer"` rows the Message-ID is recorded as a
     thread reference of the conversation, so the customer's answer threads back into it.
+    With a `loop_keyring` the email carries our signed loop mark: should it come back to a
+    channel address, even under another Message-ID, it is dropped as our own.
     """
     if not to:
         raise ValueError("an email needs a recipient")
     message_id = new_message_id(from_address.rpartition("@")[2])
+    if loop_keyring is not None:
+        mark = loop_mark(loop_keyring, app_id, message_id)
+        extra_headers = [*extra_headers, (LOOP_HEADER, mark)]
     raw = compose(
         from_name=from_name,
         from_address=from_address,

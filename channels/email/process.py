@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.bounce import Bounce
-from channels.email.headers import header_section
 from channels.email.isolate import parse_isolated
+from channels.email.loop import LOOP_HEADER, has_loop_mark, sent_by_us
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
 from tickets import services
@@ -38,7 +38,6 @@ from tickets.models import (
     Via,
 )
 
-LOOP_HEADER = "X-Gateway-Loop"
 _SUBJECT_PREFIX = re.compile(
     r"^\s*((re|aw|sv|vs|antw|fwd?|wg|tr|rv|r|odp|ynt|enc)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE
 )
@@ -86,6 +85,7 @@ class BatchIndex:
         self.session = session
         self._refs: dict[tuple[int, str], list[Ref]] = {}
         self._customers: dict[tuple[int, str], Customer | None] = {}
+        self._sent: dict[str, bool] = {}  # Message-ID -> one of our outbox rows carries it
         self._held: list[object] = []  # strong references: the identity map is weak
 
     def load(self, app_id: int, parsed: list[ParsedMail]) -> None:
@@ -101,6 +101,7 @@ class BatchIndex:
             if mid
         }
         self.refs(app_id, mids)
+        self._load_sent(mail.message_id for mail in parsed)
         conversation_ids = {
             ref.conversation_id for mid in mids for ref in self._refs.get((app_id, mid), ())
         }
@@ -128,6 +129,16 @@ class BatchIndex:
         ):
             self._customers[(app_id, address)] = customer
             self._held.append(customer)
+
+    def _load_sent(self, mids: Iterable[str | None]) -> None:
+        wanted = [mid for mid in dict.fromkeys(mids) if mid and mid not in self._sent]
+        ours = sent_by_us(self.session, wanted)
+        self._sent.update({mid: mid in ours for mid in wanted})
+
+    def sent_by_us(self, message_id: str) -> bool:
+        """Whether one of our outbox rows carries this Message-ID."""
+        self._load_sent([message_id])
+        return self._sent[message_id]
 
     def refs(self, app_id: int, mids: Iterable[str]) -> list[Ref]:
         """The refs of these Message-IDs, oldest first per Message-ID."""
@@ -239,25 +250,24 @@ def step_parse(p: Processing) -> None:
 
 
 def step_own_loop(p: Processing) -> None:
+    """Drop our own mail coming back, and only that (see channels/email/loop.py): a mail from
+    our own domain that we did not send is an employee's, and goes on like any other."""
     assert p.parsed
-    if _has_loop_header(p):
+    if _has_loop_mark(p):
         p.outcome = f"dropped our own mail ({LOOP_HEADER})"
-        return
-    mid = p.parsed.message_id or ""
-    domain = mid.strip("<>").rpartition("@")[2].lower()
-    if domain in p.rules.own_domains and p.parsed.from_address.rpartition("@")[2] in (
-        p.rules.own_domains
-    ):
-        p.outcome = "dropped our own mail (Message-ID domain)"
+    elif p.parsed.message_id and _sent_by_us(p, p.parsed.message_id):
+        p.outcome = "dropped our own mail (a Message-ID we sent)"
 
 
-def _has_loop_header(p: Processing) -> bool:
-    # The header section only, CRLF or LF: a customer quoting one of our notifications in
-    # the body is still a customer.
-    return _LOOP_FIELD.search(header_section(p.row.raw)) is not None
+def _has_loop_mark(p: Processing) -> bool:
+    keyring = p.rules.keyring or (p.rules.agent_mail.keyring if p.rules.agent_mail else None)
+    return has_loop_mark(p.row.raw, keyring)
 
 
-_LOOP_FIELD = re.compile(rb"^" + LOOP_HEADER.encode() + rb"[ \t]*:", re.IGNORECASE | re.MULTILINE)
+def _sent_by_us(p: Processing, message_id: str) -> bool:
+    if p.index is not None:
+        return p.index.sent_by_us(message_id)
+    return bool(sent_by_us(p.session, [message_id]))
 
 
 def step_agent_mail(p: Processing) -> None:
@@ -266,7 +276,7 @@ def step_agent_mail(p: Processing) -> None:
     the Message-ID loop check, which would take an agent on the support domain (Apple Mail
     puts the sender's domain in Message-IDs) for our own mail."""
     assert p.parsed
-    if p.rules.agent_mail is None or _has_loop_header(p):
+    if p.rules.agent_mail is None or _has_loop_mark(p):
         return
     result = handle_agent_mail(p.session, p.app, p.row, p.parsed, p.rules.agent_mail, p.now)
     if result is not None:

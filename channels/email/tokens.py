@@ -1,12 +1,17 @@
-"""Signed reply tokens carried in reply addresses (`support+<token>@domain`).
+"""Signed tokens carried in reply addresses (`support+<token>@domain`), return paths
+(`bounces+<token>@domain`) and our loop header.
 
-Two kinds exist and can never be taken for one another:
+Four kinds exist and can never be taken for one another:
 
 - a **customer token** (app, conversation, customer) goes into the Reply-To of mail to a
   customer, so their answer threads into the right conversation (threading rule 1);
 - an **agent token** (app, conversation, agent, purpose `reply` or `note`, expiry) goes into
   the Reply-To of a notification, so the agent's answer can be posted in their name once the
-  sender has been verified as well.
+  sender has been verified as well;
+- a **bounce token** (app, outbox row, recipient) is the VERP return path of every email we
+  send, so a bounce that comes back to it is tied to exactly that email and recipient;
+- a **loop token** (app, a digest of the Message-ID) is the value of our `X-Gateway-Loop`
+  header: only mail that carries one we signed is taken for our own mail coming back.
 
 A token is `payload || mac`, written in lowercase base32 without padding (local parts are
 often case-folded, and base32 survives that). The payload starts with a kind byte and a 16-bit
@@ -36,6 +41,10 @@ _DOMAIN = b"support-gateway reply token v1\0"
 _KIND_CUSTOMER = 0x01
 _KIND_AGENT_REPLY = 0x02
 _KIND_AGENT_NOTE = 0x03
+_KIND_BOUNCE = 0x04
+_KIND_LOOP = 0x05
+_LOOP_DIGEST_BYTES = 6
+BOUNCE_LOCAL_PART = "bounces"
 _MAX_EXPIRY = 2**32 - 1  # seconds since the epoch, 4 bytes (year 2106)
 
 Purpose = Literal["reply", "note"]
@@ -112,7 +121,45 @@ class AgentToken:
         return now >= self.expires_at
 
 
+@dataclass(frozen=True)
+class BounceToken:
+    """The return path of one outbox row: which email, and which of its recipients (the index
+    in the row's recipients; None for an email sent to several in one transaction)."""
+
+    app_id: int
+    outbox_id: int
+    recipient: int | None
+    key_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("app_id", self.app_id)
+        _check_id("outbox_id", self.outbox_id)
+        if self.recipient is not None:
+            _check_id("recipient", self.recipient)
+
+
+@dataclass(frozen=True)
+class LoopToken:
+    """Our mark on mail we send: the app, and a digest of the Message-ID it was made for (a
+    relay may rewrite the Message-ID, so the mark alone is what is checked)."""
+
+    app_id: int
+    digest: bytes
+    key_id: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_id("app_id", self.app_id)
+        if len(self.digest) != _LOOP_DIGEST_BYTES:
+            raise ValueError(f"the digest has {_LOOP_DIGEST_BYTES} bytes")
+
+
+def loop_token(app_id: int, message_id: str) -> LoopToken:
+    digest = hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).digest()
+    return LoopToken(app_id, digest[:_LOOP_DIGEST_BYTES])
+
+
 Token = CustomerToken | AgentToken
+AnyToken = CustomerToken | AgentToken | BounceToken | LoopToken
 
 
 def agent_token(
@@ -162,13 +209,32 @@ class Keyring:
     def _mac(self, key_id: int, payload: bytes) -> bytes:
         return hmac.new(self._keys[key_id], _DOMAIN + payload, hashlib.sha256).digest()[:MAC_BYTES]
 
-    def sign(self, token: Token) -> str:
+    def sign(self, token: AnyToken) -> str:
         """The token as address text, signed with the current key."""
         payload = _encode(token, self.current_id)
         return _b32(payload + self._mac(self.current_id, payload))
 
     def verify(self, text: str) -> Token:
-        """Either kind, authentic; expiry is not checked here (see `verify_agent`)."""
+        """A reply token of either kind, authentic; expiry is not checked here (see
+        `verify_agent`). A return path or a loop mark is no reply token."""
+        token = self._verify(text)
+        if not isinstance(token, CustomerToken | AgentToken):
+            raise TokenError("wrong-kind", "not a reply address")
+        return token
+
+    def verify_bounce(self, text: str) -> BounceToken:
+        token = self._verify(text)
+        if not isinstance(token, BounceToken):
+            raise TokenError("wrong-kind", "not a return path")
+        return token
+
+    def verify_loop(self, text: str) -> LoopToken:
+        token = self._verify(text)
+        if not isinstance(token, LoopToken):
+            raise TokenError("wrong-kind", "not our loop mark")
+        return token
+
+    def _verify(self, text: str) -> AnyToken:
         raw = _unb32(text)
         if len(raw) < 3 + 3 + MAC_BYTES:
             raise TokenError("malformed", "the token is too short")
@@ -277,10 +343,18 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             return value, pos
 
 
-def _encode(token: Token, key_id: int) -> bytes:
+def _encode(token: AnyToken, key_id: int) -> bytes:
     if isinstance(token, CustomerToken):
         kind = _KIND_CUSTOMER
         body = _varint(token.app_id) + _varint(token.conversation_id) + _varint(token.customer_id)
+    elif isinstance(token, BounceToken):
+        # Recipient 0 means "every recipient of the row"; n means recipients[n - 1].
+        kind = _KIND_BOUNCE
+        recipient = 0 if token.recipient is None else token.recipient + 1
+        body = _varint(token.app_id) + _varint(token.outbox_id) + _varint(recipient)
+    elif isinstance(token, LoopToken):
+        kind = _KIND_LOOP
+        body = _varint(token.app_id) + token.digest
     else:
         kind = _PURPOSE_KIND[token.purpose]
         body = (
@@ -292,14 +366,19 @@ def _encode(token: Token, key_id: int) -> bytes:
     return bytes([kind]) + key_id.to_bytes(2, "big") + body
 
 
-def _decode(payload: bytes, key_id: int) -> Token:
+def _decode(payload: bytes, key_id: int) -> AnyToken:
     kind, pos = payload[0], 3
     app_id, pos = _read_varint(payload, pos)
+    if kind == _KIND_LOOP and pos + _LOOP_DIGEST_BYTES == len(payload):
+        return LoopToken(app_id, payload[pos:], key_id)
     conversation_id, pos = _read_varint(payload, pos)
     person_id, pos = _read_varint(payload, pos)
     try:
         if kind == _KIND_CUSTOMER and pos == len(payload):
             return CustomerToken(app_id, conversation_id, person_id, key_id)
+        if kind == _KIND_BOUNCE and pos == len(payload):
+            recipient = person_id - 1 if person_id else None
+            return BounceToken(app_id, conversation_id, recipient, key_id)
         if kind in _KIND_PURPOSE and pos + 4 == len(payload):
             expiry = int.from_bytes(payload[pos:], "big")
             expires_at = dt.datetime.fromtimestamp(expiry, dt.UTC)
@@ -315,6 +394,23 @@ def reply_address(channel_address: str, token: str) -> str:
     """`support@example.com` + token -> `support+<token>@example.com`."""
     local, _, domain = channel_address.rpartition("@")
     return f"{local}+{token}@{domain}"
+
+
+def bounce_address(token: str, domain: str) -> str:
+    """The VERP return path `bounces+<token>@domain`."""
+    return f"{BOUNCE_LOCAL_PART}+{token}@{domain}"
+
+
+def bounce_token_in(address: str) -> str | None:
+    """The token of a return path `bounces+<token>@domain` (any case), unverified."""
+    local, at, _domain = address.strip().strip("<>").rpartition("@")
+    base, plus, token = local.partition("+")
+    if not at or not plus or base.lower() != BOUNCE_LOCAL_PART:
+        return None
+    token = token.lower()
+    if not token or not all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in token):
+        return None
+    return token
 
 
 def token_in_address(address: str, channel_addresses: Iterable[str]) -> str | None:

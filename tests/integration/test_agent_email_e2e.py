@@ -21,6 +21,7 @@ from gateway.config import AppConfig, ChannelConfig, GatewayConfig, embedded_def
 from gateway.server import Services, start
 from tests.support.agent_mail import HTML_ONLY, STYLES, quoted_reply, quoted_reply_html
 from tests.support.smtp_sink import Received, SmtpSink, free_port
+from tests.support.waiting import wait_for
 from tickets import services
 from tickets.models import InboundMail, InboundState, Note, Priority, TicketStatus
 from tickets.vocabulary import find_internal_words
@@ -59,16 +60,6 @@ def gateway(tmp_path: Path, relay: SmtpSink, monkeypatch) -> Iterator[Services]:
     running = start(make_config(tmp_path, relay), "all")
     yield running
     running.stop()
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def send(gateway: Services, msg: EmailMessage, to: str) -> None:

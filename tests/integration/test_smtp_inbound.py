@@ -19,6 +19,7 @@ from channels.email.smtp import BatchWriter, InboundController, InboundHandler, 
 from gateway.config import GatewayConfig, embedded_default
 from gateway.inbound import process_inbound
 from gateway.server import Services, start
+from tests.support.waiting import wait_for
 from tickets.inbound import IncomingMail
 from tickets.models import Channel, Conversation, InboundMail, InboundState, Message
 
@@ -70,16 +71,6 @@ def mail(
         msg[name.replace("_", "-")] = value
     msg.set_content(body)
     return msg
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def inbound_rows(services: Services) -> list[InboundMail]:

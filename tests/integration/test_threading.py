@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from channels.email.loop import loop_mark
 from channels.email.process import AgentReplyUnhandled, ChannelRules, Processing, run_pipeline
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, reply_address
 from tickets import services
@@ -413,19 +414,35 @@ def test_temporary_bounce_marks_nothing(session, app, now):
     assert "is delayed" in p.conversation.notes[-1].text
 
 
-def test_our_own_mail_coming_back_is_not_stored(session, app, now):
+def test_our_own_mail_coming_back_is_not_stored(session, app, now, first):
+    # A Message-ID one of our emails carries (OURS, the agent's answer to Carol).
+    ours = mail("support@acme-help.example", "Re: Parcel", "looped", message_id=OURS)
+    p = deliver(session, app, ours, later(now))
+    assert p.message is None and p.outcome == "dropped our own mail (a Message-ID we sent)"
+    # Our signed loop mark, under any Message-ID (a relay may have rewritten it), CRLF or LF.
+    mark = loop_mark(KEYRING, app.id, "<y@acme-help.example>")
+    looped = mail("a@example.com", "Hi", "x", message_id="<y@example.com>", X_Gateway_Loop=mark)
+    outcome = deliver(session, app, looped, now, TOKEN_RULES).outcome
+    assert outcome == "dropped our own mail (X-Gateway-Loop)"
+    crlf = looped.replace(b"\n", b"\r\n").replace(b"<y@", b"<y2@")
+    outcome = deliver(session, app, crlf, now, TOKEN_RULES).outcome
+    assert outcome == "dropped our own mail (X-Gateway-Loop)"
+
+
+def test_mail_from_our_own_domain_that_we_did_not_send_is_processed(session, app, now):
+    """An employee writes from the company domain (and their client puts it in Message-IDs)."""
     raw = mail(
-        "support@acme-help.example",
-        "Re: Parcel",
-        "looped",
-        message_id="<x-1@acme-help.example>",
+        "Bo <bo@acme-help.example>", "Printer", "Jammed.", message_id="<x-1@acme-help.example>"
     )
     p = deliver(session, app, raw, now)
-    assert p.message is None and p.outcome == "dropped our own mail (Message-ID domain)"
-    looped = mail("a@example.com", "Hi", "x", message_id="<y@example.com>", X_Gateway_Loop="1")
-    assert deliver(session, app, looped, now).outcome == "dropped our own mail (X-Gateway-Loop)"
-    crlf = looped.replace(b"\n", b"\r\n").replace(b"<y@", b"<y2@")
-    assert deliver(session, app, crlf, now).outcome == "dropped our own mail (X-Gateway-Loop)"
+    assert p.message is not None and p.rule == "new conversation"
+    # A loop header we did not sign (or cannot check) makes no mail disappear.
+    for rules in (RULES, TOKEN_RULES):
+        forged = mail(
+            "a@example.com", "Hi", "x", message_id=f"<{id(rules)}@e.test>", X_Gateway_Loop="1"
+        )
+        p = deliver(session, app, forged, now, rules)
+        assert p.outcome is not None and p.outcome.startswith("stored as message")
 
 
 def test_a_customer_quoting_our_loop_header_in_the_body_is_still_a_customer(session, app, now):

@@ -13,12 +13,16 @@ from hypothesis import strategies as st
 from channels.email.tokens import (
     MAC_BYTES,
     AgentToken,
+    BounceToken,
     CustomerToken,
     Keyring,
     TokenError,
     TokenExpired,
     agent_token,
+    bounce_address,
+    bounce_token_in,
     find_token,
+    loop_token,
     reply_address,
     token_in_address,
 )
@@ -214,3 +218,46 @@ def test_the_config_builds_the_keyring_from_the_current_and_previous_keys(monkey
     monkeypatch.delenv("GW_TEST_OLD")
     with pytest.raises(ConfigError, match="GW_TEST_OLD is not set"):
         config.keyring()
+
+
+bounce_tokens = st.builds(BounceToken, ids, ids, st.none() | st.integers(0, 1000))
+
+
+@given(bounce_tokens)
+def test_a_return_path_verifies_to_its_row_and_recipient_and_nothing_else(token):
+    text = RING.sign(token)
+    assert RING.verify_bounce(text) == dataclasses.replace(token, key_id=RING.current_id)
+    with pytest.raises(TokenError) as info:
+        RING.verify(text)  # never a reply address
+    assert info.value.reason == "wrong-kind"
+    with pytest.raises(TokenError):
+        RING.verify_loop(text)
+
+
+@given(st.one_of(customer_tokens, agent_tokens))
+def test_a_reply_token_is_never_a_return_path(token):
+    with pytest.raises(TokenError):
+        RING.verify_bounce(RING.sign(token))
+
+
+@given(small_ids, small_ids, st.integers(0, 50))
+def test_a_realistic_return_path_fits_a_local_part_and_survives_case_folding(app, row, rcpt):
+    address = bounce_address(RING.sign(BounceToken(app, row, rcpt)), "support.example.com")
+    local = address.rpartition("@")[0]
+    assert len(local) <= 64 and local == local.lower()
+    text = bounce_token_in(address.upper())
+    assert text is not None and RING.verify_bounce(text).outbox_id == row
+    assert bounce_token_in("support+" + RING.sign(BounceToken(app, row, rcpt)) + "@x") is None
+
+
+def test_a_loop_mark_verifies_under_rotation_and_not_under_another_key():
+    old = Keyring(b"the key before the last rotation")
+    mark = old.sign(loop_token(3, "<a@b>"))
+    assert (
+        Keyring(b"current key of the gateway under test", [b"the key before the last rotation"])
+        .verify_loop(mark)
+        .app_id
+        == 3
+    )
+    with pytest.raises(TokenError):
+        RING.verify_loop(mark)

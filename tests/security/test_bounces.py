@@ -1,0 +1,270 @@
+"""Bounces and loops, replayed as an attacker would: through the gateway's real SMTP server
+(smtplib on loopback) with its outbound relay an aiosmtpd sink, on SQLite and PostgreSQL.
+
+- A bounce counts only when it is tied to mail we sent: to the VERP return path of that email
+  (`bounces+<signed token>@domain`, checked at RCPT), or citing the Message-ID of one of our
+  emails in its returned headers, and then only for that email's recipients.
+- Only our own mail is dropped as a loop: a Message-ID we sent, or our signed loop header.
+  An employee writing from the company's own domain is a customer like any other.
+- The file transport leaves no temp file behind when the disk refuses the write.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from gateway.config import GatewayConfig, embedded_default
+from gateway.server import Services, start
+from tests.integration.test_processing import raw_mail
+from tests.support.http import free_port
+from tests.support.smtp_sink import Received, SmtpSink
+from tests.support.waiting import wait_for
+from tickets import services as ticket_services
+from tickets.models import (
+    Conversation,
+    CustomerAddress,
+    InboundMail,
+    InboundState,
+    Message,
+)
+
+CUSTOMER = "rgomez@litware.test"
+OTHER = "victim@fabrikam.test"
+
+
+def gateway_config(tmp_path: Path, database_url: str, **outbound: object) -> GatewayConfig:
+    base = embedded_default()
+    return base.model_copy(
+        update={
+            "database_url": database_url,
+            "data_dir": str(tmp_path),
+            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
+            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
+            "outbound": base.outbound.model_copy(update=outbound),
+            # An agent's reply is emailed at the next sweep.
+            "delivery": base.delivery.model_copy(update={"email_grace_seconds": 0}),
+            "sweep_seconds": 0.3,
+            "worker_threads": 2,
+        }
+    )
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, database_url: str, relay: SmtpSink) -> Iterator[Services]:
+    """`gateway serve` (SMTP, workers, scheduler) sending through the relay sink."""
+    config = gateway_config(
+        tmp_path,
+        database_url,
+        transport="smtp",
+        host=relay.host,
+        port=relay.port,
+        timeout_seconds=5,
+    )
+    running = start(config, "all")
+    yield running
+    running.stop()
+
+
+def smtp(gateway: Services) -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", int(gateway.runtime.config.smtp.listen.rpartition(":")[2]))
+
+
+def send(gateway: Services, raw: bytes, *, mail_from: str, to: str = "support@localhost") -> int:
+    """Hand a message to the gateway's SMTP server; the id of its processed inbound row."""
+    with gateway.runtime.unit_of_work() as session:
+        before = session.scalar(select(InboundMail.id).order_by(InboundMail.id.desc()).limit(1))
+    with smtp(gateway) as client:
+        client.sendmail(mail_from, [to], raw)
+
+    def processed() -> int | None:
+        with gateway.runtime.unit_of_work() as session:
+            row = session.scalar(
+                select(InboundMail)
+                .where(InboundMail.id > (before or 0))
+                .order_by(InboundMail.id.desc())
+                .limit(1)
+            )
+            return row.id if row is not None and row.state != InboundState.PENDING else None
+
+    return wait_for(processed)
+
+
+def inbound(gateway: Services, row_id: int) -> InboundMail:
+    with gateway.runtime.unit_of_work() as session:
+        row = session.get(InboundMail, row_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def conversation_of(gateway: Services, row_id: int) -> Conversation | None:
+    with gateway.runtime.unit_of_work() as session:
+        message = session.scalar(select(Message).where(Message.inbound_mail_id == row_id))
+        if message is None:
+            return None
+        conversation = session.get(Conversation, message.conversation_id)
+        assert conversation is not None
+        session.expunge(conversation)
+        return conversation
+
+
+def answered(gateway: Services, relay: SmtpSink, sender: str, first_line: str) -> Received:
+    """`sender` writes in by SMTP, an agent answers, the gateway emails the answer: the email
+    as the relay got it."""
+    row = send(
+        gateway,
+        raw_mail(sender, first_line, f"{first_line}, please.", f"<{abs(hash(sender))}@c.test>"),
+        mail_from=sender,
+    )
+    conversation = conversation_of(gateway, row)
+    assert conversation is not None
+    count = len(relay.messages)
+    with gateway.runtime.unit_of_work() as session:
+        app = ticket_services.get_app(session, "demo")
+        try:
+            agent = ticket_services.find_agent(session, app, "ana@localhost")
+        except ticket_services.NotFound:
+            agent = ticket_services.add_agent(
+                session, app, "ana@localhost", "Ana", gateway.runtime.clock()
+            )
+        convo = ticket_services.get_conversation(session, app, conversation.id)
+        ticket_services.add_agent_message(
+            session, convo, agent, "We are on it.", gateway.runtime.clock()
+        )
+    return wait_for(
+        lambda: next((m for m in relay.wait_for(count + 1)[count:] if m.rcpt_tos == [sender]), None)
+    )
+
+
+def postfix_dsn(
+    *,
+    to: str,
+    recipient: str,
+    returned: bytes | None,
+    status: str = "5.1.1",
+    action: str = "failed",
+) -> bytes:
+    """A bounce as Postfix writes it: a notice, the delivery status, the returned headers."""
+    code = "550" if status.startswith("5") else "450"
+    parts = [
+        b"Content-Description: Notification\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        b"This is the mail system at host mx1.litware.test.\r\n\r\n"
+        b"I'm sorry to have to inform you that your message could not\r\n"
+        b"be delivered to one or more recipients. It's attached below.\r\n\r\n"
+        + f"<{recipient}>: host mail.litware.test[192.0.2.80] said: {code} {status}\r\n"
+        f"    <{recipient}>: Recipient address rejected: User unknown\r\n".encode(),
+        b"Content-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx1.litware.test\r\n\r\n"
+        + f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {code} {status} <{recipient}>: User unknown\r\n".encode(),
+    ]
+    if returned is not None:
+        parts.append(
+            b"Content-Description: Undelivered Message Headers\r\n"
+            b"Content-Type: text/rfc822-headers\r\n\r\n" + returned
+        )
+    head = (
+        "Return-Path: <>\r\n"
+        "From: MAILER-DAEMON@mx1.litware.test (Mail Delivery System)\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-Id: <{time.monotonic_ns()}@mx1.litware.test>\r\n"
+        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="BB"\r\n\r\n'
+        "This is a MIME-encapsulated message.\r\n\r\n"
+    ).encode()
+    return head + b"".join(b"--BB\r\n" + p + b"\r\n" for p in parts) + b"--BB--\r\n"
+
+
+def header_block(received: Received) -> bytes:
+    return received.raw.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+def address_row(gateway: Services, address: str) -> CustomerAddress:
+    with gateway.runtime.unit_of_work() as session:
+        row = session.scalar(select(CustomerAddress).where(CustomerAddress.address == address))
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def messages_of(gateway: Services, conversation_id: int) -> list[Message]:
+    with gateway.runtime.unit_of_work() as session:
+        rows = list(
+            session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id)
+            )
+        )
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def messages_of_all(gateway: Services) -> list[Message]:
+    with gateway.runtime.unit_of_work() as session:
+        rows = list(session.scalars(select(Message).order_by(Message.id)))
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def test_an_employee_writing_from_our_own_domain_becomes_a_conversation(gateway, relay):
+    raw = raw_mail(
+        "Bo Boss <bo@localhost>",
+        "Printer on floor 3",
+        "The printer is jammed again.",
+        "<20261124.1@localhost>",
+        # An unsigned loop header from outside makes no mail disappear either.
+        X_Gateway_Loop="notification",
+    )
+    row = send(gateway, raw, mail_from="bo@localhost")
+    assert inbound(gateway, row).state == InboundState.PROCESSED
+    conversation = conversation_of(gateway, row)
+    assert conversation is not None and conversation.subject == "Printer on floor 3"
+
+
+def test_a_replay_of_our_own_outgoing_mail_is_dropped_as_a_loop(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    before = len(messages_of_all(gateway))
+    row = send(gateway, sent.raw, mail_from=sent.mail_from)
+    kept = inbound(gateway, row)
+    assert kept.state == InboundState.PROCESSED and kept.reason is not None
+    assert kept.reason.startswith("dropped our own mail")
+    assert len(messages_of_all(gateway)) == before
+
+
+def test_a_notification_coming_back_with_our_signed_loop_header_is_dropped(gateway, relay):
+    with gateway.runtime.unit_of_work() as session:
+        app = ticket_services.get_app(session, "demo")
+        ticket_services.add_agent(session, app, "ana@localhost", "Ana", gateway.runtime.clock())
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")  # notifies Ana too
+    notifications = wait_for(
+        lambda: [m for m in relay.messages if m.message["X-Gateway-Loop"]] or None
+    )
+    mark = notifications[0].message["X-Gateway-Loop"]
+    # A relay that rewrites Message-IDs (as some do) still carries our header back.
+    raw = notifications[0].raw.replace(
+        notifications[0].message["Message-ID"].encode(), b"<rewritten-1@relay.test>"
+    )
+    row = send(gateway, raw, mail_from="")
+    assert (inbound(gateway, row).reason or "").startswith("dropped our own mail")
+    # The same header with a wrong signature makes no mail disappear.
+    forged = raw_mail(
+        CUSTOMER,
+        "Re: Where is my refund",
+        "Any news?",
+        "<cust-2@litware.test>",
+        X_Gateway_Loop=mark[:-2] + ("aa" if not mark.endswith("aa") else "bb"),
+    )
+    row = send(gateway, forged, mail_from=CUSTOMER)
+    assert conversation_of(gateway, row) is not None
+    assert sent.rcpt_tos == [CUSTOMER]
