@@ -25,7 +25,7 @@ from gateway import views
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.runtime import Runtime
 from tickets import notifications, services
-from tickets.business_time import parse_duration
+from tickets.business_time import DurationTooLong, parse_duration
 from tickets.customer_view import customer_view
 from tickets.errors import DomainError
 from tickets.models import App, Conversation, Event
@@ -133,6 +133,8 @@ def parse_when(value: str, now: dt.datetime) -> dt.datetime:
     """ISO 8601 (a time without zone is UTC) or a duration from now ("30m", "2d")."""
     try:
         return now + parse_duration(value)
+    except DurationTooLong as exc:
+        raise DomainError(str(exc)) from None
     except ValueError:
         pass
     try:

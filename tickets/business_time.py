@@ -39,8 +39,10 @@ __all__ = [
     "ALWAYS",
     "ALWAYS_NAME",
     "END_OF_DAY",
+    "MAX_DURATION",
     "WEEKDAY_KEYS",
     "Calendar",
+    "DurationTooLong",
     "add_business_time",
     "business_time_between",
     "is_business_time",
@@ -76,6 +78,13 @@ _DURATION_RE = re.compile(
     re.ASCII,
 )
 _DURATION_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+# Longer than any snooze, SLA target or retry schedule means, and far enough from the end of
+# the calendar (year 9999) that "now" plus a duration can always be computed.
+MAX_DURATION = timedelta(days=3653)
+
+
+class DurationTooLong(ValueError):
+    """A well-formed duration that reaches further than MAX_DURATION."""
 
 
 def _zone(key: str) -> ZoneInfo:
@@ -238,11 +247,16 @@ def parse_duration(text: str) -> timedelta:
             "(whole numbers; units w, d, h, m, s, largest first)"
         )
     try:
-        return timedelta(
+        duration = timedelta(
             **{_DURATION_UNITS[unit]: int(n) for unit, n in match.groupdict().items() if n}
         )
     except OverflowError:
-        raise ValueError(f"duration: {text!r} is too large") from None
+        duration = None
+    if duration is None or duration > MAX_DURATION:
+        raise DurationTooLong(
+            f"duration: {text!r} is too far in the future (at most 10 years, '520w')"
+        )
+    return duration
 
 
 def working_day(cal: Calendar) -> timedelta:

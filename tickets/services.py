@@ -1084,16 +1084,28 @@ def _filtered(app: App, f: ListFilter) -> Select[Conversation]:
     return query
 
 
+MAX_PAGE = 1000
+
+
 def list_conversations(
     session: Session, app: App, f: ListFilter | None = None
 ) -> Sequence[Conversation]:
+    return conversation_page(session, app, f)[0]
+
+
+def conversation_page(
+    session: Session, app: App, f: ListFilter | None = None
+) -> tuple[Sequence[Conversation], bool]:
+    """One page of conversations, and whether another follows it."""
     f = f or ListFilter()
-    if not 1 <= f.limit <= 1000 or f.offset < 0:
-        raise InvalidValue("limit is 1 to 1000 and offset at least 0")
+    if not 1 <= f.limit <= MAX_PAGE or f.offset < 0:
+        raise InvalidValue(f"limit is 1 to {MAX_PAGE} and offset at least 0")
+    # One row more than asked tells whether there is a next page without a COUNT.
     query = (
         _filtered(app, f)
         .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-        .limit(f.limit)
+        .limit(f.limit + 1)
         .offset(f.offset)
     )
-    return session.scalars(query).all()
+    rows = session.scalars(query).all()
+    return rows[: f.limit], len(rows) > f.limit

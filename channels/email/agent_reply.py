@@ -45,7 +45,7 @@ from channels.email.tokens import (
     peek_person_id,
 )
 from tickets import services
-from tickets.business_time import parse_duration
+from tickets.business_time import DurationTooLong, parse_duration
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
     Agent,
@@ -189,6 +189,8 @@ def parse_when(text: str, now: dt.datetime, timezone: str = "UTC") -> dt.datetim
     value = text.strip().lower()
     try:
         return now + parse_duration(value)
+    except DurationTooLong as exc:
+        raise CommandError(str(exc)) from None
     except ValueError:
         pass
     try:

@@ -51,7 +51,7 @@ router = APIRouter(prefix="/api/v1", tags=["agent"], responses=problems(400, 401
 
 CustomerQuery = Annotated[str | None, Query(max_length=320, description="customer email")]
 TextQuery = Annotated[str | None, Query(max_length=200, description="text in subject or messages")]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Limit = Annotated[int, Query(ge=1, le=services.MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 ConversationId = Annotated[int, Path(ge=1, le=2**31 - 1, description="conversation id")]
 
@@ -107,12 +107,9 @@ def _page(w: Work, view: str, filters: dict[str, Any]) -> dict[str, Any]:
         # An agent that does not exist has nothing assigned: an empty page, not an error.
         filters["assignee_id"] = agent.id if agent else -1
     f = services.ListFilter(view=view, **filters)  # type: ignore[arg-type]
-    # One row more than asked tells whether there is a next page without a COUNT.
-    probe = services.ListFilter(**{**f.__dict__, "limit": f.limit + 1})
-    rows = list(services.list_conversations(w.session, w.app, probe))
-    more = len(rows) > f.limit
+    rows, more = services.conversation_page(w.session, w.app, f)
     return {
-        "items": [conversation_summary(c) for c in rows[: f.limit]],
+        "items": [conversation_summary(c) for c in rows],
         "limit": f.limit,
         "offset": f.offset,
         "next_offset": f.offset + f.limit if more else None,
@@ -367,9 +364,6 @@ def _snooze_until(body: SnoozeIn, now: dt.datetime) -> dt.datetime:
     if (body.until is None) == (body.duration is None):
         raise InvalidValue("snooze needs exactly one of until or duration")
     if body.duration is not None:
-        try:
-            return now + parse_duration(body.duration)
-        except ValueError:
-            raise InvalidValue(f"{body.duration!r} is not a duration like 30m, 4h or 2d") from None
+        return now + parse_duration(body.duration)  # SnoozeIn has checked it
     assert body.until is not None
     return body.until if body.until.tzinfo else body.until.replace(tzinfo=dt.UTC)

@@ -7,12 +7,17 @@ is one import and one `include_router` line below. Handlers are thin: they take 
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway.http.security_headers import add_security_headers
 from gateway.runtime import Runtime
 from tickets.errors import DomainError, InvalidValue, NotAllowed, NotFound
+from tickets.text import storable
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -52,3 +57,21 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     app.add_exception_handler(DomainError, domain_error)
+
+    # FastAPI's own handler echoes the rejected input, and a lone surrogate in it (a `\ud800`
+    # escape in the JSON) cannot be encoded: the answer to bad input became a 500.
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return JSONResponse({"detail": _encodable(jsonable_encoder(exc.errors()))}, 422)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def _encodable(value: Any) -> Any:
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.config import JsonDict
+
+from tickets.business_time import parse_duration
 
 Priority = Literal["low", "normal", "high", "urgent"]
 Status = Literal["open", "in_progress", "waiting_on_customer", "resolved"]
@@ -218,6 +220,14 @@ class SnoozeIn(Body):
     duration: str | None = Field(
         default=None, max_length=20, description='from now, like "30m", "4h" or "2d"'
     )
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        # The one duration parser: a malformed or far too long one is a 422 saying which.
+        if value is not None:
+            parse_duration(value)
+        return value
 
 
 class TrackerIn(Body):

@@ -43,9 +43,9 @@ def build_world(http: RunningHttp) -> World:
         )
         conv_a2, _ = services.start_conversation(s, a, lee, "chat", "Where is my invoice?", now)
         conv_b, _ = services.start_conversation(s, b, zed, "chat", "Secret of app B", now)
-        tokens = [issue_token(s, x, "test", now)[1] for x in (admin, agent, eve)]
+        admin_a, agent_a, agent_b = (issue_token(s, x, "test", now)[1] for x in (admin, agent, eve))
         ids = conv_a.id, conv_a2.id, conv_b.id
-    return World(http, *tokens, *ids)
+    return World(http, admin_a, agent_a, agent_b, *ids)
 
 
 @pytest.fixture
