@@ -34,7 +34,8 @@ from channels.email.parse import (
     header_message_ids,
 )
 from channels.email.process import BatchIndex, ChannelRules, Processing, run_pipeline
-from channels.email.smtp import Route
+from channels.email.smtp import Route, base_address
+from channels.email.tokens import TokenError, bounce_token_in
 from gateway.config import ConfigError, GatewayConfig
 from gateway.db import reading_engine, session_factory
 from gateway.runtime import Runtime
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 class RouteTable:
     """Channel addresses -> (app, channel), loaded from the database and refreshed.
 
+    A channel address takes its plus forms too; a return path (`bounces+<token>@domain`) is
+    routed only when we signed its token, to the token's app on a channel of that domain.
+
     RCPT is answered from memory, on the SMTP event loop, so it never waits on the database;
     `start_refreshing` reloads the table in a thread every few seconds, so a channel added,
     readdressed or disabled through the API or the CLI takes effect without a restart.
@@ -55,6 +59,7 @@ class RouteTable:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._routes: dict[str, Route] = {}
+        self._domains: dict[str, list[Route]] = {}
         self.refresh()
 
     def start_refreshing(self, every_seconds: float) -> Callable[[], None]:
@@ -84,10 +89,25 @@ class RouteTable:
                 .join(Channel, Channel.id == ChannelAddress.channel_id)
                 .where(Channel.enabled.is_(True))
             )
-            self._routes = {a: Route(app_id, channel_id) for a, app_id, channel_id in rows}
+            routes = {a: Route(app_id, channel_id) for a, app_id, channel_id in rows}
+        by_domain: dict[str, list[Route]] = {}
+        for address, route in routes.items():
+            by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(route)
+        self._routes, self._domains = routes, by_domain
 
     def __call__(self, address: str) -> Route | None:
-        return self._routes.get(address)
+        route = self._routes.get(base_address(address))
+        if route is None and (token := bounce_token_in(address)) is not None:
+            return self._return_path(address, token)
+        return route
+
+    def _return_path(self, address: str, token: str) -> Route | None:
+        try:
+            app_id = self.runtime.keyring.verify_bounce(token).app_id
+        except TokenError:
+            return None  # forged, or signed with a retired key: 550 at RCPT
+        domain = address.strip().strip("<>").rpartition("@")[2].lower()
+        return next((r for r in self._domains.get(domain, ()) if r.app_id == app_id), None)
 
 
 def store_batch(runtime: Runtime, mails: Sequence[inbound_store.IncomingMail]) -> list[int]:

@@ -229,7 +229,7 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
         claimed = outbox.claim(session, outbox_id, attempt, now)
         if claimed is None:
             return None
-        sender, recipients = claimed.mail_from, list(claimed.recipients)
+        sender, recipients = outbox.return_path(runtime.keyring, claimed), list(claimed.recipients)
         message_id = claimed.message_id_header
         channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
         prepared = _prepare(ob, channel, claimed.raw)

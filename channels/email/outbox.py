@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, aliased
 
 from channels.email.compose import compose, new_message_id
 from channels.email.loop import LOOP_HEADER, loop_mark
-from channels.email.tokens import Keyring
+from channels.email.tokens import BounceToken, Keyring, bounce_address
 from tickets import services
 from tickets.errors import NotAllowed, NotFound
 from tickets.models import Conversation, Message, Outbox, OutboxState, ThreadRef
@@ -134,6 +134,16 @@ def queue_email(
             )
     session.flush()
     return row
+
+
+def return_path(keyring: Keyring, row: Outbox) -> str:
+    """The envelope sender of a row: `bounces+<token>@<its channel's domain>` (VERP), the
+    token naming the row and its recipient, so a bounce to it is tied to exactly that email
+    and recipient whatever the bounce says. One transaction carries one envelope sender: a row
+    for several recipients gets a token that names the row only."""
+    recipient = 0 if len(row.recipients) == 1 else None
+    token = keyring.sign(BounceToken(row.app_id, row.id, recipient))
+    return bounce_address(token, row.mail_from.rpartition("@")[2].lower())
 
 
 def _earlier_unfinished() -> Exists:

@@ -182,7 +182,10 @@ _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
 
 
 class InboundHandler:
-    """aiosmtpd handler: the `handle_*` hooks answer with SMTP status strings."""
+    """aiosmtpd handler: the `handle_*` hooks answer with SMTP status strings.
+
+    `routes` is given each recipient as written (plus forms and return-path tokens included).
+    """
 
     def __init__(
         self,
@@ -204,10 +207,10 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
-        route = self.routes(base_address(address))
+        route = self.routes(address)
         if route is None:
             return "550 5.1.1 No such mailbox here"
-        routes = [self.routes(base_address(a)) for a in envelope.rcpt_tos]
+        routes = [self.routes(a) for a in envelope.rcpt_tos]
         if any(r is not None and r.app_id != route.app_id for r in routes):
             # One stored message belongs to one app; the sender retries the rest separately.
             return "452 4.5.3 One app per message, please send separately"
@@ -226,7 +229,7 @@ class InboundHandler:
             return "552 5.3.4 Header section too large"
         if len(_RECEIVED.findall(headers)) > self.limits.max_received_headers:
             return "554 5.4.6 Too many hops, probably a mail loop"
-        route = self.routes(base_address(envelope.rcpt_tos[0])) if envelope.rcpt_tos else None
+        route = self.routes(envelope.rcpt_tos[0]) if envelope.rcpt_tos else None
         if route is None:
             return "554 5.5.1 No valid recipients"
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)

@@ -57,7 +57,8 @@ class FileTransport:
     """Writes each message as `<Message-ID>.eml` into a folder: the embedded default.
 
     The file appears by an atomic rename, so after a crash it either exists whole (the message
-    was delivered) or not at all (safe to write again): `delivered` can always tell.
+    was delivered) or not at all (safe to write again): `delivered` can always tell. The
+    envelope sender goes in front as `Return-Path`, as a delivering MTA writes it.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -69,7 +70,7 @@ class FileTransport:
             final = self.directory / eml_name(message_id)
             tmp = final.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "wb") as fh:
-                fh.write(raw)
+                fh.write(f"Return-Path: <{envelope_from}>\r\n".encode() + raw)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)

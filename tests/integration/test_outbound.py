@@ -148,7 +148,13 @@ def test_an_unread_reply_goes_out_after_the_grace_period_in_the_chat_voice(gw, r
     [got] = relay.wait_for(1)
     msg = got.message
     assert got.rcpt_tos == ["chris@example.com"]
-    assert got.mail_from == "support@localhost"
+    # The return path is VERP: a bounce to it names this email and this recipient.
+    local, _, domain = got.mail_from.rpartition("@")
+    assert domain == "localhost" and local.startswith("bounces+")
+    with rt.unit_of_work() as s:
+        row = s.scalar(select(Outbox).where(Outbox.message_id_header == got.message["Message-ID"]))
+    bounce = rt.config.keyring().verify_bounce(local.removeprefix("bounces+"))
+    assert (bounce.outbox_id, bounce.recipient) == (row.id, 0)
     [sender] = msg["From"].addresses
     assert (sender.display_name, sender.addr_spec) == ("Ana from Demo", "support@localhost")
     assert msg["Subject"] == "Re: " + FIRST_LINE  # their words, not a generated title
@@ -458,6 +464,9 @@ def test_a_row_left_sending_with_the_file_transport_is_settled_by_the_file(tmp_p
     assert outbound.send_outbound(rt, first) == OutboxState.SENT
     files = list(sent.glob("*.eml"))
     assert len(files) == 1
+    # The envelope sender is recorded as a delivering MTA would: the VERP return path.
+    first_line = files[0].read_bytes().split(b"\r\n", 1)[0]
+    assert first_line.startswith(b"Return-Path: <bounces+") and first_line.endswith(b"@localhost>")
     agent_reply(rt, cid, "two")
     clock.advance(121)
     second = outbound.deliver(rt, cid).outbox_id

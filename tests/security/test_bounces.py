@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from channels.email.tokens import BounceToken, Keyring, TokenError
 from gateway.config import GatewayConfig, embedded_default
 from gateway.server import Services, start
 from tests.integration.test_processing import raw_mail
@@ -32,6 +33,7 @@ from tickets.models import (
     InboundMail,
     InboundState,
     Message,
+    Outbox,
 )
 
 CUSTOMER = "rgomez@litware.test"
@@ -215,6 +217,44 @@ def messages_of_all(gateway: Services) -> list[Message]:
         for row in rows:
             session.expunge(row)
         return rows
+
+
+def verp_token(gateway: Services, received: Received) -> BounceToken:
+    local, _, domain = received.mail_from.rpartition("@")
+    assert domain == "localhost" and local.startswith("bounces+")
+    assert len(local) <= 64 and local == local.lower()
+    return gateway.runtime.keyring.verify_bounce(local.removeprefix("bounces+"))
+
+
+def test_every_outbound_email_has_a_verp_return_path_naming_its_row_and_recipient(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    token = verp_token(gateway, sent)
+    with gateway.runtime.unit_of_work() as session:
+        row = session.scalar(
+            select(Outbox).where(Outbox.message_id_header == sent.message["Message-ID"])
+        )
+        assert row is not None
+        assert (token.outbox_id, token.recipient) == (row.id, 0)
+        assert row.recipients[0] == CUSTOMER
+
+
+def test_a_forged_verp_token_is_refused_at_rcpt(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    good = sent.mail_from.rpartition("@")[0].removeprefix("bounces+")
+    other_key = Keyring(b"not the gateway's key, but long enough").sign(BounceToken(1, 1, 0))
+    flipped = good[:-1] + ("a" if good[-1] != "a" else "b")
+    with smtp(gateway) as client:
+        client.ehlo()
+        for token in ("garbage", other_key, flipped, good + "a"):
+            client.mail("")
+            code, text = client.rcpt(f"bounces+{token}@localhost")
+            assert code == 550, (token, code, text)
+            client.rset()
+        client.mail("")
+        assert client.rcpt(f"bounces+{good}@localhost")[0] == 250
+        client.rset()
+    with pytest.raises(TokenError):
+        gateway.runtime.keyring.verify_bounce(flipped)
 
 
 def test_an_employee_writing_from_our_own_domain_becomes_a_conversation(gateway, relay):
