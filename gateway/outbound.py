@@ -268,11 +268,12 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
         outbox.mark_sent(session, outbox_id, attempt, runtime.clock())
         following = outbox.next_in_conversation(session, outbox_id, runtime.clock())
     if following is not None:
-        _enqueue_send(following)
+        send_soon(following)
     return OutboxState.SENT
 
 
-def _enqueue_send(outbox_id: int) -> None:
+def send_soon(outbox_id: int) -> None:
+    """Hand a committed outbox row to a worker now (the sweep would, a little later)."""
     from gateway import actors
 
     actors.send_outbound.send(outbox_id)

@@ -251,6 +251,25 @@ class CustomerAddress(Base):
     customer: Mapped[Customer] = relationship(back_populates="addresses")
 
 
+class AddressClaim(Base):
+    """An address a widget visitor gave, not theirs until they follow the link mailed to it.
+
+    Kept apart from `customer_addresses` on purpose: a claim never routes mail, never receives
+    any, and never makes two customers one. Only the link's hash is stored; it works once.
+    """
+
+    __tablename__ = "address_claims"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    link_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
 class Channel(Base):
     __tablename__ = "channels"
     __table_args__ = (UniqueConstraint("app_id", "name", name="uq_channels_app_name"),)

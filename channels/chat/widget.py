@@ -12,15 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.email.confirm import queue_confirmation
+from channels.email.render import EmailTemplates
 from channels.email.tokens import CustomerToken, Keyring, TokenError
-from tickets import delivery, services
+from tickets import delivery, identity, services
 from tickets.customer_view import CustomerView, customer_view
-from tickets.errors import InvalidValue, NotAllowed, NotFound
+from tickets.errors import InvalidValue, NotFound
 from tickets.models import App, Conversation, Customer, Via
 
 MAX_TEXT = 20_000
@@ -127,17 +129,45 @@ def seen(session: Session, conversation: Conversation, now: dt.datetime, *, read
 
 
 def give_email(
-    session: Session, app: App, conversation: Conversation, email: str, now: dt.datetime
-) -> None:
-    """'So we can reach you if you leave': messages that waited for an address can go now."""
-    customer = conversation.customer
-    try:
-        services.add_customer_address(session, customer, email, now, app=app)
-    except NotAllowed:
-        # Saying the address belongs to someone else would tell a stranger who writes to us.
-        raise InvalidValue("this address cannot be used here; try another one") from None
-    session.flush()
-    delivery.rearm(session, customer, now)
+    session: Session,
+    app: App,
+    conversation: Conversation,
+    email: str,
+    now: dt.datetime,
+    *,
+    confirm_url: Callable[[str], str],
+    templates: EmailTemplates,
+    keyring: Keyring,
+) -> int | None:
+    """'So we can reach you if you leave': a link to confirm the address is mailed to it.
+
+    The address counts only once the link is followed (tickets/identity.py); until then the
+    conversation is not emailed. Whose address it is, is not looked at here, so the answer is
+    the same for every address. Returns the outbox row of the mail, if one was queued.
+    """
+    claimed = identity.claim_address(session, conversation, email, now)
+    if claimed is None:
+        return None  # already this customer's own address: nothing to confirm
+    link, address = claimed
+    row = queue_confirmation(
+        session,
+        app,
+        conversation,
+        address,
+        confirm_url(link),
+        identity.CLAIM_LIFETIME,
+        templates,
+        keyring,
+        now,
+    )
+    return row.id if row is not None else None
+
+
+def email_state(session: Session, conversation: Conversation, now: dt.datetime) -> str:
+    """`known` (a proven address), `pending` (a link is out) or `none`: what the widget asks."""
+    if conversation.customer.addresses:
+        return "known"
+    return "pending" if identity.pending_claim(session, conversation, now) else "none"
 
 
 def view(app: App, conversation: Conversation) -> CustomerView:

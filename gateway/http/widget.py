@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 import jinja2
-from fastapi import APIRouter, HTTPException, Path, Response, Security
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
@@ -29,11 +31,21 @@ from channels.email.tokens import Keyring
 from gateway.http.deps import RuntimeDep
 from gateway.http.schemas import Body, problems
 from gateway.http.security_headers import CSP_HEADER, frame_ancestors, page_policy
+from gateway.outbound import outbound_for, send_soon
 from gateway.runtime import Runtime
-from tickets import services
+from tickets import identity, services
+from tickets.errors import NotFound
 from tickets.models import App, Conversation
 
 router = APIRouter(tags=["widget"], responses=problems(400, 401, 404, 409))
+CONFIRM_PATH = "/widget/{app_name}/confirm"
+
+
+def confirm_url(runtime: Runtime, app_name: str, link: str) -> str:
+    """The page a confirmation mail links to; the link's secret is its only proof."""
+    path = CONFIRM_PATH.format(app_name=app_name)
+    return f"{runtime.config.http.public_url}{path}?t={link}"
+
 
 AppName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 ConversationToken = Annotated[
@@ -74,7 +86,12 @@ class ConversationOut(BaseModel):
     subject: str
     messages: list[MessageOut]
     unread: int
-    email_known: bool
+    email_known: bool  # the customer has an address they proved
+    email_pending: bool  # an address was given; its confirmation link is out
+
+
+class EmailGiven(BaseModel):
+    message: str
 
 
 class ConversationItem(BaseModel):
@@ -114,13 +131,15 @@ def visit(runtime: Runtime, app_name: str) -> Iterator[Visit]:
 
 def _payload(v: Visit, conversation: Conversation) -> ConversationOut:
     data: dict[str, Any] = widget.view(v.app, conversation).to_json()
+    email = widget.email_state(v.session, conversation, v.now)
     return ConversationOut(
         conversation=widget.conversation_token(v.keyring, conversation),
         brand=data["brand"],
         subject=data["subject"],
         messages=[MessageOut(**m) for m in data["messages"]],
         unread=widget.unread_count(conversation),
-        email_known=bool(conversation.customer.addresses),
+        email_known=email == "known",
+        email_pending=email == "pending",
     )
 
 
@@ -213,20 +232,41 @@ def mark_read(runtime: RuntimeDep, app_name: AppName, token: ConversationToken) 
     return _seen(runtime, app_name, token, read=True)
 
 
-@router.post("/widget/api/{app_name}/conversations/{token}/email", status_code=204)
+# One answer for every address, known to us or not, so the call tells nobody who writes to us.
+EMAIL_GIVEN = EmailGiven(
+    message="We sent a link to this address. Follow it to get our answers by email."
+)
+
+
+@router.post(
+    "/widget/api/{app_name}/conversations/{token}/email",
+    status_code=202,
+    response_model=EmailGiven,
+)
 def give_email(
     runtime: RuntimeDep, app_name: AppName, token: ConversationToken, body: EmailIn
-) -> Response:
-    """'So we can reach you if you leave.'"""
+) -> EmailGiven:
+    """'So we can reach you if you leave': the address counts once its mailed link is followed."""
     with visit(runtime, app_name) as v:
         conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
-        widget.give_email(v.session, v.app, conversation, body.email, v.now)
-    return Response(status_code=204)
+        outbox_id = widget.give_email(
+            v.session,
+            v.app,
+            conversation,
+            body.email,
+            v.now,
+            confirm_url=lambda link: confirm_url(runtime, app_name, link),
+            templates=outbound_for(runtime).settings.templates,
+            keyring=v.keyring,
+        )
+    if outbox_id is not None:
+        send_soon(outbox_id)
+    return EMAIL_GIVEN
 
 
 @cache
-def _page() -> jinja2.Template:
-    source = (resources.files("templates") / "widget" / "page.html").read_text(encoding="utf-8")
+def _template(name: str) -> jinja2.Template:
+    source = (resources.files("templates") / "widget" / name).read_text(encoding="utf-8")
     return jinja2.Environment(autoescape=True).from_string(source)
 
 
@@ -236,4 +276,55 @@ def page(runtime: RuntimeDep, app_name: AppName) -> HTMLResponse:
     with visit(runtime, app_name) as v:
         brand = v.app.brand
     policy = page_policy(frame_ancestors(runtime.config, app_name))
-    return HTMLResponse(_page().render(app=app_name, brand=brand), headers={CSP_HEADER: policy})
+    html = _template("page.html").render(app=app_name, brand=brand)
+    return HTMLResponse(html, headers={CSP_HEADER: policy})
+
+
+def _confirm_page(app: App, status: int = 200, **fields: str) -> HTMLResponse:
+    values = {"link": "", "address": "", "action": "", "problem": "", **fields}
+    html = _template("confirm.html").render(app=app.name, brand=app.brand, **values)
+    return HTMLResponse(html, status)
+
+
+@router.get(CONFIRM_PATH, response_class=HTMLResponse)
+def confirm_page(
+    runtime: RuntimeDep,
+    app_name: AppName,
+    t: Annotated[str, Query(max_length=100, description="the secret of the mailed link")] = "",
+) -> HTMLResponse:
+    """Where a confirmation mail leads. Looking changes nothing: mail scanners open links too,
+    so only the button (a POST) confirms."""
+    with visit(runtime, app_name) as v:
+        try:
+            claim = identity.find_claim(v.session, v.app, t, v.now)
+        except NotFound as exc:
+            return _confirm_page(v.app, 404, problem=str(exc))
+        action = CONFIRM_PATH.format(app_name=app_name)
+        return _confirm_page(v.app, link=t, address=claim.address, action=action)
+
+
+@router.post(CONFIRM_PATH, response_class=HTMLResponse, status_code=303)
+async def confirm(runtime: RuntimeDep, app_name: AppName, request: Request) -> Response:
+    """The mailbox is theirs: on to the chat, which now goes on by email as well."""
+    # A plain form post; parsed here rather than with another dependency for one field.
+    form = parse_qs((await request.body())[:1000].decode("ascii", "replace"))
+    link = (form.get("t") or [""])[0]
+    # The page's script adds the browser's visitor token, if it has one (see confirm_claim).
+    held = (form.get("v") or [""])[0]
+    return await run_in_threadpool(_confirm, runtime, app_name, link, held)
+
+
+def _confirm(runtime: Runtime, app_name: str, link: str, held: str) -> Response:
+    with visit(runtime, app_name) as v:
+        try:
+            conversation = identity.confirm_claim(
+                v.session,
+                v.app,
+                link,
+                v.now,
+                visitor_token_hash=widget.hash_token(held) if held else None,
+            )
+        except NotFound as exc:
+            return _confirm_page(v.app, 404, problem=str(exc))
+        token = widget.conversation_token(v.keyring, conversation)
+    return RedirectResponse(f"/widget/{app_name}?c={token}", status_code=303)

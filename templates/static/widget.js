@@ -12,7 +12,11 @@ async function call(method, path, body, visitor) {
   const headers = {"Content-Type": "application/json"};
   if (visitor) headers["Authorization"] = "Bearer " + visitor;
   const r = await fetch(API + path, {method, headers, body: body ? JSON.stringify(body) : undefined});
-  if (!r.ok && r.status !== 204) throw new Error((await r.json()).detail || r.status);
+  if (!r.ok) {
+    const error = new Error((await r.json().catch(() => ({}))).detail || r.statusText);
+    error.status = r.status;
+    throw error;
+  }
   return r.status === 204 ? null : r.json();
 }
 
@@ -37,13 +41,28 @@ function show(data) {
     return div;
   }));
   log.scrollTop = log.scrollHeight;
-  document.getElementById("reach").hidden = data.email_known;
+  document.getElementById("reach").hidden = data.email_known || data.email_pending;
+  document.getElementById("pending").hidden = !data.email_pending;
+}
+
+function notice(text) {
+  const box = document.getElementById("notice");
+  box.textContent = text || "";
+  box.hidden = !text;
 }
 
 async function refresh() {
   if (!conversation) return;
-  show(await call("GET", "/conversations/" + conversation));
-  await call("POST", "/conversations/" + conversation + (document.hidden ? "/heartbeat" : "/read"));
+  try {
+    show(await call("GET", "/conversations/" + conversation));
+    await call("POST", "/conversations/" + conversation + (document.hidden ? "/heartbeat" : "/read"));
+  } catch (error) {
+    if (error.status !== 404) return notice(error.message);
+    // Confirming an address (perhaps in another tab) gave the chat a new link; else it is gone.
+    const stored = store.getItem(APP + ":c");
+    conversation = stored !== conversation ? stored : null;
+    if (!conversation) store.removeItem(APP + ":c");
+  }
 }
 
 document.getElementById("send").addEventListener("submit", async (e) => {
@@ -51,10 +70,16 @@ document.getElementById("send").addEventListener("submit", async (e) => {
   const input = document.getElementById("text");
   const text = input.value.trim();
   if (!text) return;
+  let data;
+  try {
+    data = conversation
+      ? await call("POST", "/conversations/" + conversation + "/messages", {text})
+      : await call("POST", "/conversations", {text}, await visitorToken());
+  } catch (error) {
+    return notice(error.message);
+  }
   input.value = "";
-  const data = conversation
-    ? await call("POST", "/conversations/" + conversation + "/messages", {text})
-    : await call("POST", "/conversations", {text}, await visitorToken());
+  notice("");
   conversation = data.conversation;
   store.setItem(APP + ":c", conversation);
   show(data);
@@ -62,9 +87,15 @@ document.getElementById("send").addEventListener("submit", async (e) => {
 
 document.getElementById("reach").addEventListener("submit", async (e) => {
   e.preventDefault();
-  await call("POST", "/conversations/" + conversation + "/email",
-             {email: document.getElementById("email").value});
+  try {
+    await call("POST", "/conversations/" + conversation + "/email",
+               {email: document.getElementById("email").value});
+  } catch (error) {
+    return notice(error.message);
+  }
+  notice("");
   document.getElementById("reach").hidden = true;
+  document.getElementById("pending").hidden = false;
 });
 
 refresh();

@@ -1,21 +1,46 @@
 """Attacks of anonymous widget visitors, replayed through the real HTTP server (and real mail).
 
+- A visitor who gives someone else's address gets nothing of theirs: mail the owner writes
+  (SMTP, then the gateway's own processing) stays on the owner's record, the visitor's chat is
+  never emailed there, and the visitor cannot post as the owner. The answer is the same for a
+  known and an unknown address. The address counts once the link mailed to it is followed, and
+  then the conversation moves to the owner, never the owner's history to the visitor.
 - Every HTML page the gateway serves carries a Content-Security-Policy without inline script,
   frame-ancestors (the app's own list for the widget page), nosniff, no-referrer and no-store.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
+import smtplib
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select
 
+from channels.email.confirm import CONFIRM_TEMPLATE
+from channels.email.render import EmailContent, EmailTemplates, render_checked
 from gateway.config import embedded_default
 from gateway.http.app import create_app
-from tests.support.http import RunningHttp
+from gateway.server import Services, start
+from tests.support.http import RunningHttp, loopback_config
+from tests.support.smtp_sink import Received, SmtpSink
+from tests.support.waiting import wait_for
+from tickets import services
+from tickets.customer_view import CustomerView
+from tickets.errors import NotFound
+from tickets.models import AddressClaim, Conversation, Message, Outbox
+from tickets.vocabulary import find_internal_words
 
 TOKEN_QUERY = "?c=" + "a" * 40
 
@@ -62,8 +87,9 @@ def test_every_html_page_carries_the_security_headers(http_api: RunningHttp) -> 
         for path in paths:
             for url in (path, path + TOKEN_QUERY):
                 r = c.get(url)
-                assert r.status_code == 200, (url, r.status_code)
-                assert_safe_page(r, ancestors="'self'" if path.startswith("/widget/") else "'none'")
+                # The confirmation page without a live link says so, as a 404 page.
+                assert r.status_code == (404 if "/confirm" in path else 200), (url, r.status_code)
+                assert_safe_page(r, ancestors="'self'" if path == "/widget/demo" else "'none'")
         # Error answers too: an unknown app's widget page, an unknown path.
         for url in ("/widget/nope" + TOKEN_QUERY, "/no/such/page"):
             r = c.get(url)
@@ -159,7 +185,379 @@ def test_the_widget_works_in_a_real_browser_under_its_policy(http_api: RunningHt
             assert page.evaluate("getComputedStyle(document.body).margin") == "0px"  # CSS loaded
             page.reload()  # the conversation comes back from storage, through the API
             page.wait_for_selector("#log .m.customer")
+            # The visitor gives an address and follows the mailed link in the same browser.
+            page.fill("#email", "browser@example.com")
+            page.click("#reach button")
+            page.wait_for_selector("#pending", state="visible")
+            with http_api.runtime.unit_of_work() as s:
+                raw = s.scalars(select(Outbox.raw).where(Outbox.kind == "address_confirmation"))
+                mail = message_from_bytes(raw.one(), policy=email_policy.default)
+            assert isinstance(mail, EmailMessage)
+            [link] = re.findall(r"https?://\S+/widget/demo/confirm\?t=[\w-]+", plain(mail))
+            page.goto(http_api.url + "/widget/demo/confirm?t=" + link.rpartition("t=")[2])
+            page.click("#confirm button")
+            page.wait_for_url(re.compile(r"/widget/demo$"))  # the token left the address bar
+            page.wait_for_selector("#log .m.customer")
+            assert page.is_hidden("#reach") and page.is_hidden("#pending")
         finally:
             browser.close()
     violations = [m for m in console if "Content Security Policy" in m or "CSP" in m]
     assert violations == [] and not [m for m in console if m.startswith(("error", "pageerror"))]
+
+
+# --- identity: an address counts once the mailbox owner follows the link ------------------------
+
+OWNER = "olivia@victim.example"
+OWNER_SECRET = "My new card number is 4929 0000 1111 2222, please update it"
+VISITOR_TEXT = "Hi, I am Olivia, please send everything to this address"
+
+
+@pytest.fixture
+def served(tmp_path: Path, relay: SmtpSink, database_url: str) -> Iterator[Services]:
+    """`gateway serve` as one process: SMTP, HTTP, workers and sweeps; mail leaves to `relay`."""
+    base = loopback_config(tmp_path)
+    config = base.model_copy(
+        update={
+            "database_url": database_url,
+            "sweep_seconds": 0.3,
+            "worker_threads": 2,
+            "delivery": base.delivery.model_copy(
+                update={"email_grace_seconds": 1, "widget_online_seconds": 1}
+            ),
+            "outbound": base.outbound.model_copy(
+                update={"transport": "smtp", "host": relay.host, "port": relay.port}
+            ),
+        }
+    )
+    running = start(config)
+    yield running
+    running.stop()
+
+
+class Widget:
+    """A visitor's browser: its visitor token and the conversation link it holds."""
+
+    def __init__(self, served: Services) -> None:
+        [line] = [x for x in served.listening if x.startswith("http: ")]
+        self.http = httpx.Client(base_url=line.removeprefix("http: "), timeout=30)
+        r = self.http.post("/widget/api/demo/visitors", json={"name": "Olivia (bank)"})
+        assert r.status_code == 201, r.text
+        self.visitor = r.json()["visitor_token"]
+        self.conversation = ""
+
+    def chat(self, text: str) -> dict[str, Any]:
+        auth = {"Authorization": f"Bearer {self.visitor}"}
+        r = self.http.post("/widget/api/demo/conversations", json={"text": text}, headers=auth)
+        assert r.status_code == 201, r.text
+        self.conversation = r.json()["conversation"]
+        return dict(r.json())
+
+    def give_email(self, address: str) -> httpx.Response:
+        url = f"/widget/api/demo/conversations/{self.conversation}/email"
+        return self.http.post(url, json={"email": address})
+
+    def everything_visible(self) -> str:
+        """All this browser can read: its conversation list and each conversation."""
+        auth = {"Authorization": f"Bearer {self.visitor}"}
+        listed = self.http.get("/widget/api/demo/conversations", headers=auth).json()
+        seen = [json.dumps(listed)]
+        for item in listed["conversations"]:
+            seen.append(
+                self.http.get(f"/widget/api/demo/conversations/{item['conversation']}").text
+            )
+        seen.append(self.http.get(f"/widget/api/demo/conversations/{self.conversation}").text)
+        return "\n".join(seen)
+
+
+def send_mail(served: Services, sender: str, subject: str, text: str) -> None:
+    msg = EmailMessage()
+    msg["From"] = f"Olivia <{sender}>"
+    msg["To"] = "support@localhost"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{abs(hash(subject))}@victim.example>"
+    msg.set_content(text)
+    port = int(served.runtime.config.smtp.listen.rpartition(":")[2])
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.send_message(msg)
+
+
+def conversation_with(served: Services, text: str) -> Conversation:
+    found = find_conversation(served, text)
+    assert found is not None, text
+    return found
+
+
+def find_conversation(served: Services, text: str) -> Conversation | None:
+    with served.runtime.unit_of_work() as s:
+        message = s.scalar(select(Message).where(Message.text.contains(text[:30])))
+        if message is None:
+            return None
+        conversation = message.conversation
+        _ = conversation.customer.addresses  # loaded for the caller
+        return conversation
+
+
+def mails_to(relay: SmtpSink, address: str) -> list[Received]:
+    return [m for m in relay.messages if address in m.rcpt_tos]
+
+
+def plain(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def confirm_link(mail: Received) -> str:
+    text = plain(mail.message)
+    [link] = re.findall(r"https?://\S+/widget/demo/confirm\?t=[\w-]+", text)
+    return str(link)
+
+
+def agent_replies(served: Services, conversation_id: int, text: str) -> None:
+    rt = served.runtime
+    with rt.unit_of_work() as s:
+        app = services.get_app(s, "demo")
+        try:
+            agent = services.find_agent(s, app, "ana@localhost")
+        except NotFound:
+            agent = services.add_agent(s, app, "ana@localhost", "Ana", rt.clock())
+        conversation = services.get_conversation(s, app, conversation_id)
+        services.add_agent_message(s, conversation, agent, text, rt.clock())
+
+
+def test_a_visitor_who_claims_someone_elses_address_gets_nothing_of_theirs(
+    served: Services, relay: SmtpSink
+) -> None:
+    # The real owner has written to the team before.
+    send_mail(served, OWNER, "Card renewal", "When does my new card arrive?")
+    before = wait_for(lambda: find_conversation(served, "When does my new card"))
+    assert [a.address for a in before.customer.addresses] == [OWNER]
+
+    mallory = Widget(served)
+    mallory.chat(VISITOR_TEXT)
+    r = mallory.give_email(OWNER)
+    assert r.status_code == 202, r.text
+
+    # The owner writes again, a new mail: it goes to the owner's record, not the visitor's.
+    send_mail(served, OWNER, "Lost card", OWNER_SECRET)
+    landed = wait_for(lambda: find_conversation(served, OWNER_SECRET))
+    assert landed.customer_id == before.customer_id
+    visible = mallory.everything_visible()
+    assert "4929" not in visible and "When does my new card" not in visible
+    assert "Card renewal" not in visible and "Lost card" not in visible
+
+    # What the visitor writes stays theirs: never posted on the owner's record.
+    r = mallory.http.post(
+        f"/widget/api/demo/conversations/{mallory.conversation}/messages",
+        json={"text": "Also cancel my card please"},
+    )
+    assert r.status_code == 201
+    theirs = conversation_with(served, VISITOR_TEXT)
+    assert theirs.customer_id != before.customer_id and theirs.customer.addresses == []
+
+    # The visitor's chat is never emailed to the claimed address, not even after an answer.
+    agent_replies(served, theirs.id, "We will send the new card to the address on file.")
+    time.sleep(3)  # grace (1 s) and several sweeps
+    to_owner = mails_to(relay, OWNER)
+    assert len(to_owner) == 1  # the confirmation, nothing else
+    [confirmation] = to_owner
+    body = plain(confirmation.message)
+    everything = str(confirmation.message) + body
+    for typed in ("Olivia (bank)", VISITOR_TEXT[:20], "cancel my card", "address on file"):
+        assert typed not in everything, typed
+    assert confirmation.message["Reply-To"] is None
+    with served.runtime.unit_of_work() as s:
+        blocked = s.get(Conversation, theirs.id)
+        assert blocked is not None and blocked.delivery_warning is not None
+        assert "no email address" in blocked.delivery_warning
+
+    # An answer to the confirmation mail does not thread into the visitor's conversation.
+    reply = EmailMessage()
+    reply["From"] = OWNER
+    reply["To"] = "support@localhost"
+    reply["Subject"] = "Re: " + str(confirmation.message["Subject"])
+    reply["In-Reply-To"] = confirmation.message["Message-ID"]
+    reply["References"] = confirmation.message["Message-ID"]
+    reply["Message-ID"] = "<answer-to-confirmation@victim.example>"
+    reply.set_content("What is this? I did not ask for anything.")
+    port = int(served.runtime.config.smtp.listen.rpartition(":")[2])
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.send_message(reply)
+    answered = wait_for(lambda: find_conversation(served, "What is this? I did not ask"))
+    assert answered.customer_id == before.customer_id and answered.id != theirs.id
+    assert "did not ask" not in mallory.everything_visible()
+
+
+def test_a_visitor_who_claims_an_address_first_does_not_get_its_future_mail(
+    served: Services, relay: SmtpSink
+) -> None:
+    """As reproduced: claim an address nobody used yet, then wait for its owner to write."""
+    mallory = Widget(served)
+    mallory.chat(VISITOR_TEXT)
+    assert mallory.give_email("newcomer@victim.example").status_code == 202
+    send_mail(served, "newcomer@victim.example", "First contact", OWNER_SECRET)
+    landed = wait_for(lambda: find_conversation(served, OWNER_SECRET))
+    theirs = conversation_with(served, VISITOR_TEXT)
+    assert landed.customer_id != theirs.customer_id
+    assert [a.address for a in landed.customer.addresses] == ["newcomer@victim.example"]
+    assert "4929" not in mallory.everything_visible()
+    assert "First contact" not in mallory.everything_visible()
+
+
+def test_the_answer_is_the_same_for_a_known_and_an_unknown_address(
+    served: Services, relay: SmtpSink
+) -> None:
+    send_mail(served, OWNER, "Hello", "I am a known customer")
+    wait_for(lambda: find_conversation(served, "I am a known customer"))
+    answers = []
+    timings: dict[str, list[float]] = {"known": [], "unknown": []}
+    for round_ in range(4):
+        for kind, address in (("known", OWNER), ("unknown", f"nobody{round_}@nowhere.example")):
+            visitor = Widget(served)
+            visitor.chat(f"Round {round_} as {kind}")
+            began = time.perf_counter()
+            r = visitor.give_email(address)
+            timings[kind].append(time.perf_counter() - began)
+            answers.append((r.status_code, r.json(), sorted(r.headers.keys())))
+    first = answers[0]
+    assert first[0] == 202
+    assert all(a == first for a in answers), answers
+    # Both do the same work (a claim and a mail), so neither is measurably slower.
+    known, unknown = (sorted(t)[len(t) // 2] for t in timings.values())
+    assert abs(known - unknown) < max(known, unknown) * 0.5 + 0.02, timings
+
+
+def test_following_the_link_makes_the_address_count(served: Services, relay: SmtpSink) -> None:
+    chris = Widget(served)
+    chris.chat("Hello, the lamp I ordered arrived broken")
+    old_link = chris.conversation
+    assert chris.give_email("Chris@Example.com").status_code == 202
+    data = chris.http.get(f"/widget/api/demo/conversations/{old_link}").json()
+    assert data["email_pending"] is True and data["email_known"] is False
+    [mail] = wait_for(lambda: mails_to(relay, "chris@example.com"))
+    link = confirm_link(mail)
+    path = link.split("://", 1)[1].partition("/")[2]
+    secret = link.rpartition("t=")[2]
+
+    # Opening the link (as a mail scanner would) changes nothing; the page carries the headers.
+    for _ in range(2):
+        page = chris.http.get("/" + path)
+        assert page.status_code == 200 and "chris@example.com" in page.text
+        assert_safe_page(page)
+    assert conversation_with(served, "the lamp I ordered").customer.addresses == []
+
+    # Confirming does: on to the chat, which now goes on by email as well.
+    r = chris.http.post("/widget/demo/confirm", data={"t": secret}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    location = r.headers["location"]
+    assert location.startswith("/widget/demo?c=")
+    new_link = location.partition("?c=")[2]
+    data = chris.http.get(f"/widget/api/demo/conversations/{new_link}").json()
+    assert data["email_known"] is True and data["email_pending"] is False
+    conversation = conversation_with(served, "the lamp I ordered")
+    assert [a.address for a in conversation.customer.addresses] == ["chris@example.com"]
+    agent_replies(served, conversation.id, "A new lamp is on its way.")
+    wait_for(lambda: len(mails_to(relay, "chris@example.com")) == 2)
+    answer = mails_to(relay, "chris@example.com")[1].message
+    assert "A new lamp is on its way." in plain(answer)
+
+    # The link works once.
+    again = chris.http.post("/widget/demo/confirm", data={"t": secret}, follow_redirects=False)
+    assert again.status_code == 404 and "already used" in again.text
+    assert chris.http.get("/" + path).status_code == 404
+
+
+def test_a_link_expires(served: Services, relay: SmtpSink) -> None:
+    visitor = Widget(served)
+    visitor.chat("Expiring link")
+    visitor.give_email("late@example.com")
+    [mail] = wait_for(lambda: mails_to(relay, "late@example.com"))
+    secret = confirm_link(mail).rpartition("t=")[2]
+    with served.runtime.unit_of_work() as s:
+        for claim in s.scalars(select(AddressClaim)):
+            claim.expires_at = served.runtime.clock() - dt.timedelta(seconds=1)
+    r = visitor.http.post("/widget/demo/confirm", data={"t": secret}, follow_redirects=False)
+    assert r.status_code == 404 and "expired" in r.text
+    assert conversation_with(served, "Expiring link").customer.addresses == []
+
+
+def test_when_the_owner_confirms_their_history_stays_out_of_the_visitors_browser(
+    served: Services, relay: SmtpSink
+) -> None:
+    """The owner follows a link a stranger asked for: the stranger's conversation moves to the
+    owner's record; the stranger's browser gets neither the owner's history nor the chat."""
+    send_mail(served, OWNER, "Card renewal", OWNER_SECRET)
+    history = wait_for(lambda: find_conversation(served, OWNER_SECRET))
+    mallory = Widget(served)
+    mallory.chat(VISITOR_TEXT)
+    mallory.give_email(OWNER)
+    [mail] = wait_for(lambda: mails_to(relay, OWNER))
+    owners_browser = httpx.Client(base_url=mallory.http.base_url, timeout=30)
+    secret = confirm_link(mail).rpartition("t=")[2]
+    confirmed = owners_browser.post(
+        "/widget/demo/confirm", data={"t": secret}, follow_redirects=False
+    )
+    assert confirmed.status_code == 303
+    moved = conversation_with(served, VISITOR_TEXT)
+    assert moved.customer_id == history.customer_id  # one customer now, as the team sees it
+    # The visitor's browser: its old link is dead, its list holds nothing of the owner's.
+    r = mallory.http.get(f"/widget/api/demo/conversations/{mallory.conversation}")
+    assert r.status_code == 404
+    assert "4929" not in mallory.everything_visible()
+    auth = {"Authorization": f"Bearer {mallory.visitor}"}
+    listed = mallory.http.get("/widget/api/demo/conversations", headers=auth).json()
+    assert listed["conversations"] == []
+    # The browser that followed the link continues the chat there.
+    new_link = confirmed.headers["location"].partition("?c=")[2]
+    r = owners_browser.get(f"/widget/api/demo/conversations/{new_link}")
+    assert r.status_code == 200 and VISITOR_TEXT in r.text and "4929" not in r.text
+
+
+def test_the_owner_confirming_in_the_browser_they_chatted_in_gets_their_history(
+    served: Services, relay: SmtpSink
+) -> None:
+    """That browser proved both: it is the visitor, and it reads the mailbox. One person."""
+    send_mail(served, OWNER, "Card renewal", OWNER_SECRET)
+    history = wait_for(lambda: find_conversation(served, OWNER_SECRET))
+    olivia = Widget(served)
+    olivia.chat("It's me again, from the website")
+    olivia.give_email(OWNER)
+    [mail] = wait_for(lambda: mails_to(relay, OWNER))
+    secret = confirm_link(mail).rpartition("t=")[2]
+    page = olivia.http.get(f"/widget/demo/confirm?t={secret}")
+    assert 'name="v"' in page.text and "/static/confirm.js" in page.text  # the script fills it
+    r = olivia.http.post(
+        "/widget/demo/confirm", data={"t": secret, "v": olivia.visitor}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert conversation_with(served, "It's me again").customer_id == history.customer_id
+    visible = olivia.everything_visible()
+    assert "Card renewal" in visible and "It's me again" in visible
+    # A visitor token that is not the claimant's proves nothing.
+    mallory = Widget(served)
+    mallory.chat(VISITOR_TEXT)
+    mallory.give_email(OWNER)
+    [_, mail] = wait_for(lambda: mails_to(relay, OWNER)[1:] and mails_to(relay, OWNER))
+    secret = confirm_link(mail).rpartition("t=")[2]
+    r = mallory.http.post(
+        "/widget/demo/confirm", data={"t": secret, "v": olivia.visitor}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    assert "Card renewal" not in mallory.everything_visible()
+
+
+@pytest.mark.parametrize("locale", EmailTemplates().locales())
+def test_the_confirmation_mail_exists_in_every_locale_and_passes_the_guard(locale: str) -> None:
+    assert {"en", "de", "es", "fr"} <= set(EmailTemplates().locales())
+    content = EmailContent(
+        view=CustomerView(brand="Demo", subject="", customer_name="", messages=()),
+        chat_url="https://help.example/widget/demo/confirm?t=abc",
+        sender_name=None,
+        extra={"hours": "24"},
+    )
+    rendered = render_checked(EmailTemplates(), CONFIRM_TEMPLATE, locale, content)
+    for part in (rendered.text, rendered.html):
+        assert "https://help.example/widget/demo/confirm?t=abc" in part and "24" in part
+    assert "Demo" in rendered.subject and rendered.from_name == "Demo"
+    # (render_checked ran the guard on the HTML, its inline colours aside.)
+    assert find_internal_words(rendered.subject + "\n" + rendered.text) == []
