@@ -8,6 +8,7 @@ file: it names the environment variable (or file) that holds them.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 import secrets
@@ -59,8 +60,18 @@ class SmtpConfig(_Section):
 class HttpConfig(_Section):
     listen: str = "127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8025"
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; from
+    # anyone else the header is ignored, or a client could pick its own address.
+    trusted_proxies: list[str] = []
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        for network in v:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return v
 
     @field_validator("public_url")
     @classmethod
@@ -68,6 +79,32 @@ class HttpConfig(_Section):
         if not v.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
         return v.rstrip("/")
+
+
+class RateLimitsConfig(_Section):
+    """What anonymous widget visitors can make the gateway do: COUNT/PERIOD, or "off"."""
+
+    new_visitors_per_ip: str = "30/1h"
+    messages_per_ip: str = "200/1h"
+    messages_per_conversation: str = "30/5m"
+    email_links_per_ip: str = "10/1h"
+    email_links_per_conversation: str = "3/1h"
+
+    @field_validator("*")
+    @classmethod
+    def _check_limit(cls, v: str) -> str:
+        parse_rate(v)
+        return v
+
+
+def parse_rate(text: str) -> tuple[int, dt.timedelta] | None:
+    """ "30/1h" -> (30, one hour); "off" -> None."""
+    if text == "off":
+        return None
+    count, sep, period = text.partition("/")
+    if not sep or not count.isdigit() or int(count) < 1:
+        raise ValueError(f'expected COUNT/PERIOD like "30/1h", or "off"; got {text!r}')
+    return int(count), parse_duration(period)
 
 
 class DeliveryConfig(_Section):
@@ -276,6 +313,7 @@ class GatewayConfig(_Section):
     smtp: SmtpConfig = SmtpConfig()
     http: HttpConfig = HttpConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
     limits: LimitsConfig = LimitsConfig()
     outbound: OutboundConfig = OutboundConfig()
     email_check: EmailCheckConfig = EmailCheckConfig()

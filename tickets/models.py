@@ -270,6 +270,18 @@ class AddressClaim(Base):
     used_at: Mapped[dt.datetime | None]
 
 
+class RateWindow(Base):
+    """How often one key (a client address or a conversation, hashed, with the limit's name)
+    was counted in the current fixed window: the widget's rate limits, shared by every
+    gateway process through the database."""
+
+    __tablename__ = "rate_windows"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[dt.datetime] = mapped_column(index=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
 class Channel(Base):
     __tablename__ = "channels"
     __table_args__ = (UniqueConstraint("app_id", "name", name="uq_channels_app_name"),)

@@ -51,6 +51,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "The token's agent lacks the admin role",
         404: "No such thing in the caller's app",
         409: "Not possible in the current state",
+        429: "Too many requests: wait the seconds Retry-After gives",
     }
     # Errors are JSON even on routes whose success answer is a page.
     return {

@@ -37,6 +37,9 @@ class HttpServer:
             # because URLs can carry tokens.
             log_config=None,
             access_log=False,
+            # request.client stays the TCP peer: X-Forwarded-For is read only from the
+            # operator's trusted proxies (gateway/http/rate_limits.py), never by default.
+            proxy_headers=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
         )

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from channels.chat import widget
 from channels.email.tokens import Keyring
+from gateway.http import rate_limits
 from gateway.http.deps import RuntimeDep
 from gateway.http.schemas import Body, problems
 from gateway.http.security_headers import CSP_HEADER, frame_ancestors, page_policy
@@ -37,7 +38,7 @@ from tickets import identity, services
 from tickets.errors import NotFound
 from tickets.models import App, Conversation
 
-router = APIRouter(tags=["widget"], responses=problems(400, 401, 404, 409))
+router = APIRouter(tags=["widget"], responses=problems(400, 401, 404, 409, 429))
 CONFIRM_PATH = "/widget/{app_name}/confirm"
 
 
@@ -153,7 +154,10 @@ VisitorAuth = Annotated[HTTPAuthorizationCredentials | None, Security(_visitor_b
 
 
 @router.post("/widget/api/{app_name}/visitors", status_code=201, response_model=VisitorOut)
-def create_visitor(runtime: RuntimeDep, app_name: AppName, body: VisitorIn) -> VisitorOut:
+def create_visitor(
+    runtime: RuntimeDep, app_name: AppName, body: VisitorIn, request: Request
+) -> VisitorOut:
+    rate_limits.enforce(runtime, request, ("new_visitors_per_ip", "ip"))
     with visit(runtime, app_name) as v:
         token, _ = widget.new_visitor(v.session, v.app, v.now, locale=body.locale, name=body.name)
     return VisitorOut(visitor_token=token)
@@ -182,9 +186,14 @@ def list_conversations(
     "/widget/api/{app_name}/conversations", status_code=201, response_model=ConversationOut
 )
 def start_conversation(
-    runtime: RuntimeDep, app_name: AppName, body: TextIn, credentials: VisitorAuth
+    runtime: RuntimeDep,
+    app_name: AppName,
+    body: TextIn,
+    credentials: VisitorAuth,
+    request: Request,
 ) -> ConversationOut:
     token = _visitor_token(credentials)
+    rate_limits.enforce(runtime, request, ("messages_per_ip", "ip"))
     with visit(runtime, app_name) as v:
         customer = widget.visitor(v.session, v.app, token)
         conversation = widget.start(v.session, v.app, customer, body.text, v.now)
@@ -205,8 +214,15 @@ def get_conversation(
     response_model=ConversationOut,
 )
 def send_message(
-    runtime: RuntimeDep, app_name: AppName, token: ConversationToken, body: TextIn
+    runtime: RuntimeDep,
+    app_name: AppName,
+    token: ConversationToken,
+    body: TextIn,
+    request: Request,
 ) -> ConversationOut:
+    rate_limits.enforce(
+        runtime, request, ("messages_per_ip", "ip"), ("messages_per_conversation", token)
+    )
     with visit(runtime, app_name) as v:
         conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
         widget.say(v.session, conversation, body.text, v.now)
@@ -244,9 +260,17 @@ EMAIL_GIVEN = EmailGiven(
     response_model=EmailGiven,
 )
 def give_email(
-    runtime: RuntimeDep, app_name: AppName, token: ConversationToken, body: EmailIn
+    runtime: RuntimeDep,
+    app_name: AppName,
+    token: ConversationToken,
+    body: EmailIn,
+    request: Request,
 ) -> EmailGiven:
     """'So we can reach you if you leave': the address counts once its mailed link is followed."""
+    # Each call mails an address nobody has proven: the tightest limits are here.
+    rate_limits.enforce(
+        runtime, request, ("email_links_per_ip", "ip"), ("email_links_per_conversation", token)
+    )
     with visit(runtime, app_name) as v:
         conversation = widget.open_conversation(v.session, v.app, v.keyring, token)
         outbox_id = widget.give_email(

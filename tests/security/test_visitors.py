@@ -32,8 +32,9 @@ from channels.email.confirm import CONFIRM_TEMPLATE
 from channels.email.render import EmailContent, EmailTemplates, render_checked
 from gateway.config import embedded_default
 from gateway.http.app import create_app
+from gateway.runtime import Runtime
 from gateway.server import Services, start
-from tests.support.http import RunningHttp, loopback_config
+from tests.support.http import RunningHttp, loopback_config, running_http
 from tests.support.smtp_sink import Received, SmtpSink
 from tests.support.waiting import wait_for
 from tickets import services
@@ -561,3 +562,93 @@ def test_the_confirmation_mail_exists_in_every_locale_and_passes_the_guard(local
     assert "Demo" in rendered.subject and rendered.from_name == "Demo"
     # (render_checked ran the guard on the HTML, its inline colours aside.)
     assert find_internal_words(rendered.subject + "\n" + rendered.text) == []
+
+
+# --- rate limits: what anonymous visitors can make the gateway do --------------------------------
+
+
+def limit(http: RunningHttp, **limits: str) -> None:
+    config = http.runtime.config
+    http.runtime.config = config.model_copy(
+        update={"rate_limits": config.rate_limits.model_copy(update=limits)}
+    )
+
+
+def assert_limited(r: httpx.Response, period_seconds: int) -> None:
+    assert r.status_code == 429, r.text
+    assert 1 <= int(r.headers["retry-after"]) <= period_seconds
+    assert "too many" in r.json()["detail"] and r.headers["retry-after"] in r.json()["detail"]
+
+
+def test_new_visitors_per_address_are_limited_and_a_forged_forwarded_for_does_not_help(
+    http_api: RunningHttp,
+) -> None:
+    limit(http_api, new_visitors_per_ip="3/1h")
+    with http_api.client() as c:
+        for _ in range(3):
+            assert c.post("/widget/api/demo/visitors", json={}).status_code == 201
+        assert_limited(c.post("/widget/api/demo/visitors", json={}), 3600)
+        # Nobody configured a trusted proxy: the header is the client's word, and ignored.
+        spoofed = {"X-Forwarded-For": "203.0.113.7"}
+        assert_limited(c.post("/widget/api/demo/visitors", json={}, headers=spoofed), 3600)
+
+
+def test_behind_a_trusted_proxy_each_client_has_its_own_budget(http_api: RunningHttp) -> None:
+    limit(http_api, new_visitors_per_ip="1/1h")
+    config = http_api.runtime.config
+    http_api.runtime.config = config.model_copy(
+        update={"http": config.http.model_copy(update={"trusted_proxies": ["127.0.0.0/8"]})}
+    )
+    with http_api.client() as c:
+
+        def new_visitor(forwarded: str) -> int:
+            headers = {"X-Forwarded-For": forwarded}
+            return c.post("/widget/api/demo/visitors", json={}, headers=headers).status_code
+
+        assert new_visitor("198.51.100.1") == 201
+        assert new_visitor("198.51.100.2") == 201
+        assert new_visitor("198.51.100.1") == 429
+        # A client cannot prepend its way out: the proxy appends the real peer on the right.
+        assert new_visitor("192.0.2.99, 198.51.100.1") == 429
+        assert new_visitor("198.51.100.1, 127.0.0.1") == 429  # the proxy itself is skipped
+
+
+def test_messages_and_email_links_are_limited_per_conversation(http_api: RunningHttp) -> None:
+    limit(http_api, messages_per_conversation="3/1m", email_links_per_conversation="1/1h")
+    with http_api.client() as c:
+        visitor = c.post("/widget/api/demo/visitors", json={}).json()["visitor_token"]
+        auth = {"Authorization": f"Bearer {visitor}"}
+        r = c.post("/widget/api/demo/conversations", json={"text": "one"}, headers=auth)
+        handle = r.json()["conversation"]
+        messages = f"/widget/api/demo/conversations/{handle}/messages"
+        for text in ("two", "three", "four"):
+            assert c.post(messages, json={"text": text}).status_code == 201
+        assert_limited(c.post(messages, json={"text": "five"}), 60)
+        email = f"/widget/api/demo/conversations/{handle}/email"
+        assert c.post(email, json={"email": "a@example.com"}).status_code == 202
+        assert_limited(c.post(email, json={"email": "b@example.com"}), 3600)
+        # Another conversation has its own budget.
+        r = c.post("/widget/api/demo/conversations", json={"text": "other"}, headers=auth)
+        other = r.json()["conversation"]
+        url = f"/widget/api/demo/conversations/{other}/email"
+        assert c.post(url, json={"email": "b@example.com"}).status_code == 202
+    with http_api.runtime.unit_of_work() as s:
+        mailed = s.scalars(select(Outbox.recipients).where(Outbox.kind == "address_confirmation"))
+        assert sorted(r[0] for r in mailed) == ["a@example.com", "b@example.com"]
+
+
+def test_the_limits_hold_across_gateway_processes(http_api: RunningHttp) -> None:
+    """Two gateways on one database (as behind a load balancer) share one budget."""
+    limit(http_api, messages_per_ip="4/1h")
+    second = Runtime.create(http_api.runtime.config)
+    try:
+        with running_http(second) as other, http_api.client() as a, other.client() as b:
+            visitor = a.post("/widget/api/demo/visitors", json={}).json()["visitor_token"]
+            auth = {"Authorization": f"Bearer {visitor}"}
+            answers = [
+                client.post("/widget/api/demo/conversations", json={"text": "hi"}, headers=auth)
+                for client in (a, b, a, b, a, b)
+            ]
+            assert [r.status_code for r in answers] == [201, 201, 201, 201, 429, 429]
+    finally:
+        second.close()
