@@ -2,10 +2,11 @@
 
 Display names and subjects come from people (an agent's name, the customer's own subject). They
 are made header-safe before they reach the `email` package: control characters and line breaks
-become spaces, and RFC 2047 encoded-word openers (`=?`) are broken up, because Python before the
-CVE-2024-6923 fix re-emits a decoded `=0D=0A` inside a display name as a real line break, which
-is a header injection. As a last check the finished bytes are parsed again and must carry exactly
-the headers that were set.
+become spaces, bidi controls and invisible format characters are removed, and RFC 2047
+encoded-word openers (`=?`) are broken up, because Python before the CVE-2024-6923 fix re-emits
+a decoded `=0D=0A` inside a display name as a real line break, which is a header injection. As
+a last check the finished bytes are parsed again and must carry exactly the headers that were
+set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from email.parser import BytesParser
 from email.utils import format_datetime
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]")
+# Bidi embeddings, overrides, isolates and marks, and invisible format characters: in a From
+# name or a subject they reorder or hide what the reader sees ("Ana" + U+202E makes the brand
+# after it read backwards; "Invoice " + U+202E + "fdp.exe" shows as "exe.pdf").
+_INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
 _SPACES = re.compile(r"\s+")
 MAX_REFERENCES = 10
 
@@ -32,7 +37,8 @@ class UnsafeHeader(ValueError):
 
 def header_safe(text: str, limit: int = 200) -> str:
     """One line of text fit for a header value, at most `limit` characters."""
-    text = _CONTROL.sub(" ", text).replace("=?", "= ?").replace("?=", "? =")
+    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    text = text.replace("=?", "= ?").replace("?=", "? =")
     text = _SPACES.sub(" ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
