@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from tickets.errors import NotAllowed, NotFound
 from tickets.models import ImapFolder, InboundMail, InboundState
 from tickets.services import insert_rows
+from tickets.text import storable
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def move_imap_bookmark(
 
 def quarantine(session: Session, row: InboundMail, reason: str, now: dt.datetime) -> None:
     row.state = InboundState.QUARANTINED
-    row.reason = reason[:4000]
+    row.reason = storable(reason[:4000])
     row.processed_at = now
 
 

@@ -21,6 +21,7 @@ import unicodedata
 from email.message import Message
 from email.utils import parseaddr
 
+from channels.email.addresses import header_addresses, raw_values
 from channels.email.headers import header_text
 
 __all__ = ["auto_reply_reason"]
@@ -103,10 +104,22 @@ def _has(msg: Message, name: str) -> bool:
     return msg.get(name) is not None
 
 
-def _local_part(value: str) -> str:
-    _, addr = parseaddr(value)
-    addr = addr or value
+def _local_part(addr: str) -> str:
     return addr.rpartition("@")[0].strip().lower() if "@" in addr else addr.strip().lower()
+
+
+def _sender_addresses(msg: Message, envelope_from: str | None) -> list[str]:
+    """From and Sender read as addresses (never their display names), and the envelope."""
+    out: list[str] = []
+    for name in ("From", "Sender"):
+        field = header_addresses(msg, name)
+        out.extend(field.addresses)
+        if not field.mailboxes:
+            # Some daemons write a name without a domain (`<MAILER-DAEMON>`); still raw text.
+            out.extend(parseaddr(v)[1] or v for v in raw_values(msg, name))
+    if envelope_from:
+        out.append(envelope_from)
+    return out
 
 
 def auto_reply_reason(msg: Message, envelope_from: str | None = None) -> str | None:
@@ -152,10 +165,7 @@ def _reason(msg: Message, envelope_from: str | None) -> str | None:
         if str(value).strip() == "<>":
             return "empty return path"
 
-    senders = [header_text(msg, "From"), header_text(msg, "Sender")]
-    if envelope_from:
-        senders.append(envelope_from)
-    for sender in senders:
+    for sender in _sender_addresses(msg, envelope_from):
         local = _local_part(sender)
         if local in _DAEMON_LOCALPARTS:
             return _DAEMON_LOCALPARTS[local]

@@ -29,8 +29,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import getaddresses, parseaddr
+from email.utils import parseaddr
 
+from channels.email.addresses import header_addresses, raw_values
 from channels.email.headers import header_text
 
 __all__ = ["Bounce", "detect_bounce"]
@@ -183,11 +184,14 @@ def _sender_is_daemon(msg: Message) -> bool:
         if str(value).strip() in ("<>", ""):
             return True
     for name in ("From", "Sender"):
-        _, addr = parseaddr(header_text(msg, name))
-        local = addr.rpartition("@")[0].lower() if "@" in addr else addr.lower()
-        if local in _DAEMON_LOCALPARTS or local.startswith("microsoftexchange"):
-            return True
-        display = header_text(msg, name).lower()
+        field = header_addresses(msg, name)
+        # Some daemons write a name without a domain (`<MAILER-DAEMON>`): the raw text counts.
+        addrs = field.addresses or [parseaddr(v)[1] for v in raw_values(msg, name)]
+        for addr in addrs:
+            local = addr.rpartition("@")[0].lower() if "@" in addr else addr.lower()
+            if local in _DAEMON_LOCALPARTS or local.startswith("microsoftexchange"):
+                return True
+        display = " ".join(m.name for m in field.mailboxes).lower()
         if "mail delivery" in display or "mailer-daemon" in display:
             return True
     return False
@@ -575,9 +579,7 @@ def _parse_generic(notice: str, msg: Message) -> _FreeText | None:
         return None
     ours: set[str] = set()
     for name in ("To", "Cc", "From", "Sender", "Reply-To"):
-        for _, own in getaddresses([header_text(msg, name)]):
-            if own:
-                ours.add(own.lower())
+        ours.update(header_addresses(msg, name).addresses)
     candidates: list[str] = []
     for pattern in (
         r"^\s*(?:Failed |Original |Final )?Recipient(?:s|\(s\))?:?\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*$",
@@ -681,7 +683,7 @@ def _detect(msg: Message) -> Bounce | None:
     if generic is None:
         # Exim and Gmail name the failed addresses in a header even when the text is
         # localised or customised beyond recognition.
-        failed = [a for _, a in getaddresses([header_text(msg, "X-Failed-Recipients")])]
+        failed = header_addresses(msg, "X-Failed-Recipients").addresses
         addrs = [c for c in map(_clean_addr, failed) if c]
         if addrs:
             generic = (addrs, _diagnostic_from(notice))

@@ -8,6 +8,7 @@ before any decoding work, so a MIME bomb is refused cheaply.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -20,10 +21,12 @@ from typing import Any
 import mailparser
 import nh3
 
+from channels.email.addresses import NoSender, header_addresses, sender
 from channels.email.autoreply import auto_reply_reason
 from channels.email.bounce import Bounce, detect_bounce
 from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
+from tickets.text import storable
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 # `cid:` keeps inline images pointing at their attachment; everything else is nh3's default.
@@ -83,6 +86,8 @@ class ParsedMail:
     # The Message-ID the sender's client gave it, when a provider rewrote it on the way (the
     # customer's own later mail refers to that one).
     original_message_ids: tuple[str, ...] = ()
+    # Why there is no from_address (no From, an unreadable one, several addresses in it).
+    sender_problem: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,15 +169,10 @@ def _check_structure(msg: Message, limits: ParseLimits) -> None:
 
 
 def _safe_filename(name: str | None, index: int) -> str:
-    name = decode_words(name) if name else ""
+    name = storable(decode_words(name)) if name else ""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = re.sub(r"[\x00-\x1f\x7f<>:\"|?*]", "_", name).strip(" .")
     return name[:200] or f"attachment-{index}"
-
-
-def _addresses(msg: Message, header: str) -> tuple[str, ...]:
-    values = [decode_words(v) for v in msg.get_all(header, [])]
-    return tuple(a.lower() for _, a in email.utils.getaddresses(values) if "@" in a)
 
 
 # 7-bit charsets that shift state with escape sequences: mail-parser returns such a 7bit body
@@ -330,6 +330,12 @@ def _stdlib_bodies(leaves: list[tuple[int, Message]], defects: list[str]) -> tup
     return "\n".join(texts), "\n".join(htmls) or None
 
 
+def _storable_bounce(bounce: Bounce | None) -> Bounce | None:
+    if bounce is None:
+        return None
+    return dataclasses.replace(bounce, diagnostic=storable(bounce.diagnostic))
+
+
 def parse_message(
     raw: bytes, limits: ParseLimits | None = None, envelope_from: str | None = None
 ) -> ParsedMail:
@@ -342,11 +348,19 @@ def parse_message(
     _check_structure(msg, limits)
     text, html, attachments, defects = _bodies(raw, msg, limits)
     defects.extend(type(d).__name__ for d in msg.defects)
-    text = text.replace("\r\n", "\n")
+    # NUL and lone surrogates (a utf-7 part can decode to them) are neither storable nor
+    # printable: they become U+FFFD here, before nh3 or the stripper see the text.
+    text = storable(text.replace("\r\n", "\n"))
+    html = storable(html) if html else None
     clean_html = nh3.clean(html, url_schemes=_HTML_URL_SCHEMES) if html else None
     if not text.strip() and html:
         text = html_to_text(html)
-    from_name, from_address = email.utils.parseaddr(decode_words(msg.get("From")))
+    try:
+        author = sender(msg)
+        from_name, from_address, sender_problem = author.name, author.address, None
+    except NoSender as exc:
+        from_name, from_address, sender_problem = "", "", str(exc)
+        defects.append(sender_problem)
     date = None
     if msg.get("Date"):
         try:
@@ -355,11 +369,11 @@ def parse_message(
                 date = date.replace(tzinfo=dt.UTC)
         except (TypeError, ValueError, IndexError):
             defects.append("unparseable Date header")
-    subject = " ".join(decode_words(msg.get("Subject")).split())
+    subject = storable(" ".join(decode_words(msg.get("Subject")).split()))
     for name, value in (("Subject", subject), ("From", from_name)):
         if "\ufffd" in value:
             defects.append(f"undecodable characters in {name}")
-    ids = message_ids(_plain(msg, "Message-ID"))
+    ids = message_ids(storable(_plain(msg, "Message-ID")))
     originals = tuple(
         dict.fromkeys(
             mid
@@ -378,17 +392,18 @@ def parse_message(
         references=message_ids(_plain(msg, "References")),
         from_name=from_name.strip(),
         from_address=from_address.strip().lower(),
-        to=_addresses(msg, "To"),
-        cc=_addresses(msg, "Cc"),
+        to=header_addresses(msg, "To").addresses,
+        cc=header_addresses(msg, "Cc").addresses,
         subject=subject,
         date=date,
         text=text,
         html=clean_html,
         stripped=strip_reply(text, html, subject),
         auto_reply=auto_reply_reason(msg, envelope_from),
-        bounce=detect_bounce(msg),
+        bounce=_storable_bounce(detect_bounce(msg)),
         spam=spam_flag,
         attachments=tuple(attachments),
-        defects=tuple(dict.fromkeys(defects)),
+        defects=tuple(dict.fromkeys(map(storable, defects))),
         original_message_ids=originals,
+        sender_problem=sender_problem,
     )

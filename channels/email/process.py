@@ -246,7 +246,7 @@ def step_parse(p: Processing) -> None:
     if p.parsed is None:  # the caller may have parsed already, outside its transaction
         p.parsed = parse_isolated(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
     if not p.parsed.from_address:
-        raise MessageRejected("no sender address (From)")
+        raise MessageRejected(p.parsed.sender_problem or "no sender address (From)")
 
 
 def step_own_loop(p: Processing) -> None:

@@ -13,14 +13,20 @@ from tests.conftest import DATABASES, PG_URL, reset_postgres
 from tests.support.http import RunningHttp, loopback_config, running_http
 
 
-@pytest.fixture(params=DATABASES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each kind, migrated to the newest schema."""
-    if request.param == "postgresql":
+def fresh_database(kind: str, directory: Path) -> str:
+    """The URL of an empty database of `kind` (a file in `directory` for SQLite), migrated to
+    the newest schema."""
+    if kind == "postgresql":
         assert PG_URL
         reset_postgres(PG_URL).dispose()
         return PG_URL
-    return f"sqlite:///{tmp_path / 'gw.db'}"
+    return f"sqlite:///{directory / 'gw.db'}"
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind, migrated to the newest schema."""
+    return fresh_database(request.param, tmp_path)
 
 
 @pytest.fixture
