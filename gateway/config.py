@@ -47,6 +47,16 @@ class SmtpConfig(_Section):
     max_received_headers: int = Field(default=50, gt=0)
     max_connections: int = Field(default=200, gt=0)
     max_connections_per_peer: int = Field(default=20, gt=0)
+    # A session that sends nothing this long is closed.
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # With every connection slot taken, the session idle longest (at least this long) is closed
+    # with 421 to let a new sender in: idle connections cannot lock senders out.
+    idle_evict_seconds: float = Field(default=2.0, ge=0)
+    # DATA held in memory by all sessions together (messages being received or stored); a
+    # message that would go over it is answered 452 and its bytes are dropped at once.
+    max_pending_data_bytes: int = Field(default=268_435_456, gt=0)
+    # Refused connections are logged at most once per this many seconds, with a count.
+    refusal_log_seconds: float = Field(default=60.0, gt=0)
     # How often the accepted addresses are reloaded (channels added or disabled at run time).
     routes_refresh_seconds: float = Field(default=10.0, gt=0)
     # Under load, how long the first accepted mail of a commit waits for others to share it.
@@ -55,6 +65,14 @@ class SmtpConfig(_Section):
     tls_key_file: str | None = None
 
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _host_port(v)))
+
+    @model_validator(mode="after")
+    def _check_together(self) -> SmtpConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file: give both, or neither")
+        if self.max_pending_data_bytes < self.max_message_bytes:
+            raise ValueError("max_pending_data_bytes: must be at least max_message_bytes")
+        return self
 
 
 class HttpConfig(_Section):
@@ -473,6 +491,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> GatewayConfig:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})"
+        ) from None
     try:
         return parse_config(data)
     except ConfigError as exc:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -114,6 +115,57 @@ def store_batch(runtime: Runtime, mails: Sequence[inbound_store.IncomingMail]) -
     """Store and commit; the ids are durable when this returns."""
     with runtime.unit_of_work() as session:
         return inbound_store.store_incoming(session, mails, runtime.clock())
+
+
+def store_group(
+    runtime: Runtime, mails: Sequence[inbound_store.IncomingMail]
+) -> list[int | Exception]:
+    """Store and commit a group commit's mails; per mail, its durable id or why it alone
+    could not be stored.
+
+    The group goes in with one INSERT. If that fails for a reason that may be one mail's (a
+    value the database refuses, a constraint), each mail is stored on its own: one bad mail
+    never takes the others of its group with it. A failure of the database as a whole (down,
+    locked, out of connections) fails the group at once; storing one by one would only wait
+    on it once per mail.
+    """
+    try:
+        return list(store_batch(runtime, mails))
+    except _DATABASE_UNAVAILABLE:
+        raise
+    except Exception as exc:
+        if len(mails) == 1:
+            raise
+        log.warning(
+            "storing %d inbound mails together failed (%s); one by one", len(mails), db_reason(exc)
+        )
+    results: list[int | Exception] = []
+    for mail in mails:
+        try:
+            [row_id] = store_batch(runtime, [mail])
+        except _DATABASE_UNAVAILABLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this mail's failure is its own answer
+            log.warning(
+                "inbound mail from %s (peer %s) could not be stored: %s",
+                mail.envelope_from,
+                mail.peer,
+                db_reason(exc),
+            )
+            results.append(exc)
+        else:
+            results.append(row_id)
+    return results
+
+
+# The database as a whole failing, not one mail's row.
+_DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def db_reason(exc: BaseException) -> str:
+    """One line on a database failure: the driver's error, without the statement or values."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}"
 
 
 def parse_limits(runtime: Runtime) -> ParseLimits:
@@ -398,7 +450,7 @@ class _Batch:
             # customer by another batch (PostgreSQL with several workers): the savepoint is
             # undone and the mail stays pending for the actor's retry. Only a mail that keeps
             # failing this way is quarantined.
-            reason = f"{type(failure.orig).__name__}: {str(failure.orig).splitlines()[0]}"
+            reason = db_reason(failure)
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
                 log.warning("inbound mail %s: %s; will retry", row.id, reason)

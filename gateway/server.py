@@ -7,15 +7,20 @@ and a stop, so SIGTERM or Ctrl-C stops them in reverse order.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.broker import setup_broker
-from gateway.config import ConfigError, GatewayConfig
+from gateway.config import ConfigError, GatewayConfig, SmtpConfig
 from gateway.runtime import Runtime
+
+if TYPE_CHECKING:
+    import dramatiq
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,26 @@ class Services:
 
 
 def start(config: GatewayConfig, role: Role = "all") -> Services:
+    """Start what `role` needs; a part that cannot start stops those before it and raises
+    ConfigError naming the key to change."""
     broker = setup_broker(config.broker_url)
     runtime = Runtime.create(config)
     from gateway import actors  # after setup_broker: actors bind to the current broker
 
     actors.bind(runtime)
     services = Services(runtime)
+    try:
+        _start_roles(services, broker, role)
+    except BaseException:
+        services.stop()  # what started before must not keep the process alive
+        raise
+    return services
+
+
+def _start_roles(services: Services, broker: dramatiq.Broker, role: Role) -> None:
+    from gateway import actors
+
+    config = services.runtime.config
     if role in ("all", "ingress"):
         _start_smtp(services, actors.enqueue_inbound)
         _start_imap(services, actors.process_inbound.send)
@@ -63,11 +82,10 @@ def start(config: GatewayConfig, role: Role = "all") -> Services:
     if role in ("all", "worker"):
         from gateway.scheduler import Scheduler
 
-        scheduler = Scheduler(runtime)
+        scheduler = Scheduler(services.runtime)
         scheduler.start()
         services.stops.append(("scheduler", scheduler.stop))
         services.listening.append(f"scheduler: sweep every {config.sweep_seconds:g}s")
-    return services
 
 
 def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> None:
@@ -76,14 +94,14 @@ def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> N
         InboundController,
         InboundHandler,
         SmtpLimits,
-        tls_context,
     )
-    from gateway.inbound import RouteTable, store_batch
+    from gateway.inbound import RouteTable, store_group
 
     runtime = services.runtime
     smtp = runtime.config.smtp
+    context = _smtp_tls(smtp)
     writer = BatchWriter(
-        lambda mails: store_batch(runtime, mails),
+        lambda mails: store_group(runtime, mails),
         on_stored=enqueue,
         group_commit_seconds=smtp.group_commit_ms / 1000,
     )
@@ -95,23 +113,48 @@ def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> N
         max_received_headers=smtp.max_received_headers,
         max_connections=smtp.max_connections,
         max_connections_per_peer=smtp.max_connections_per_peer,
+        idle_timeout_seconds=smtp.idle_timeout_seconds,
+        idle_evict_seconds=smtp.idle_evict_seconds,
+        max_pending_data_bytes=smtp.max_pending_data_bytes,
+        refusal_log_seconds=smtp.refusal_log_seconds,
     )
 
     routes = RouteTable(runtime)
     services.stops.append(("smtp routes", routes.start_refreshing(smtp.routes_refresh_seconds)))
     handler = InboundHandler(routes, writer, limits)
     host, _, port = smtp.listen.rpartition(":")
-    context = (
-        tls_context(smtp.tls_cert_file, smtp.tls_key_file)
-        if smtp.tls_cert_file and smtp.tls_key_file
-        else None
-    )
     controller = InboundController(
         handler, host, int(port), server_hostname=smtp.hostname, tls_context=context
     )
-    controller.start()
+    try:
+        controller.start()
+    except OSError as exc:  # aiosmtpd hands on what binding the port raised
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"smtp.listen: cannot listen on {smtp.listen}: {reason}") from None
     services.stops.append(("smtp", controller.stop))
     services.listening.append(f"smtp: {smtp.listen}" + (" (STARTTLS)" if context else ""))
+
+
+def _smtp_tls(smtp: SmtpConfig) -> ssl.SSLContext | None:
+    """The STARTTLS context of the configured files; a file that cannot be used is a
+    ConfigError saying which and why."""
+    from channels.email.smtp import tls_context
+
+    if not (smtp.tls_cert_file and smtp.tls_key_file):
+        return None
+    for key, path in (("tls_cert_file", smtp.tls_cert_file), ("tls_key_file", smtp.tls_key_file)):
+        try:
+            with open(path, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise ConfigError(f"smtp.{key}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return tls_context(smtp.tls_cert_file, smtp.tls_key_file)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            "smtp.tls_cert_file, smtp.tls_key_file: not a PEM certificate and its private key"
+            f" ({exc.reason or exc})"
+        ) from None
 
 
 def _start_imap(services: Services, enqueue: Callable[[int], object]) -> None:
@@ -142,7 +185,6 @@ def _start_http(services: Services) -> None:
         server = HttpServer(create_app(services.runtime), services.runtime.config.http.listen)
         server.start()
     except HttpError as exc:
-        services.stop()  # what started before must not keep the process alive
         raise ConfigError(f"http.listen: {exc}") from None
     services.stops.append(("http", server.stop))
     services.listening.append(f"http: {server.url}")

@@ -3,28 +3,29 @@
 RCPT is checked against the configured addresses (plus forms included), so the gateway is never
 an open relay and never has to bounce later. DATA answers 250 only after the message's row is
 committed; a storage failure answers 451 so the sending MTA retries. Commits are grouped by a
-writer thread (many sessions, one transaction) without letting any 250 out before its commit.
+writer thread (group_commit.py). Envelope bytes no store can hold are refused at the command,
+and the server's capacity (smtp_capacity.py) bounds what connections and pending DATA may take.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
 import re
 import ssl
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, TLSSetupException, syntax
 
+from channels.email.group_commit import BatchWriter, StoreBatch
 from channels.email.headers import header_section
+from channels.email.smtp_capacity import Capacity, RateLimitedLog
 from tickets.inbound import IncomingMail
+
+__all__ = ["BatchWriter", "Capacity", "StoreBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -53,122 +54,10 @@ class SmtpLimits:
     max_received_headers: int = 50
     max_connections: int = 200
     max_connections_per_peer: int = 20
-
-
-StoreBatch = Callable[[Sequence[IncomingMail]], list[int]]
-
-
-class BatchWriter:
-    """Commits accepted mail in groups: one transaction for whatever arrived meanwhile.
-
-    `store_batch` runs in this writer's thread and must commit before it returns; each waiting
-    DATA command gets its row id (or the exception) only after that.
-
-    Under load the writer holds a group open for `group_commit_seconds` after its first mail
-    (PostgreSQL's commit_delay): each commit costs a transaction, a log sync and a hand-off to
-    the workers, and the sessions that finish DATA in that window share them. It waits only
-    when the group before it had company (more than one mail), so a lone message at a quiet
-    time is committed at once.
-    """
-
-    def __init__(
-        self,
-        store_batch: StoreBatch,
-        *,
-        max_batch: int = 200,
-        on_stored: Callable[[list[int]], object] = lambda _ids: None,
-        group_commit_seconds: float = 0.0,
-    ) -> None:
-        self._store_batch = store_batch
-        self._on_stored = on_stored
-        self._max_batch = max_batch
-        self._group_commit_seconds = group_commit_seconds
-        self._queue: queue.Queue[tuple[IncomingMail, Waiter] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="smtp-batch-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, mail: IncomingMail) -> Future[int]:
-        """For a caller in a thread: a future of the committed row id."""
-        future: Future[int] = Future()
-        self._queue.put((mail, future))
-        return future
-
-    async def store(self, mail: IncomingMail) -> int:
-        """For a caller on an event loop: the committed row id.
-
-        The waiters of one commit are woken with one call into their loop: a wake-up per
-        message (what `asyncio.wrap_future` does) costs the loop a system call each.
-        """
-        waiter = asyncio.get_running_loop().create_future()
-        self._queue.put((mail, waiter))
-        return int(await waiter)
-
-    def _run(self) -> None:
-        busy = False  # the last group had more than one mail
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            until = time.monotonic() + (self._group_commit_seconds if busy else 0.0)
-            while len(batch) < self._max_batch:
-                try:
-                    wait = until - time.monotonic()
-                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                batch.append(more)
-            busy = len(batch) > 1
-            try:
-                ids = self._store_batch([mail for mail, _ in batch])
-            except Exception as exc:  # every waiter must hear of the failure
-                log.exception("storing %d inbound messages failed", len(batch))
-                _settle([(waiter, exc) for _, waiter in batch])
-                continue
-            _settle([(waiter, row_id) for (_, waiter), row_id in zip(batch, ids, strict=True)])
-            # Enqueueing may block on a broker round trip: done here, never on the event loop.
-            try:
-                self._on_stored(ids)
-            except Exception:
-                # The rows are committed; the scheduler sweep will enqueue them instead.
-                log.exception("handing on inbound %s failed", ids)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-
-Waiter = Future[int] | asyncio.Future[int]
-
-
-def _settle(results: list[tuple[Waiter, int | BaseException]]) -> None:
-    """Hand each waiter its row id or the failure: thread futures at once, loop futures with
-    one call per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int | BaseException]]]
-    by_loop = {}
-    for waiter, result in results:
-        if isinstance(waiter, asyncio.Future):
-            by_loop.setdefault(waiter.get_loop(), []).append((waiter, result))
-        elif isinstance(result, BaseException):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(result)
-    for loop, waiting in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle_on_loop, waiting)
-
-
-def _settle_on_loop(waiting: list[tuple[asyncio.Future[int], int | BaseException]]) -> None:
-    for waiter, result in waiting:
-        if waiter.done():  # cancelled: the session went away
-            continue
-        if isinstance(result, BaseException):
-            waiter.set_exception(result)
-        else:
-            waiter.set_result(result)
+    idle_timeout_seconds: float = 300.0
+    idle_evict_seconds: float = 2.0
+    max_pending_data_bytes: int = 268_435_456
+    refusal_log_seconds: float = 60.0
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -196,6 +85,30 @@ class InboundHandler:
         self.routes = routes
         self.writer = writer
         self.limits = limits
+        self.client_errors = RateLimitedLog(log, limits.refusal_log_seconds)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO answer without AUTH: no login can succeed here (GatewaySMTP)."""
+        session.host_name = hostname
+        return [line for line in responses if not line.startswith("250-AUTH")]
+
+    async def handle_exception(self, error: Exception) -> str:
+        """What went wrong in a session outside the hooks above. A client's failing TLS
+        handshake or dropped connection is one rate-limited line; anything else is a fault of
+        ours, logged in full, and the sender is told to try again (not what the fault was)."""
+        if isinstance(error, TLSSetupException | ssl.SSLError | ConnectionError):
+            cause = error.__cause__ or error
+            self.client_errors.warning("SMTP session failed on the client's side: %r", cause)
+        else:
+            log.exception("SMTP session failed")
+        return "451 4.3.0 Error in this session, please try again later"
 
     async def handle_RCPT(
         self,
@@ -250,23 +163,99 @@ class InboundHandler:
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP with connection caps, counted per server and per peer address."""
+    """aiosmtpd's SMTP within the server's capacity (connection slots, pending DATA memory),
+    refusing envelope bytes no store can hold, and reading DATA in large chunks."""
 
-    def __init__(self, handler: InboundHandler, counter: ConnectionCounter, **kwargs: object):
+    def __init__(self, handler: InboundHandler, capacity: Capacity, **kwargs: object):
         super().__init__(handler, **kwargs)  # type: ignore[arg-type]
-        self._counter = counter
-        self._counted_peer: str | None = None
+        self._capacity = capacity
+        self._heard = time.monotonic()  # when the client last sent anything
+        self._storing = False  # DATA is with the writer: the client waits on us, not idle
+        self._data_held = 0  # bytes of DATA taken from the capacity's budget
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None:  # STARTTLS: the same session, now over TLS
+            super().connection_made(transport)
+            return
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else str(peer)
-        if not self._counter.enter(host):
+        if not self._capacity.enter(self, host):
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
             transport.close()
             return
-        self._counted_peer = host
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is None:  # refused in connection_made: aiosmtpd never saw it
+            return
+        self._capacity.leave(self)
+        self._release_data()
+        super().connection_lost(error)
+        # What this session held goes now, not when the garbage collector finds the cycle of
+        # this protocol and its (cancelled) task: a message, or what nobody will read.
+        self.envelope = self._create_envelope()
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = time.monotonic()
+        super().data_received(data)
+
+    def idle_since(self) -> float | None:
+        return None if self._storing else self._heard
+
+    def make_room(self) -> None:
+        """Closed for a new sender while the server is full (RFC 5321 4.2.2: 421)."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(
+                f"421 4.4.2 {self.hostname} Idle too long, closing to make room\r\n".encode()
+            )
+            self.transport.close()
+
+    # What no store can hold in a string (PostgreSQL's text refuses NUL) and no address or host
+    # name has: C0 controls, DEL, and lone surrogates (what undecodable bytes become when
+    # SMTPUTF8 is on; without it aiosmtpd refuses any non-ASCII byte before these are called).
+    _UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+    async def _refused_unstorable(self, arg: str | None, reply: str) -> bool:
+        if arg and self._UNSTORABLE.search(arg):
+            await self.push(f"{reply}: a control character or invalid byte is not allowed")
+            return True
+        return False
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._refused_unstorable(hostname, "501 5.5.2 Bad host name"):
+            await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._refused_unstorable(hostname, "501 5.5.2 Bad host name"):
+            await super().smtp_EHLO(hostname)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str) -> None:
+        if not await self._refused_unstorable(arg, "553 5.1.7 Bad sender address"):
+            await super().smtp_MAIL(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str) -> None:
+        if not await self._refused_unstorable(arg, "553 5.1.3 Bad recipient address"):
+            await super().smtp_RCPT(arg)
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._refused_unstorable(arg, "501 5.5.2 Bad address"):
+            await super().smtp_VRFY(arg)
+
+    # Not listed by HELP (`when` names a false attribute).
+    _offers_auth = False
+
+    @syntax("AUTH <mechanism>", when="_offers_auth")
+    async def smtp_AUTH(self, arg: str) -> None:
+        # Mail for the channels' addresses is taken from anyone and there are no logins: a
+        # login could only fail, so AUTH is neither offered (see handle_EHLO) nor taken.
+        await self.push("502 5.5.1 Authentication is not offered here")
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd reads every MAIL FROM and RCPT TO path with the email package's full RFC
@@ -285,10 +274,13 @@ class GatewaySMTP(SMTP):
         """DATA read in large chunks up to the terminator, not line by line.
 
         aiosmtpd reads the message with one `readuntil` per line, most of the accept path's
-        CPU for a 10 KB mail. This reads up to CRLF.CRLF at once and then applies the same
-        rules to the whole: dot-unstuffing, the line length limit (500 after the end, as
-        RFC 5321 4.2.5 implies), the size limit (552, read to the end but not kept). Where
-        the StreamReader is not the one this knows, aiosmtpd's own reading is used.
+        CPU for a 10 KB mail. This reads up to CRLF.CRLF in chunks of at most _DATA_CHUNK and
+        then applies the same rules to the whole: dot-unstuffing, the line length limit (500
+        after the end, as RFC 5321 4.2.5 implies), the size limit (552, read to the end but
+        not kept). What a message holds counts against the server's budget of pending DATA
+        from its first chunk until its reply; over the budget it is answered 452 and its bytes
+        are let go at once. Where the StreamReader is not the one this knows, aiosmtpd's own
+        reading is used.
         """
         reader = self._reader
         if self._decode_data or not isinstance(getattr(reader, "_limit", None), int):
@@ -304,87 +296,100 @@ class GatewaySMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content, too_big = await self._read_data(reader)
-        if too_big:
-            self._set_post_data_state()
-            await self.push("552 Error: Too much mail data")
-            return
-        if content and len(max(content.split(b"\r\n"), key=len)) + 2 > self.line_length_limit:
-            self._set_post_data_state()
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            return
-        # RFC 5321 4.5.2: the first dot of a line that starts with one is taken away.
-        content = content.replace(b"\r\n.", b"\r\n")
-        if content.startswith(b"."):
-            content = content[1:]
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+        try:
+            content, refusal = await self._read_data(reader)
+            longest = len(max(content.split(b"\r\n"), key=len)) if content else 0
+            if refusal is None and longest + 2 > self.line_length_limit:
+                refusal = "500 Line too long (see RFC5321 4.5.3.1.6)"
+            if refusal is not None:
+                self._set_post_data_state()
+                await self.push(refusal)
+                return
+            # RFC 5321 4.5.2: the first dot of a line that starts with one is taken away.
+            content = content.replace(b"\r\n.", b"\r\n")
+            if content.startswith(b"."):
+                content = content[1:]
+            self.envelope.content = self.envelope.original_content = content
+            del content
+            self._storing = True
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self._storing = False
+            self._release_data()
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
 
-    async def _read_data(self, reader: asyncio.StreamReader) -> tuple[bytes, bool]:
-        """The message up to the terminator (still dot-stuffed), and whether it was too big
-        (then only its end was kept). `data` starts with the CRLF that ended the DATA line, so
-        that a terminator right away (an empty message) is found like any other."""
-        limit = self.data_size_limit or 2**31
-        data = bytearray(b"\r\n")
-        too_big = False
+    async def _read_data(self, reader: asyncio.StreamReader) -> tuple[bytes, str | None]:
+        """The message up to the terminator (still dot-stuffed), or the refusal when it is more
+        than this session (552) or the server (452) may hold: then it is read to its end and
+        dropped as it comes."""
+        limit = (self.data_size_limit or 2**62) + len(b".\r\n")  # what is read: content + ".\r\n"
+        parts: list[bytes] = []
+        refusal: str | None = None
+        # The last bytes read: a terminator may have begun in them. At first the CRLF that ended
+        # the DATA line, so that a terminator right away (an empty message) is found too.
+        tail = b"\r\n"
         saved = reader._limit  # type: ignore[attr-defined]
-        # The whole message may be searched for the terminator, not just one line.
-        reader._limit = limit  # type: ignore[attr-defined]
+        # readuntil searches the whole of a chunk for the terminator, not just one line.
+        reader._limit = _DATA_CHUNK  # type: ignore[attr-defined]
         try:
             while True:
                 # How much of a terminator the data read so far may already end with: the
                 # rest must follow at once, or the data goes on.
-                have = next((k for k in (4, 3, 2, 1) if data.endswith(_END[:k])), 0)
+                have = next((k for k in (4, 3, 2, 1) if tail.endswith(_END[:k])), 0)
                 if have:
-                    more = await reader.readexactly(len(_END) - have)
-                    data += more
-                    if more == _END[have:]:
-                        break
-                    continue
-                try:
-                    data += await reader.readuntil(_END)
+                    chunk = await reader.readexactly(len(_END) - have)
+                    done = chunk == _END[have:]
+                else:
+                    try:
+                        chunk = await reader.readuntil(_END)
+                        done = True
+                    except asyncio.LimitOverrunError as exc:
+                        # No terminator in this chunk (but maybe at its end, kept in the reader).
+                        chunk = await reader.readexactly(exc.consumed)
+                        done = False
+                tail = chunk[-4:] if len(chunk) >= 4 else (tail + chunk)[-4:]
+                if refusal is None:
+                    if self._data_held + len(chunk) > limit:
+                        refusal = "552 Error: Too much mail data"
+                    elif not self._capacity.take_data(len(chunk)):
+                        refusal = "452 4.3.1 Insufficient system storage, please try again later"
+                    else:
+                        self._data_held += len(chunk)
+                        parts.append(chunk)
+                    if refusal is not None:
+                        parts.clear()
+                        self._release_data()
+                del chunk  # not held while waiting for the next
+                if done:
                     break
-                except asyncio.LimitOverrunError as exc:
-                    # Too big: read on to the terminator, keeping only what may begin it.
-                    too_big = True
-                    data = bytearray((bytes(data) + await reader.readexactly(exc.consumed))[-4:])
-                if len(data) > limit + len(_END):
-                    # Grown by the small reads above alone (a stream of lone CRs): bounded too.
-                    too_big = True
-                    data = data[-4:]
+            if refusal is not None:
+                return b"", refusal
+            _drop_end(parts, len(b".\r\n"))
+            return parts[0] if len(parts) == 1 else b"".join(parts), None
         finally:
+            # Also when the session is cancelled: the frame may outlive it in a traceback.
+            parts.clear()
             reader._limit = saved  # type: ignore[attr-defined]
-        return bytes(data[2 : -len(_END) + 2]), too_big
 
-    def connection_lost(self, error: Exception | None) -> None:
-        if self._counted_peer is not None:
-            self._counter.leave(self._counted_peer)
-            self._counted_peer = None
-        super().connection_lost(error)
+    def _release_data(self) -> None:
+        if self._data_held:
+            self._capacity.give_data(self._data_held)
+            self._data_held = 0
 
 
-class ConnectionCounter:
-    def __init__(self, total: int, per_peer: int) -> None:
-        self.total, self.per_peer = total, per_peer
-        self.count = 0
-        self.by_peer: dict[str, int] = {}
+# The most of a message read (and searched for its end) at a time.
+_DATA_CHUNK = 64 * 1024
 
-    def enter(self, peer: str) -> bool:
-        if self.count >= self.total or self.by_peer.get(peer, 0) >= self.per_peer:
-            return False
-        self.count += 1
-        self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
-        return True
 
-    def leave(self, peer: str) -> None:
-        self.count -= 1
-        left = self.by_peer.get(peer, 1) - 1
-        if left:
-            self.by_peer[peer] = left
-        else:
-            self.by_peer.pop(peer, None)
+def _drop_end(parts: list[bytes], size: int) -> None:
+    """Take the last `size` bytes off the chunks (copying only the last ones)."""
+    while size:
+        last = parts.pop()
+        if len(last) > size:
+            parts.append(last[:-size])
+            return
+        size -= len(last)
 
 
 class InboundController(Controller):
@@ -397,8 +402,13 @@ class InboundController(Controller):
         server_hostname: str = "localhost",
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        self._counter = ConnectionCounter(
-            handler.limits.max_connections, handler.limits.max_connections_per_peer
+        limits = handler.limits
+        self._capacity = Capacity(
+            limits.max_connections,
+            limits.max_connections_per_peer,
+            evict_idle_after=limits.idle_evict_seconds,
+            pending_data_bytes=limits.max_pending_data_bytes,
+            log_every_seconds=limits.refusal_log_seconds,
         )
         self._tls_context = tls_context
         self._server_hostname = server_hostname
@@ -408,11 +418,11 @@ class InboundController(Controller):
         limits: SmtpLimits = self.handler.limits
         smtp = GatewaySMTP(
             self.handler,
-            self._counter,
+            self._capacity,
             data_size_limit=limits.max_message_bytes,
             hostname=self._server_hostname,
             tls_context=self._tls_context,
-            timeout=300,
+            timeout=limits.idle_timeout_seconds,
         )
         # RFC 5321 4.5.3.1.6: 998 characters + CRLF; a longer line is refused, not wrapped.
         smtp.line_length_limit = 1001

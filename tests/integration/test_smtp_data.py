@@ -20,7 +20,7 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.email.smtp import ConnectionCounter, GatewaySMTP
+from channels.email.smtp import Capacity, GatewaySMTP
 
 SIZE_LIMIT = 3000
 
@@ -43,7 +43,7 @@ class GatewayController(Controller):
     def factory(self) -> SMTP:
         return GatewaySMTP(
             self.handler,  # type: ignore[arg-type]
-            ConnectionCounter(100, 100),
+            Capacity(100, 100),
             data_size_limit=SIZE_LIMIT,
             hostname="plain",
         )
