@@ -53,11 +53,16 @@ class Bounce:
     # Always in ``<...>`` form so it compares equal to the Message-ID we stored when sending.
     original_message_id: str | None
     diagnostic: str
+    # Every Message-ID of what the bounce returns: the attached original or its headers, the
+    # original quoted in the text, and the report's X-Original-Message-ID; never the bounce's
+    # own In-Reply-To or References. Only these can tie a bounce to one of our emails.
+    returned_message_ids: tuple[str, ...] = ()
 
 
 # --- small tolerant helpers -------------------------------------------------------------------
 
 _MAX_DIAGNOSTIC = 200
+_MAX_RETURNED_IDS = 20
 # Bounces can carry the whole original message, attachments included; the heuristics only
 # need the notification text, so cap what is scanned to keep regexes cheap on hostile input.
 _MAX_TEXT = 200_000
@@ -200,47 +205,43 @@ def _sender_is_daemon(msg: Message) -> bool:
 # --- the original message --------------------------------------------------------------------
 
 
-def _original_message_id(msg: Message, text: str) -> str | None:
-    for part in _walk_outer(msg):
-        ctype = _content_type(part)
-        if ctype in ("message/rfc822", "message/global"):
-            payload = _raw_payload(part)
-            inner: Message | None = None
-            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                inner = payload[0]
-            elif isinstance(payload, str):
-                inner = HeaderParser().parsestr(_part_text(part))
-            if inner is not None:
-                mid = _normalise_message_id(header_text(inner, "Message-ID"))
-                if mid:
-                    return mid
-        elif ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
-            headers = HeaderParser().parsestr(_part_text(part).lstrip())
-            mid = _normalise_message_id(header_text(headers, "Message-ID"))
-            if mid:
-                return mid
-    # Non-MIME bounces quote the original below a separator; the bounce's own Message-ID is a
-    # header, not body text, so the first one in the body belongs to the original.
-    for part in _walk_outer(msg):
-        if _content_type(part).startswith("text/"):
-            match = _MESSAGE_ID_RE.search(_part_text(part))
-            if match:
-                return _normalise_message_id(match.group(1))
-    match = _MESSAGE_ID_RE.search(text)
-    if match:
-        return _normalise_message_id(match.group(1))
-    # Last resorts, once the message is known to be a bounce: Gmail names the original in the
-    # report, and Gmail, Exchange and Exim thread the notice onto it.
-    for report in _report_parts(msg):
-        for block in _dsn_blocks(report)[:1]:
-            mid = _normalise_message_id(header_text(block, "X-Original-Message-ID"))
-            if mid:
-                return mid
+def _original_message_id(msg: Message, returned: tuple[str, ...]) -> str | None:
+    if returned:
+        return returned[0]
+    # Last resort, once the message is known to be a bounce: Gmail, Exchange and Exim thread
+    # the notice onto the original.
     for name in ("In-Reply-To", "References"):
         mid = _normalise_message_id(header_text(msg, name))
         if mid:
             return mid
     return None
+
+
+def _returned_message_ids(msg: Message, text: str) -> tuple[str, ...]:
+    """Most telling first: the attached original or its headers, then the original quoted
+    in a text part (non-MIME bounces quote it below a separator; the bounce's own Message-ID
+    is a header, not body text), then Gmail's X-Original-Message-ID in the report."""
+    found: list[str | None] = []
+    for part in _walk_outer(msg):
+        ctype = _content_type(part)
+        if ctype in ("message/rfc822", "message/global"):
+            payload = _raw_payload(part)
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                found.append(_normalise_message_id(header_text(payload[0], "Message-ID")))
+            elif isinstance(payload, str):
+                inner = HeaderParser().parsestr(_part_text(part))
+                found.append(_normalise_message_id(header_text(inner, "Message-ID")))
+        elif ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/global-headers"):
+            headers = HeaderParser().parsestr(_part_text(part).lstrip())
+            found.append(_normalise_message_id(header_text(headers, "Message-ID")))
+    for part in _walk_outer(msg):
+        if _content_type(part).startswith("text/"):
+            found += map(_normalise_message_id, _MESSAGE_ID_RE.findall(_part_text(part)))
+    found += map(_normalise_message_id, _MESSAGE_ID_RE.findall(text))
+    for report in _report_parts(msg):
+        for block in _dsn_blocks(report)[:1]:
+            found.append(_normalise_message_id(header_text(block, "X-Original-Message-ID")))
+    return tuple(dict.fromkeys(mid for mid in found if mid))[:_MAX_RETURNED_IDS]
 
 
 # --- RFC 3464 ----------------------------------------------------------------------------------
@@ -696,12 +697,14 @@ def _build(
     msg: Message, family: str, result: _FreeText, notice: str, subject: str, text: str
 ) -> Bounce:
     recipients, diagnostic = result
+    returned = _returned_message_ids(msg, text)
     return Bounce(
         permanent=_permanence(notice, subject, diagnostic),
         recipients=_dedupe(recipients),
         family=family,
-        original_message_id=_original_message_id(msg, text),
+        original_message_id=_original_message_id(msg, returned),
         diagnostic=diagnostic,
+        returned_message_ids=returned,
     )
 
 
@@ -741,10 +744,12 @@ def _from_dsn(msg: Message, reports: list[Message], text: str, subject: str) -> 
     diagnostic = next((r.diagnostic for r in chosen if r.diagnostic), "") or next(
         (r.status for r in chosen if r.status), ""
     )
+    returned = _returned_message_ids(msg, text)
     return Bounce(
         permanent=permanent,
         recipients=_dedupe(r.address for r in chosen),
         family=family,
-        original_message_id=_original_message_id(msg, text),
+        original_message_id=_original_message_id(msg, returned),
         diagnostic=diagnostic,
+        returned_message_ids=returned,
     )

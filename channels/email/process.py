@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from channels.email import bounce_ties
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
-from channels.email.bounce import Bounce
 from channels.email.isolate import parse_isolated
 from channels.email.loop import LOOP_HEADER, has_loop_mark, sent_by_us
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits
@@ -33,7 +33,6 @@ from tickets.models import (
     CustomerAddress,
     InboundMail,
     Message,
-    Outbox,
     ThreadRef,
     Via,
 )
@@ -286,67 +285,31 @@ def step_agent_mail(p: Processing) -> None:
 
 
 def step_bounce(p: Processing) -> None:
+    """A bounce is applied only when it is tied to one of our emails (see bounce_ties.py);
+    it, and any mail to one of our return paths, ends here: never threaded as a customer's."""
     assert p.parsed
+    recipients = [*map(str, p.row.envelope_to or ()), *p.parsed.to, *p.parsed.cc]
+    token = bounce_ties.return_path_token(p.rules.keyring, p.app.id, recipients)
     bounce = p.parsed.bounce
-    if bounce is None:
+    if bounce is None and token is None:
         return
-    notes: list[str] = []
-    conversation: Conversation | None = None
-    if bounce.original_message_id:
-        conversation = _mark_not_delivered(p, bounce.original_message_id, bounce)
-    if bounce.permanent:
-        for address in bounce.recipients:
-            row = p.session.scalar(
-                select(CustomerAddress).where(
-                    CustomerAddress.app_id == p.app.id, CustomerAddress.address == address
-                )
-            )
-            if row is not None and row.bounced_at is None:
-                row.bounced_at = p.now
-                row.bounce_reason = bounce.diagnostic or "permanent delivery failure"
-                notes.append(address)
-    if conversation is not None:
-        kind = "could not be delivered" if bounce.permanent else "is delayed"
-        services.add_note(
-            p.session,
-            conversation,
-            None,
-            f"Email to {', '.join(bounce.recipients) or 'the customer'} {kind}: "
-            f"{bounce.diagnostic or bounce.family}",
-            p.now,
+    tied = bounce_ties.tie(p.session, p.app.id, token, bounce)
+    if bounce is None:
+        assert token is not None
+        p.outcome = (
+            f"mail to the return path of email {token.outbox_id} that is not a delivery "
+            "report: not applied"
         )
-    p.outcome = (
-        f"bounce ({'permanent' if bounce.permanent else 'temporary'}, {bounce.family}); "
-        f"marked undeliverable: {', '.join(notes) or 'none'}"
-    )
+    elif tied is None:
+        p.outcome = f"{bounce_ties.describe(bounce)} {bounce_ties.NOT_TIED}: not applied"
+    else:
+        p.outcome = bounce_ties.apply(p.session, tied, bounce, p.now)
 
 
 def step_spam(p: Processing) -> None:
     assert p.parsed
     if p.parsed.spam:
         raise SpamFlagged("flagged as spam by the upstream filter")
-
-
-def _mark_not_delivered(p: Processing, message_id: str, bounce: Bounce) -> Conversation | None:
-    """The conversation the bounced email belonged to; a permanent failure marks every message
-    that email carried (an outbox row can carry several replies) as not delivered."""
-    outbox = p.session.scalar(
-        select(Outbox).where(Outbox.app_id == p.app.id, Outbox.message_id_header == message_id)
-    )
-    ref = _ref(p.session, p.app.id, message_id)
-    carried: list[int] = []
-    if outbox is not None:
-        carried = [int(i) for i in outbox.message_ids or ()]
-    elif ref is not None and ref.message_id is not None:
-        carried = [ref.message_id]
-    if bounce.permanent:
-        for message in p.session.scalars(select(Message).where(Message.id.in_(carried))):
-            message.delivery_state = "bounced"
-            message.delivery_error = bounce.diagnostic or "bounced"
-    conversation_id = outbox.conversation_id if outbox is not None else None
-    if conversation_id is None and ref is not None:
-        conversation_id = ref.conversation_id
-    return p.session.get(Conversation, conversation_id) if conversation_id else None
 
 
 class SpamFlagged(MessageRejected):

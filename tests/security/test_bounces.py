@@ -29,6 +29,7 @@ from tests.support.waiting import wait_for
 from tickets import services as ticket_services
 from tickets.models import (
     Conversation,
+    ConversationState,
     CustomerAddress,
     InboundMail,
     InboundState,
@@ -211,6 +212,34 @@ def messages_of(gateway: Services, conversation_id: int) -> list[Message]:
         return rows
 
 
+def test_a_forged_dsn_naming_a_customer_does_not_mark_them_undeliverable(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    conversation_id = next(m.conversation_id for m in messages_of_all(gateway))
+    with gateway.runtime.unit_of_work() as session:
+        convo = session.get(Conversation, conversation_id)
+        assert convo is not None
+        convo.state = ConversationState.RESOLVED
+    # Mallory knows the address, not our mail: a DSN to the support address, with made-up
+    # returned headers, from the null sender.
+    forged = postfix_dsn(
+        to="support@localhost",
+        recipient=CUSTOMER,
+        returned=b"From: support@localhost\r\nTo: " + CUSTOMER.encode() + b"\r\n"
+        b"Message-ID: <guessed-1@localhost>\r\nSubject: Re: Where is my refund\r\n",
+    )
+    row = send(gateway, forged, mail_from="")
+    kept = inbound(gateway, row)
+    assert kept.state == InboundState.PROCESSED and kept.raw == forged  # kept, not dropped
+    assert kept.reason is not None and "not tied to our mail" in kept.reason
+    assert address_row(gateway, CUSTOMER).bounced_at is None
+    assert conversation_of(gateway, row) is None  # not threaded as the customer's message
+    with gateway.runtime.unit_of_work() as session:
+        convo = session.get(Conversation, conversation_id)
+        assert convo is not None and convo.state == ConversationState.RESOLVED
+    assert all(m.delivery_state != "bounced" for m in messages_of(gateway, conversation_id))
+    assert sent.rcpt_tos == [CUSTOMER]
+
+
 def messages_of_all(gateway: Services) -> list[Message]:
     with gateway.runtime.unit_of_work() as session:
         rows = list(session.scalars(select(Message).order_by(Message.id)))
@@ -236,6 +265,43 @@ def test_every_outbound_email_has_a_verp_return_path_naming_its_row_and_recipien
         assert row is not None
         assert (token.outbox_id, token.recipient) == (row.id, 0)
         assert row.recipients[0] == CUSTOMER
+
+
+def test_a_real_bounce_to_the_verp_address_marks_that_recipient(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    answered(gateway, relay, OTHER, "Broken lamp")
+    # The remote MTA writes whatever it likes (here: it names another address and returns no
+    # headers); the return path alone says which email and recipient failed.
+    dsn = postfix_dsn(to=sent.mail_from, recipient="alias@litware.test", returned=None)
+    delayed = postfix_dsn(
+        to=sent.mail_from, recipient=CUSTOMER, returned=None, status="4.4.1", action="delayed"
+    )
+    row = send(gateway, delayed, mail_from="", to=sent.mail_from)
+    assert "temporary" in (inbound(gateway, row).reason or "")
+    assert address_row(gateway, CUSTOMER).bounced_at is None  # a delay marks nothing
+    # A vacation reply to the return path is no delivery report: kept, never threaded.
+    away = raw_mail(CUSTOMER, "Out of office", "Back on Monday.", "<away-1@litware.test>")
+    row = send(gateway, away, mail_from=CUSTOMER, to=sent.mail_from)
+    assert (inbound(gateway, row).reason or "").startswith("mail to the return path")
+    assert conversation_of(gateway, row) is None
+    row = send(gateway, dsn, mail_from="", to=sent.mail_from.upper())  # case-folded on the way
+    assert "marked undeliverable: " + CUSTOMER in (inbound(gateway, row).reason or "")
+    assert address_row(gateway, CUSTOMER).bounced_at is not None
+    assert address_row(gateway, OTHER).bounced_at is None
+    mine = [m for m in messages_of_all(gateway) if m.author_type == "agent"]
+    assert [m.delivery_state for m in mine] == ["bounced", "sent"]
+
+
+def test_a_bounce_citing_our_message_id_counts_only_for_that_emails_recipient(gateway, relay):
+    sent = answered(gateway, relay, CUSTOMER, "Where is my refund")
+    answered(gateway, relay, OTHER, "Broken lamp")
+    # Someone who got our email (so knows its Message-ID) names another customer as well.
+    for recipient in (OTHER, CUSTOMER):
+        dsn = postfix_dsn(to="support@localhost", recipient=recipient, returned=header_block(sent))
+        row = send(gateway, dsn, mail_from="")
+        assert conversation_of(gateway, row) is None
+    assert address_row(gateway, OTHER).bounced_at is None
+    assert address_row(gateway, CUSTOMER).bounced_at is not None
 
 
 def test_a_forged_verp_token_is_refused_at_rcpt(gateway, relay):
