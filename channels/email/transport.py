@@ -65,18 +65,25 @@ class FileTransport:
         self.directory = directory
 
     def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        final = self.directory / eml_name(message_id)
+        tmp = final.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            final = self.directory / eml_name(message_id)
-            tmp = final.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             with open(tmp, "wb") as fh:
                 fh.write(f"Return-Path: <{envelope_from}>\r\n".encode() + raw)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-        except OSError as exc:
-            reason = f"cannot write to {self.directory}: {exc.strerror}"
-            raise DeliveryError(reason, permanent=False) from None
+        except BaseException as exc:
+            # A full disk (ENOSPC), a file size limit, an I/O error or an interruption: the
+            # partial file goes, so the folder holds whole messages only and the retry starts
+            # clean.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                reason = f"cannot write to {self.directory}: {exc.strerror}"
+                raise DeliveryError(reason, permanent=False) from None
+            raise
 
     def delivered(self, message_id: str) -> bool | None:
         return (self.directory / eml_name(message_id)).exists()

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,9 @@ import pytest
 from sqlalchemy import select
 
 from channels.email.tokens import BounceToken, Keyring, TokenError
+from gateway import outbound
 from gateway.config import GatewayConfig, embedded_default
+from gateway.runtime import Runtime
 from gateway.server import Services, start
 from tests.integration.test_processing import raw_mail
 from tests.support.http import free_port
@@ -35,6 +39,7 @@ from tickets.models import (
     InboundState,
     Message,
     Outbox,
+    OutboxState,
 )
 
 CUSTOMER = "rgomez@litware.test"
@@ -374,3 +379,77 @@ def test_a_notification_coming_back_with_our_signed_loop_header_is_dropped(gatew
     row = send(gateway, forged, mail_from=CUSTOMER)
     assert conversation_of(gateway, row) is not None
     assert sent.rcpt_tos == [CUSTOMER]
+
+
+# The file transport's write, on a disk that takes no more than a few bytes per file: the soft
+# RLIMIT_FSIZE is lowered around that write only (the database files must stay writable), so
+# the kernel itself refuses it (EFBIG), as it refuses a write to a full disk (ENOSPC).
+FULL_DISK = """
+import resource, sys
+from gateway import outbound
+from gateway.config import GatewayConfig
+from gateway.runtime import Runtime
+
+class FullDisk:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def send(self, *args):
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, hard))
+        try:
+            self.inner.send(*args)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    def delivered(self, message_id):
+        return self.inner.delivered(message_id)
+
+runtime = Runtime.create(GatewayConfig.model_validate_json(sys.argv[1]))
+sending = outbound.outbound_for(runtime)
+sending.built = FullDisk(outbound.make_transport(runtime.config))
+print(outbound.send_outbound(runtime, int(sys.argv[2])))
+runtime.close()
+"""
+
+
+def test_a_full_disk_leaves_no_temp_file_and_the_email_waits_for_a_retry(tmp_path, database_url):
+    config = gateway_config(tmp_path, database_url)  # the embedded default: .eml files
+    runtime = Runtime.create(config)
+    with runtime.unit_of_work() as session:
+        app = ticket_services.get_app(session, "demo")
+        now = runtime.clock()
+        customer = ticket_services.create_customer(session, app, now, email=CUSTOMER)
+        conversation, _ = ticket_services.start_conversation(
+            session, app, customer, "email", "Where is my refund?", now
+        )
+        agent = ticket_services.add_agent(session, app, "ana@localhost", "Ana", now)
+        ticket_services.add_agent_message(session, conversation, agent, "On its way.", now)
+    queued = outbound.deliver(runtime, conversation.id)
+    assert queued.what == "queued" and queued.outbox_id is not None
+    runtime.close()
+
+    child = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, config.model_dump_json(), str(queued.outbox_id)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "pending"
+    sent = config.outbound_dir
+    assert list(sent.iterdir()) == []  # neither the email nor a temp file
+
+    runtime = Runtime.create(config)
+    with runtime.unit_of_work() as session:
+        row = session.get(Outbox, queued.outbox_id)
+        assert row is not None and row.state == OutboxState.PENDING
+        assert row.last_error == f"cannot write to {sent}: File too large"
+        assert row.next_attempt_at is not None
+        due = row.next_attempt_at
+    runtime.clock = lambda: due  # type: ignore[method-assign]
+    # The disk has room again: the retry writes the email, once.
+    assert outbound.send_outbound(runtime, queued.outbox_id) == OutboxState.SENT
+    assert [p.suffix for p in sent.iterdir()] == [".eml"]
+    runtime.close()
