@@ -409,9 +409,18 @@ class GatewayConfig(_Section):
         path = self.data_path / "secret_key"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            # Written aside, then linked into place: a thread or process starting at the same
+            # moment reads no file or the whole key (never an empty one), and one key wins.
+            aside = path.with_name(f".secret_key.{secrets.token_hex(8)}")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass  # another was first: its key is the key
+            finally:
+                aside.unlink()
         return path.read_text().strip().encode()
 
     def previous_secret_keys(self) -> list[bytes]:

@@ -261,3 +261,19 @@ def test_a_loop_mark_verifies_under_rotation_and_not_under_another_key():
     )
     with pytest.raises(TokenError):
         RING.verify_loop(mark)
+
+
+def test_threads_starting_together_share_one_generated_key(monkeypatch, tmp_path):
+    """The embedded default generates its key on first use; the SMTP server, the workers and
+    the scheduler all ask at once when the gateway starts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.config import parse_config
+
+    monkeypatch.delenv("GATEWAY_SECRET_KEY", raising=False)
+    for attempt in range(20):
+        config = parse_config({"data_dir": str(tmp_path / str(attempt))})
+        with ThreadPoolExecutor(8) as pool:
+            ids = {ring.current_id for ring in pool.map(lambda c: c.keyring(), [config] * 8)}
+        assert len(ids) == 1
+        assert [p.name for p in (tmp_path / str(attempt)).iterdir()] == ["secret_key"]
