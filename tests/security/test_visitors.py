@@ -447,6 +447,13 @@ def test_following_the_link_makes_the_address_count(served: Services, relay: Smt
         assert_safe_page(page)
     assert conversation_with(served, "the lamp I ordered").customer.addresses == []
 
+    # Another site cannot post the link from someone's browser (login CSRF).
+    for header in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        forged = chris.http.post(
+            "/widget/demo/confirm", data={"t": secret}, headers=header, follow_redirects=False
+        )
+        assert forged.status_code == 403, header
+
     # Confirming does: on to the chat, which now goes on by email as well.
     r = chris.http.post("/widget/demo/confirm", data={"t": secret}, follow_redirects=False)
     assert r.status_code == 303, r.text
