@@ -130,6 +130,14 @@ class DeliveryConfig(_Section):
     widget_online_seconds: int = Field(default=60, ge=0)
 
 
+class NotificationsConfig(_Section):
+    # Per agent and conversation: the first notification of a quiet conversation goes out at
+    # once, later ones wait until this long after the last mail and go out together.
+    coalesce_seconds: float = Field(default=60.0, ge=0)
+    # Per agent: more notification mails than this in an hour are folded into one.
+    max_per_hour: int = Field(default=30, gt=0)
+
+
 class LimitsConfig(_Section):
     max_header_bytes: int = Field(default=102_400, gt=0)
     max_mime_depth: int = Field(default=50, gt=0)
@@ -332,6 +340,7 @@ class GatewayConfig(_Section):
     http: HttpConfig = HttpConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     limits: LimitsConfig = LimitsConfig()
     outbound: OutboundConfig = OutboundConfig()
     email_check: EmailCheckConfig = EmailCheckConfig()

@@ -1,7 +1,8 @@
 """Wiring of agent notifications: the scheduler's fan-out step and the actor's unit of work.
 
-The sweep turns new events into notification rows (tickets/notifications.py) and enqueues
-`notify_agent(agent_id)` for each agent with rows due; the actor claims those rows, renders them
+The sweep collects new events into the agents' pending notifications (tickets/notifications.py,
+coalesced per `[notifications] coalesce_seconds`) and enqueues `notify_agent(agent_id)` for each
+agent with one due; the actor claims them within `[notifications] max_per_hour`, renders them
 (channels/email/notify.py) and queues the emails in the outbox, in one transaction, so a crash
 leaves either all of it or none of it. The emails leave through `send_outbound` like any other.
 """
@@ -55,21 +56,33 @@ def notify_agent(runtime: Runtime, agent_id: int) -> Notified:
     """Queue a batch of the agent's due notifications; the outbox ids to send. Safe to run
     twice: a row is claimed by one run only."""
     now = runtime.clock()
+    per_hour = runtime.config.notifications.max_per_hour
     with runtime.unit_of_work() as session:
-        rows = list(notifications.claim_due(session, agent_id, now))
-        more = len(rows) == notifications.CLAIM_BATCH
+        claimed = notifications.take_due(session, agent_id, now, per_hour)
+        more = claimed.more
+        count = len(claimed.single) + len(claimed.folded)
         agent = session.get(Agent, agent_id)
-        if not rows or agent is None:
+        if not count or agent is None:
             return Notified([], more)
         app = session.get(App, agent.app_id)
         channel = channel_address(session, agent.app_id)
         if app is None or channel is None or not agent.active:
-            log.warning("agent %s: %d notifications not sent (no channel)", agent_id, len(rows))
+            log.warning("agent %s: %d notifications not sent (no channel)", agent_id, count)
             return Notified([], more)
         channel_id, address = channel
         sender = Sender(runtime.keyring, address, runtime.config.agent_token_lifetime)
+        drafts = compose_notifications(
+            session,
+            agent,
+            claimed.single,
+            sender,
+            templates(),
+            now,
+            folded=claimed.folded,
+            per_hour=per_hour if claimed.over_limit else None,
+        )
         ids = []
-        for draft in compose_notifications(session, agent, rows, sender, templates(), now):
+        for draft in drafts:
             outbox = queue_email(
                 session,
                 app_id=agent.app_id,

@@ -119,7 +119,8 @@ def due_deliveries(session: Session, now: dt.datetime) -> list[Callable[[], obje
 
 def agent_notifications(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
     # Deciding who is told is quick database work, done here; rendering is the actor's.
-    notifications.fan_out(session, now, BATCH)
+    window = actors.current_runtime().config.notifications.coalesce_seconds
+    notifications.fan_out(session, now, BATCH, dt.timedelta(seconds=window))
     ids = notifications.due_agent_ids(session, now, BATCH)
     return [partial(actors.notify_agent.send, i) for i in ids]
 

@@ -608,24 +608,45 @@ class Event(Base):
 
 
 class AgentNotification(Base):
-    """One notification email an agent is owed for one event: sent at once, or in a digest.
+    """One notification email an agent is owed about one conversation: the events of a short
+    window, collected into one row until the email goes out (at once, or in a digest).
 
-    Unique per (event, agent), so deciding an event's notifications twice adds nothing; once
-    `sent_at` is set the email is in the outbox (`outbox_id`) and nothing queues it again.
+    While `sent_at` is NULL the row is pending and collects further events of its agent,
+    conversation and stream (at most one such row: the partial unique index); once set the email
+    is in the outbox (`outbox_id`; several rows share one when folded into a digest) and the row
+    is history, which the next window and the hourly limit are measured against.
     """
 
     __tablename__ = "agent_notifications"
     __table_args__ = (
-        UniqueConstraint("event_id", "agent_id", name="uq_agent_notifications_event_agent"),
         Index("ix_agent_notifications_due", "sent_at", "due_at"),
+        Index("ix_agent_notifications_agent_sent", "agent_id", "sent_at"),
+        Index("ix_agent_notifications_conversation", "conversation_id", "agent_id"),
+        Index(
+            "uq_agent_notifications_pending",
+            "agent_id",
+            "conversation_id",
+            "stream",
+            "digest",
+            unique=True,
+            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
-    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    # The headline: the weightiest event collected so far, whose kind names the email.
     event_id: Mapped[int] = mapped_column(BigId, ForeignKey("events.id"))
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
     kind: Mapped[str] = mapped_column(String(32))
+    # "conversation", or "rejected" for notices about the agent's own rejected mail, which
+    # carry no reply address and so never share an email with the conversation's news.
+    stream: Mapped[str] = mapped_column(String(16), default="conversation")
+    # The collected event ids (bounded; `event_count` keeps counting past the bound).
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    event_count: Mapped[int] = mapped_column(Integer, default=1)
     digest: Mapped[bool] = mapped_column(Boolean, default=False)
     due_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]

@@ -1,11 +1,21 @@
 """Which agent is owed which notification for which event, and when (at once, or in a digest).
 
-The events table is the source: every event not yet looked at (`notified_at` is NULL) is turned
-into zero or more `AgentNotification` rows, one per agent, in the same transaction that marks
-it looked at; so an event is notified once even if the sweep runs twice or dies midway. Who
-gets one: the ticket's assignee, or the whole team when nobody is assigned; never the agent
-who caused the event. Each agent chooses which kinds they want and whether they come at once
-or in one daily digest; a notice that their own mail was rejected always comes, at once.
+The events table is the source: every event not yet looked at (`notified_at` is NULL) is
+collected for zero or more agents, in the same transaction that marks it looked at; so an event
+is notified once even if the sweep runs twice or dies midway. Who is told: the ticket's assignee,
+or the whole team when nobody is assigned; never the agent who caused the event. Each agent
+chooses which kinds they want and whether they come at once or in one daily digest; a notice
+that their own mail was rejected always comes, and never waits for the digest.
+
+Notifications are coalesced, so that a flood of customer messages is not a flood of email: an
+agent has at most one pending `AgentNotification` per conversation (and stream), which collects
+every event until its email goes out. The first one of a quiet conversation is due at once;
+after an email, the next is due one window (`coalesce`) later and carries everything of that
+window. Being assigned and an SLA breach do not wait for the window: the team or the clock
+causes them, never an outsider, and they ask the agent to act now. Everything else (new
+messages, a snooze ending, an SLA warning, a failed delivery) can come from outside in any
+number, and waits. Each agent gets at most `per_hour` notification emails an hour; what is over
+is folded into one email that lists it all, or waits for the hour to have room again.
 
 No I/O here: rendering and sending are the email channel's job (channels/email/notify.py).
 """
@@ -16,8 +26,9 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, distinct, false, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from tickets.errors import InvalidValue
 from tickets.models import Agent, AgentNotification, Conversation, Event, Ticket
@@ -35,6 +46,24 @@ KINDS = (
 ALWAYS = frozenset({"reply_rejected"})
 DEFAULT_DIGEST_HOUR = 8
 CLAIM_BATCH = 50  # notifications rendered per transaction
+DEFAULT_COALESCE = dt.timedelta(seconds=60)
+DEFAULT_PER_HOUR = 30
+HOUR = dt.timedelta(hours=1)
+MAX_FOLDED = 500  # notification rows one email folds together at most
+MAX_LISTED_EVENTS = 500  # event ids a pending row keeps; past that it only counts them
+STREAM_CONVERSATION = "conversation"
+STREAM_REJECTED = "rejected"  # no reply address: never shares an email with the conversation's
+# An email that collects several events is named after the weightiest.
+WEIGHT = {
+    "new_message": 0,
+    "snooze_woke": 1,
+    "delivery_failed": 2,
+    "sla_warning": 3,
+    "assigned": 4,
+    "sla_breach": 5,
+    "reply_rejected": 6,
+}
+URGENT = frozenset({"assigned", "sla_breach"})  # due at once, whatever the window
 
 _EVENT_KINDS = {
     "message.customer": "new_message",
@@ -155,8 +184,14 @@ def next_digest_time(now: dt.datetime, hour: int) -> dt.datetime:
     return today if today > now else today + dt.timedelta(days=1)
 
 
-def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
-    """Turn the events not yet looked at into notification rows; how many rows were added."""
+def fan_out(
+    session: Session,
+    now: dt.datetime,
+    limit: int = 500,
+    coalesce: dt.timedelta = DEFAULT_COALESCE,
+) -> int:
+    """Collect the events not yet looked at into the agents' pending notifications; how many
+    (event, agent) pairs were collected."""
     events = session.scalars(
         select(Event)
         .where(Event.notified_at.is_(None))
@@ -165,20 +200,11 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
         .with_for_update(skip_locked=True)
     ).all()
     # A busy inbox hands this hundreds of events a sweep: what they share is asked for once
-    # (who was told already, each app's team, the conversations with their tickets).
+    # (each app's team, the conversations with their tickets).
     kinds = {event.id: notification_kind(event) for event in events}
-    wanted = [event for event in events if kinds[event.id] is not None]
-    have: set[tuple[int, int]] = set()
-    if wanted:
-        have = {
-            (event_id, agent_id)
-            for event_id, agent_id in session.execute(
-                select(AgentNotification.event_id, AgentNotification.agent_id).where(
-                    AgentNotification.event_id.in_([event.id for event in wanted])
-                )
-            )
-        }
-    conversation_ids = {e.conversation_id for e in wanted if e.conversation_id is not None}
+    conversation_ids = {
+        e.conversation_id for e in events if kinds[e.id] is not None and e.conversation_id
+    }
     # Held in this list: the identity map is weak, and recipients() finds them there.
     _loaded = (
         session.scalars(
@@ -196,7 +222,8 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
             teams[app_id] = _team(session, app_id)
         return teams[app_id]
 
-    added = 0
+    collected: dict[_Key, list[tuple[Event, str]]] = {}
+    digest_hours: dict[int, int] = {}
     for event in events:
         event.notified_at = now
         kind = kinds[event.id]
@@ -204,24 +231,88 @@ def fan_out(session: Session, now: dt.datetime, limit: int = 500) -> int:
             continue
         for agent in recipients(session, event, kind, team):
             prefs = preferences(agent)
-            if (event.id, agent.id) in have or kind not in prefs.events:
+            if kind not in prefs.events:
                 continue
-            digest = prefs.digest and kind not in ALWAYS
-            session.add(
-                AgentNotification(
-                    app_id=event.app_id,
-                    agent_id=agent.id,
-                    event_id=event.id,
-                    conversation_id=event.conversation_id,
-                    kind=kind,
-                    digest=digest,
-                    due_at=next_digest_time(now, prefs.digest_hour) if digest else now,
-                    created_at=now,
-                )
-            )
-            added += 1
+            stream = STREAM_REJECTED if kind == "reply_rejected" else STREAM_CONVERSATION
+            key = (agent.id, event.conversation_id, stream, prefs.digest and kind not in ALWAYS)
+            collected.setdefault(key, []).append((event, kind))
+            digest_hours[agent.id] = prefs.digest_hour
+    if collected:
+        _collect(session, collected, digest_hours, now, coalesce)
     session.flush()
-    return added
+    return sum(len(items) for items in collected.values())
+
+
+_Key = tuple[int, int | None, str, bool]  # agent, conversation, stream, digest
+
+
+def _collect(
+    session: Session,
+    collected: dict[_Key, list[tuple[Event, str]]],
+    digest_hours: dict[int, int],
+    now: dt.datetime,
+    coalesce: dt.timedelta,
+) -> None:
+    """Add each key's events to its pending row, or open one: due at once when the agent's last
+    email about it is older than the window (or there was none), else when the window ends."""
+    n = AgentNotification
+    conversation_ids = {key[1] for key in collected if key[1] is not None}
+    about: ColumnElement[bool] = (
+        n.conversation_id.in_(conversation_ids) if conversation_ids else false()
+    )
+    if any(key[1] is None for key in collected):
+        about = or_(about, n.conversation_id.is_(None))
+    theirs = and_(n.agent_id.in_({key[0] for key in collected}), about)
+    # Locked: a worker claiming one of these waits for this transaction, then sends it with
+    # what was added here; one it claimed first is no longer pending and gets a successor.
+    pending: dict[_Key, AgentNotification] = {
+        (r.agent_id, r.conversation_id, r.stream, r.digest): r
+        for r in session.scalars(
+            select(n).where(theirs, n.sent_at.is_(None)).order_by(n.id).with_for_update()
+        )
+    }
+    last_sent = {
+        (agent_id, conversation_id, stream): at
+        for agent_id, conversation_id, stream, at in session.execute(
+            select(n.agent_id, n.conversation_id, n.stream, func.max(n.sent_at))
+            .where(theirs, n.sent_at.is_not(None), n.digest.is_(False))
+            .group_by(n.agent_id, n.conversation_id, n.stream)
+        )
+    }
+    for key, items in collected.items():
+        agent_id, conversation_id, stream, digest = key
+        row = pending.get(key)
+        if row is None:
+            if digest:
+                due = next_digest_time(now, digest_hours[agent_id])
+            else:
+                last = last_sent.get((agent_id, conversation_id, stream))
+                due = now if last is None else max(now, last + coalesce)
+            first, kind = items[0]
+            row = AgentNotification(
+                app_id=first.app_id,
+                agent_id=agent_id,
+                event_id=first.id,
+                conversation_id=conversation_id,
+                kind=kind,
+                stream=stream,
+                events=[],
+                event_count=0,
+                digest=digest,
+                due_at=due,
+                created_at=now,
+            )
+            session.add(row)
+        ids = list(row.events)
+        for event, kind in items:
+            if WEIGHT[kind] > WEIGHT[row.kind]:
+                row.kind, row.event_id = kind, event.id
+            if kind in URGENT and not digest and row.due_at > now:
+                row.due_at = now
+            if len(ids) < MAX_LISTED_EVENTS:
+                ids.append(event.id)
+        row.events = ids  # a new list: the JSON column sees the change
+        row.event_count += len(items)
 
 
 def due_agent_ids(session: Session, now: dt.datetime, limit: int = 1000) -> list[int]:
@@ -239,35 +330,104 @@ def due_agent_ids(session: Session, now: dt.datetime, limit: int = 1000) -> list
 def claim_due(
     session: Session, agent_id: int, now: dt.datetime, limit: int = CLAIM_BATCH
 ) -> Sequence[AgentNotification]:
-    """Mark up to `limit` of the agent's due, unsent notifications sent, and return them, in
-    one UPDATE; a backlog is worked off in several short transactions, not one long one.
+    """Mark up to `limit` of the agent's due, unsent notifications sent, and return them; a
+    backlog is worked off in several short transactions, not one long one.
 
-    Two workers given the same agent cannot both get a row: the second one's UPDATE finds them
-    sent (PostgreSQL re-checks the condition after the first commits; SQLite serializes
-    writers). The caller composes and queues the emails in the same transaction.
+    Rows the fan-out is adding to right now are skipped (they are still due next time), so a
+    claim never waits on it; two workers given the same agent cannot both get a row (the
+    second's UPDATE finds it sent). The caller composes and queues the emails in the same
+    transaction.
     """
-    due = (
-        select(AgentNotification.id)
-        .where(
-            AgentNotification.agent_id == agent_id,
-            AgentNotification.sent_at.is_(None),
-            AgentNotification.due_at <= now,
-        )
-        .order_by(AgentNotification.id)
+    n = AgentNotification
+    due = session.scalars(
+        select(n.id)
+        .where(n.agent_id == agent_id, n.sent_at.is_(None), n.due_at <= now)
+        .order_by(n.id)
         .limit(limit)
-    )
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not due:
+        return []
     ids = session.scalars(
-        update(AgentNotification)
-        .where(AgentNotification.id.in_(due.scalar_subquery()), AgentNotification.sent_at.is_(None))
+        update(n)
+        .where(n.id.in_(due), n.sent_at.is_(None))
         .values(sent_at=now)
-        .returning(AgentNotification.id)
+        .returning(n.id)
         .execution_options(synchronize_session=False)
     ).all()
     if not ids:
         return []
     return session.scalars(
-        select(AgentNotification)
-        .where(AgentNotification.id.in_(ids))
-        .order_by(AgentNotification.id)
-        .execution_options(populate_existing=True)
+        select(n).where(n.id.in_(ids)).order_by(n.id).execution_options(populate_existing=True)
     ).all()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An agent's notifications to send now: `single` each in its own email, `folded` together
+    in one (the digest rows, and whatever the hourly limit has no room for)."""
+
+    single: list[AgentNotification]
+    folded: list[AgentNotification]
+    more: bool  # a full batch was claimed: more may be due
+    over_limit: bool  # the hourly limit folded rows that would have had their own email
+
+
+def mails_since(session: Session, agent_id: int, since: dt.datetime) -> int:
+    """Notification emails queued for the agent after `since` (a folded one counts once)."""
+    n = AgentNotification
+    return int(
+        session.scalar(
+            select(func.count(distinct(n.outbox_id))).where(
+                n.agent_id == agent_id, n.sent_at > since, n.outbox_id.is_not(None)
+            )
+        )
+        or 0
+    )
+
+
+def take_due(
+    session: Session,
+    agent_id: int,
+    now: dt.datetime,
+    per_hour: int = DEFAULT_PER_HOUR,
+    limit: int = CLAIM_BATCH,
+) -> Claimed:
+    """Claim the agent's due notifications within the hourly limit of emails.
+
+    With room for all, each row is one email (digest rows share one). With less room, the
+    weightiest rows keep their own email and the rest are folded into the last one the hour
+    allows. With no room, nothing is claimed: the due rows wait until the oldest email of the
+    hour ages out, and meanwhile go on collecting events, so what is over is never dropped.
+    """
+    # One claimer per agent at a time: two must not both see room for the hour's last email.
+    session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+    since = now - HOUR
+    room = per_hour - mails_since(session, agent_id, since)
+    n = AgentNotification
+    if room <= 0:
+        oldest = session.scalar(
+            select(func.min(n.sent_at)).where(
+                n.agent_id == agent_id, n.sent_at > since, n.outbox_id.is_not(None)
+            )
+        )
+        session.execute(
+            update(n)
+            .where(n.agent_id == agent_id, n.sent_at.is_(None), n.due_at <= now)
+            .values(due_at=(oldest or now) + HOUR)
+            .execution_options(synchronize_session=False)
+        )
+        return Claimed([], [], more=False, over_limit=True)
+    rows = list(claim_due(session, agent_id, now, limit))
+    more = len(rows) == limit
+    folded = [r for r in rows if r.digest]
+    single = sorted((r for r in rows if not r.digest), key=lambda r: (-WEIGHT[r.kind], r.id))
+    over = len(single) + bool(folded) > room
+    if over:
+        folded = single[room - 1 :] + folded
+        single = single[: room - 1]
+        if more:
+            # The hour's last email: whatever else is due goes in it too, not into the next hour.
+            folded += claim_due(session, agent_id, now, MAX_FOLDED - len(folded))
+            more = len(folded) >= MAX_FOLDED
+    return Claimed(single, folded, more=more, over_limit=over)

@@ -1,8 +1,10 @@
 """Notification emails to agents: rendered in the team's voice, answerable by reply.
 
 Templates are `templates/email/<locale>/agent/<kind>/{subject.txt, body.txt, body.html}`, with
-shared pieces beside them (`_conversation.*` shows the conversation with its new message, the
-ticket layer and the last notes). Unlike customer mail these may say "ticket": they only ever go
+shared pieces beside them (`_conversation.*` shows the conversation with every new message of
+the window, the ticket layer and the last notes; `_also.*` lists the window's other events).
+One email carries everything a notification row collected (tickets/notifications.py); it is
+named after the weightiest event. Unlike customer mail these may say "ticket": they only ever go
 to an agent's registered address. Each one that concerns a conversation carries
 `Reply-To: support+<agent-token>@domain` (purpose `reply`) and a note address (purpose `note`),
 so the agent can answer from their mail client (channels/email/agent_reply.py reads it back).
@@ -11,6 +13,7 @@ so the agent can answer from their mail client (channels/email/agent_reply.py re
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +35,13 @@ from tickets.models import (
     Message,
     Note,
 )
+from tickets.notifications import notification_kind
 
 RECENT_MESSAGES = 5
 RECENT_NOTES = 3
 EXCERPT_CHARS = 200
 MESSAGE_CHARS = 4000
+FULL_MESSAGES = 20  # new messages shown whole in one email; past that, each is an excerpt
 
 
 @dataclass(frozen=True)
@@ -94,18 +99,31 @@ def _author(message: Message, customer_name: str) -> str:
 
 
 def conversation_context(
-    session: Session, conversation: Conversation, new_message_id: int | None = None
+    session: Session, conversation: Conversation, new_message_ids: Collection[int] = ()
 ) -> dict[str, Any]:
-    """The team's view of a conversation for a notification: plain values only."""
+    """The team's view of a conversation for a notification: plain values only.
+
+    `messages` are every new message of the window (marked `new`), after a few earlier ones
+    for context; with no new ones, the latest few.
+    """
     customer = conversation.customer
     address = customer.addresses[0].address if customer.addresses else None
     customer_name = customer.name or address or "The customer"
-    messages = session.scalars(
-        select(Message)
-        .where(Message.conversation_id == conversation.id)
-        .order_by(Message.id.desc())
-        .limit(RECENT_MESSAGES)
+    new = (
+        session.scalars(
+            select(Message).where(Message.id.in_(new_message_ids)).order_by(Message.id)
+        ).all()
+        if new_message_ids
+        else []
+    )
+    earlier = select(Message).where(Message.conversation_id == conversation.id)
+    if new:
+        earlier = earlier.where(Message.id < new[0].id)
+    context = session.scalars(
+        earlier.order_by(Message.id.desc()).limit(RECENT_MESSAGES - min(len(new), 3))
     ).all()
+    # A flood of new messages is listed whole, each one shorter.
+    chars = MESSAGE_CHARS if len(new) <= FULL_MESSAGES else EXCERPT_CHARS
     notes = session.scalars(
         select(Note)
         .where(Note.conversation_id == conversation.id)
@@ -142,11 +160,12 @@ def conversation_context(
                 "author": _author(m, customer_name),
                 "via": m.via.value,
                 "when": _when(m.created_at),
-                "text": _clip(m.text, MESSAGE_CHARS),
-                "new": m.id == new_message_id,
+                "text": _clip(m.text, chars if is_new else MESSAGE_CHARS),
+                "new": is_new,
             }
-            for m in reversed(messages)
+            for m, is_new in [*((m, False) for m in reversed(context)), *((m, True) for m in new)]
         ],
+        "new_count": len(new),
         "notes": [
             {
                 "author": n.agent.name if n.agent else "System",
@@ -204,6 +223,33 @@ def _addresses(
     return address("reply"), address("note")
 
 
+@dataclass(frozen=True)
+class Window:
+    """What one notification row collected: its headline event, the new messages, the other
+    events (each a line of its own) and how many were counted past the stored bound."""
+
+    headline: Event
+    new_message_ids: list[int]
+    others: list[Event]
+    unlisted: int
+
+
+def collected(session: Session, row: AgentNotification) -> Window:
+    ids = list(row.events) or [row.event_id]
+    events = session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id)).all()
+    headline = session.get(Event, row.event_id)
+    assert headline is not None
+    new_ids = []
+    others = []
+    for event in events:
+        message_id = (event.data or {}).get("message_id")
+        if notification_kind(event) == "new_message" and isinstance(message_id, int):
+            new_ids.append(message_id)
+        elif event.id != headline.id:
+            others.append(event)
+    return Window(headline, new_ids, others, max(row.event_count - len(ids), 0))
+
+
 def _context(
     session: Session,
     app: App,
@@ -212,14 +258,18 @@ def _context(
     sender: Sender,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    event = session.get(Event, row.event_id)
-    assert event is not None
+    window = collected(session, row)
     conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
     context: dict[str, Any] = {
         "brand": app.brand,
         "recipient_name": agent.name,
         "kind": row.kind,
-        "event": _event_context(session, event),
+        "event": _event_context(session, window.headline),
+        "also": [
+            {"kind": notification_kind(e), "event": _event_context(session, e)}
+            for e in window.others
+        ],
+        "unlisted": window.unlisted,
         "reply_marker": REPLY_MARKER,
         "reply_address": None,
         "note_address": None,
@@ -227,11 +277,11 @@ def _context(
         "ticket": None,
         "unassigned": False,
         "messages": [],
+        "new_count": 0,
         "notes": [],
     }
     if conversation is not None:
-        new_id = (event.data or {}).get("message_id") if row.kind == "new_message" else None
-        context.update(conversation_context(session, conversation, new_id))
+        context.update(conversation_context(session, conversation, window.new_message_ids))
         if row.kind != "reply_rejected":
             reply, note = _addresses(sender, app.id, conversation.id, agent, now)
             context["reply_address"], context["note_address"] = reply, note
@@ -241,12 +291,17 @@ def _context(
 def compose_notifications(
     session: Session,
     agent: Agent,
-    rows: list[AgentNotification],
+    rows: Sequence[AgentNotification],
     sender: Sender,
     templates: AgentTemplates,
     now: dt.datetime,
+    *,
+    folded: Sequence[AgentNotification] = (),
+    per_hour: int | None = None,
 ) -> list[Draft]:
-    """The emails for an agent's due notifications: one each, or one digest for digest rows.
+    """The emails for an agent's due notifications: one per row, and one more for the digest
+    rows together with `folded` (what the hourly limit had no room for: then `per_hour` says
+    which limit, and the email says so).
 
     The recipient is always the agent's registered address, whatever address a mail that caused
     the notification came from.
@@ -255,7 +310,7 @@ def compose_notifications(
     assert app is not None
     locale = templates.locale_for(app.default_locale)
     drafts: list[Draft] = []
-    digest_rows = [r for r in rows if r.digest]
+    together = [r for r in rows if r.digest] + list(folded)
     for row in rows:
         if row.digest:
             continue
@@ -266,31 +321,40 @@ def compose_notifications(
                 agent, agent.email, rendered, context["reply_address"], row.conversation_id, [row]
             )
         )
-    if digest_rows:
+    if together:
         entries = []
-        for row in digest_rows:
+        for row in together:
             context = _context(session, app, agent, row, sender, now)
-            if context["conversation"] is None:
-                continue
             headline = templates.render(row.kind, locale, context).subject
-            last = context["messages"][-1] if context["messages"] else None
             entries.append(
                 {
                     "headline": headline.removeprefix(f"[{app.brand}] "),
+                    "kind": row.kind,
+                    "event": context["event"],
+                    "also": context["also"],
+                    "unlisted": context["unlisted"],
                     "conversation": context["conversation"],
                     "ticket": context["ticket"],
                     "reply_address": context["reply_address"],
-                    "last_message": None
-                    if last is None
-                    else {"author": last["author"], "excerpt": _clip(last["text"], EXCERPT_CHARS)},
+                    "messages": [
+                        {**m, "text": _clip(m["text"], EXCERPT_CHARS)}
+                        for m in context["messages"]
+                        if m["new"]
+                    ],
                 }
             )
         rendered = templates.render(
-            "digest", locale, {"brand": app.brand, "recipient_name": agent.name, "entries": entries}
+            "digest",
+            locale,
+            {
+                "brand": app.brand,
+                "recipient_name": agent.name,
+                "entries": entries,
+                "limited": per_hour is not None,
+                "per_hour": per_hour,
+            },
         )
         drafts.append(
-            Draft(
-                agent, agent.email, rendered, reply_to=None, conversation_id=None, rows=digest_rows
-            )
+            Draft(agent, agent.email, rendered, reply_to=None, conversation_id=None, rows=together)
         )
     return drafts

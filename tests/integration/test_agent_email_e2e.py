@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gateway.config import AppConfig, ChannelConfig, GatewayConfig, embedded_default
+from gateway.config import (
+    AppConfig,
+    ChannelConfig,
+    GatewayConfig,
+    NotificationsConfig,
+    embedded_default,
+)
 from gateway.server import Services, start
 from tests.support.agent_mail import HTML_ONLY, STYLES, quoted_reply, quoted_reply_html
 from tests.support.smtp_sink import Received, SmtpSink, free_port
@@ -41,6 +47,8 @@ def make_config(tmp_path: Path, relay: SmtpSink) -> GatewayConfig:
                 update={"transport": "smtp", "host": relay.host, "port": relay.port}
             ),
             "delivery": base.delivery.model_copy(update={"email_grace_seconds": 1}),
+            # The customer writes right after Ana was told of the assignment: a short window.
+            "notifications": NotificationsConfig(coalesce_seconds=1),
             "sweep_seconds": 0.3,
             "worker_threads": 2,
             "apps": [

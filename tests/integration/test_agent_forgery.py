@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from channels.email.tokens import CustomerToken, Keyring, agent_token, reply_address
-from gateway.config import AppConfig, ChannelConfig, embedded_default
+from gateway.config import AppConfig, ChannelConfig, NotificationsConfig, embedded_default
 from gateway.inbound import process_inbound, store_batch
 from gateway.notify import notify_agent
 from gateway.runtime import Runtime
@@ -89,6 +89,9 @@ def world(tmp_path_factory) -> Iterator[World]:
             "database_url": f"sqlite:///{tmp / 'gw.db'}",
             "data_dir": str(tmp),
             "dkim_resolver": f"127.0.0.1:{dns.port}",
+            # Here every forgery is to bring its own notice at once; coalescing and the hourly
+            # limit (which fold a flood of them) are tests/security/test_mail_bombing.py's.
+            "notifications": NotificationsConfig(coalesce_seconds=0, max_per_hour=100_000),
             "apps": [
                 AppConfig(
                     name="acme",
@@ -279,7 +282,7 @@ def test_forgeries_are_never_posted_and_valid_replies_always_are(world, case, st
 
 def _notify(world: World) -> list[int]:
     with world.rt.unit_of_work() as s:
-        notifications.fan_out(s, world.rt.clock())
+        notifications.fan_out(s, world.rt.clock(), coalesce=dt.timedelta(0))
         due = notifications.due_agent_ids(s, world.rt.clock())
     return [i for agent_id in due for i in notify_agent(world.rt, agent_id).outbox_ids]
 

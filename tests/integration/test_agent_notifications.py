@@ -1,5 +1,6 @@
-"""Which agent is told what: the fan-out of events into notifications, preferences, digests, and
-the rendered emails (team voice, conversation, ticket layer, notes, reply addresses)."""
+"""Which agent is told what: the fan-out of events into notifications, preferences, digests,
+coalescing and the hourly limit, and the rendered emails (team voice, conversation, ticket
+layer, notes, reply addresses)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def team(session: Session, app: App, now: dt.datetime):
 
 
 def fan_out(session, now) -> list[tuple[str, str]]:
+    """The pending notifications (headline kind, agent) after a fan-out; then they are history
+    from long enough ago not to hold the next one back."""
     notifications.fan_out(session, now)
     rows = session.scalars(
         select(AgentNotification)
@@ -45,7 +48,8 @@ def fan_out(session, now) -> list[tuple[str, str]]:
     ).all()
     out = [(r.kind, session.get(Agent, r.agent_id).email) for r in rows]
     for r in rows:
-        r.sent_at = now
+        r.sent_at = now - dt.timedelta(hours=1)
+    session.flush()
     return out
 
 
@@ -89,7 +93,7 @@ def test_auto_replies_and_wakes_by_customer_message_notify_nobody_twice(session,
     ]
 
 
-def test_sla_and_delivery_events_reach_the_assignee(session, team, now, app):
+def test_sla_and_delivery_events_reach_the_assignee_in_one_email(session, team, now, app):
     ana, _bob, conversation = team
     ticket = services.convert(session, conversation, ana, now, assignee=ana)
     fan_out(session, now)
@@ -106,11 +110,13 @@ def test_sla_and_delivery_events_reach_the_assignee(session, team, now, app):
             due_at=now.isoformat(),
             reason="550 no such user",
         )
-    assert fan_out(session, now) == [
-        ("sla_warning", "ana@agents.test"),
-        ("sla_breach", "ana@agents.test"),
-        ("delivery_failed", "ana@agents.test"),
-    ]
+    # One email, named after the weightiest; the others are lines of it.
+    notifications.fan_out(session, now)
+    [draft] = _drafts(session, ana, now)
+    assert "SLA breached (first response)" in draft.rendered.subject
+    text = draft.rendered.text
+    assert "SLA warning: the first response is due" in text
+    assert "could not be delivered: 550 no such user" in text
 
 
 def test_an_event_is_fanned_out_once(session, team, now):
@@ -161,10 +167,12 @@ def _drafts(session, agent, now):
 def test_a_new_message_notification_shows_the_conversation_ticket_and_notes(session, team, now):
     ana, bob, conversation = team
     ticket = services.convert(session, conversation, bob, now, assignee=ana, priority="high")
+    fan_out(session, now)
     services.add_note(session, conversation, bob, "Courier says lost", now)
     message = services.add_customer_message(session, conversation, "Where is it?", "email", now)
     notifications.fan_out(session, now)
-    [draft] = [d for d in _drafts(session, ana, now) if "New message" in d.rendered.subject]
+    [draft] = _drafts(session, ana, now)
+    assert "New message from Sam" in draft.rendered.subject
     assert draft.to == "ana@agents.test"
     assert f"#{ticket.number}" in draft.rendered.subject and "Parcel" in draft.rendered.subject
     for text in (draft.rendered.text, draft.rendered.html):
@@ -200,8 +208,11 @@ def test_a_digest_collects_the_due_rows_into_one_email(session, team, now):
     notifications.fan_out(session, now)
     later = now + dt.timedelta(days=1)
     [draft] = _drafts(session, ana, later)
-    assert draft.rendered.subject == "[Acme] Your digest: 2 updates"
-    assert draft.reply_to is None and draft.rendered.text.count("New message from Sam") == 2
+    # One conversation, one entry, listing both messages.
+    assert draft.rendered.subject == "[Acme] Your digest: 1 update"
+    text = draft.rendered.text
+    assert draft.reply_to is None and text.count("New messages (2) from Sam") == 1
+    assert ">> NEW << Sam (email, 2026-11-24 10:00 UTC):\n  One" in text and "  Two" in text
 
 
 def test_the_rejection_notice_says_why_and_offers_no_reply_address(session, team, now, app):
@@ -243,18 +254,20 @@ def test_every_agent_template_renders_for_every_kind(session, team, now, app):
         "outbox.failed": {"reason": "550"},
         "agent_mail.rejected": {"agent_id": ana.id, "detail": "x"},
     }
-    for kind, data in kinds.items():
+    drafts = []
+    for hour, (kind, data) in enumerate(kinds.items()):
+        at = now + dt.timedelta(hours=hour)  # each after the window of the one before
         services.record(
             session,
             app_id=app.id,
             kind=kind,
             actor=services.SYSTEM,
-            now=now,
+            now=at,
             conversation=conversation,
             **data,
         )
-    notifications.fan_out(session, now)
-    drafts = _drafts(session, ana, now)
+        notifications.fan_out(session, at)
+        drafts += _drafts(session, ana, at)
     assert len(drafts) == len(kinds)
     assert all(
         d.rendered.subject.startswith("[Acme] ") and d.rendered.text.strip() and d.rendered.html
@@ -291,11 +304,12 @@ def test_the_cli_sets_notification_preferences_and_verified_addresses(tmp_path):
     assert len(bad.stderr.strip().splitlines()) == 1 and "unknown notification" in bad.stderr
 
 
-def test_a_backlog_is_claimed_in_batches_and_each_row_once(session, team, now):
-    ana, _bob, conversation = team
+def test_a_backlog_is_claimed_in_batches_and_each_row_once(session, team, now, app):
+    ana, _bob, _conversation = team
+    customer = services.create_customer(session, app, now, name="Kim", email="kim@example.com")
     for i in range(notifications.CLAIM_BATCH + 10):
-        services.add_customer_message(session, conversation, f"message {i}", "email", now)
-    notifications.fan_out(session, now)
+        services.start_conversation(session, app, customer, "email", f"message {i}", now)
+    notifications.fan_out(session, now, limit=1000)
     first = notifications.claim_due(session, ana.id, now)
     second = notifications.claim_due(session, ana.id, now)
     assert (len(first), len(second)) == (notifications.CLAIM_BATCH, 10)
@@ -339,12 +353,124 @@ def test_a_real_sla_warning_and_breach_reach_the_assignee(tmp_path):
             later = t0 + dt.timedelta(seconds=62)
             notifications.fan_out(s, later)
             rows = list(notifications.claim_due(s, ana.id, later))
-            drafts = compose_notifications(s, ana, rows, SENDER, TEMPLATES, later)
-            subjects = [d.rendered.subject for d in drafts]
-            assert [r.kind for r in rows] == ["sla_warning", "sla_breach"]
-            assert "SLA warning (first response)" in subjects[0]
-            assert "SLA breached (first response)" in subjects[1]
-            assert "was due 2026-11-24 09:01 UTC" in drafts[1].rendered.text
+            [draft] = compose_notifications(s, ana, rows, SENDER, TEMPLATES, later)
+            assert [(r.kind, r.event_count) for r in rows] == [("sla_breach", 2)]
+            assert "SLA breached (first response)" in draft.rendered.subject
+            assert "was due 2026-11-24 09:01 UTC" in draft.rendered.text
+            assert "SLA warning: the first response is due" in draft.rendered.text
             assert s.scalars(select(SlaTimer)).one().state.value == "breached"
     finally:
         rt.close()
+
+
+_outbox_ids = iter(range(1, 1_000_000))
+
+
+def _mail(session, agent, at, per_hour=notifications.DEFAULT_PER_HOUR):
+    """What the actor does, short of the outbox: claim within the limit, compose, and mark the
+    rows with an outbox id (one per email)."""
+    claimed = notifications.take_due(session, agent.id, at, per_hour)
+    drafts = compose_notifications(
+        session,
+        agent,
+        claimed.single,
+        SENDER,
+        TEMPLATES,
+        at,
+        folded=claimed.folded,
+        per_hour=per_hour if claimed.over_limit else None,
+    )
+    for draft in drafts:
+        outbox_id = next(_outbox_ids)
+        for row in draft.rows:
+            row.outbox_id = outbox_id
+    session.flush()
+    return drafts
+
+
+def test_a_quiet_conversation_is_told_at_once_then_once_a_window_with_everything_new(
+    session, team, now
+):
+    ana, _bob, conversation = team
+    window = dt.timedelta(seconds=60)
+
+    def write(text, at):
+        services.add_customer_message(session, conversation, text, "email", at)
+        notifications.fan_out(session, at, coalesce=window)
+
+    write("First", now)
+    [first] = _mail(session, ana, now)
+    assert "First" in first.rendered.text
+    for second in (10, 20, 30):
+        write(f"Then at {second}s", now + dt.timedelta(seconds=second))
+    assert _mail(session, ana, now + dt.timedelta(seconds=59)) == []
+    [batch] = _mail(session, ana, now + window)
+    assert "New messages (3) from Sam" in batch.rendered.subject
+    assert batch.rendered.text.count(">> NEW <<") == 3
+    assert all(
+        f">> NEW << Sam (email, 2026-11-24 10:00 UTC):\nThen at {s}s" in batch.rendered.text
+        for s in (10, 20, 30)
+    )
+    # Ana's reply address in it still names the conversation.
+    token = token_in_address(batch.reply_to, ["support@acme.test"])
+    assert RING.verify_agent(token, now).conversation_id == conversation.id
+    # A quiet hour later, the next one is prompt again.
+    later = now + dt.timedelta(hours=1)
+    write("Back again", later)
+    assert len(_mail(session, ana, later)) == 1
+
+
+def test_rows_collect_events_instead_of_multiplying(session, team, now):
+    ana, bob, conversation = team
+    for i in range(40):
+        services.add_customer_message(session, conversation, f"flood {i}", "chat", now)
+    assert notifications.fan_out(session, now) == 80  # 40 messages, two agents
+    pending = session.scalars(
+        select(AgentNotification).where(AgentNotification.sent_at.is_(None))
+    ).all()
+    assert sorted((r.agent_id, r.event_count, len(r.events)) for r in pending) == [
+        (ana.id, 40, 40),
+        (bob.id, 40, 40),
+    ]
+
+
+def test_being_assigned_does_not_wait_for_the_window(session, team, now):
+    ana, bob, conversation = team
+    services.add_customer_message(session, conversation, "Hello", "email", now)
+    notifications.fan_out(session, now)
+    assert len(_mail(session, ana, now)) == 1
+    soon = now + dt.timedelta(seconds=5)
+    services.add_customer_message(session, conversation, "Anyone?", "email", soon)
+    notifications.fan_out(session, soon)
+    assert _mail(session, ana, soon) == []  # a new message waits for the window
+    services.convert(session, conversation, bob, soon, assignee=ana)
+    notifications.fan_out(session, soon)
+    [draft] = _mail(session, ana, soon)  # being assigned does not, and brings the message along
+    assert "Assigned to you" in draft.rendered.subject and ">> NEW << Sam" in draft.rendered.text
+
+
+def test_over_the_hourly_limit_the_rest_is_folded_into_one_then_waits(session, team, now, app):
+    ana, _bob, _conversation = team
+    customers = [
+        services.create_customer(session, app, now, name=f"C{i}", email=f"c{i}@example.com")
+        for i in range(6)
+    ]
+    for i, customer in enumerate(customers[:5]):
+        services.start_conversation(session, app, customer, "email", f"help {i}", now)
+    notifications.fan_out(session, now)
+    drafts = _mail(session, ana, now, per_hour=3)
+    assert len(drafts) == 3
+    folded = drafts[-1]
+    assert folded.rendered.subject == "[Acme] 3 more updates (limit of 3 emails an hour reached)"
+    assert sum(d.rendered.text.count(">> NEW <<") for d in drafts) == 5
+    # The hour is full: a new conversation waits until the first email of the hour is an hour
+    # old, and is not lost meanwhile.
+    soon = now + dt.timedelta(minutes=5)
+    services.start_conversation(session, app, customers[5], "email", "help 5", soon)
+    notifications.fan_out(session, soon)
+    assert _mail(session, ana, soon, per_hour=3) == []
+    assert ana.id not in notifications.due_agent_ids(session, soon)
+    hour = now + dt.timedelta(hours=1)
+    assert ana.id in notifications.due_agent_ids(session, hour)
+    [late] = _mail(session, ana, hour, per_hour=3)
+    assert "help 5" in late.rendered.text
