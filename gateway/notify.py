@@ -79,7 +79,7 @@ def notify_agent(runtime: Runtime, agent_id: int) -> Notified:
             templates(),
             now,
             folded=claimed.folded,
-            per_hour=per_hour if claimed.over_limit else None,
+            limit=None if claimed.room_at is None else (per_hour, claimed.room_at),
         )
         ids = []
         for draft in drafts:

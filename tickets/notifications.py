@@ -370,7 +370,8 @@ class Claimed:
     single: list[AgentNotification]
     folded: list[AgentNotification]
     more: bool  # a full batch was claimed: more may be due
-    over_limit: bool  # the hourly limit folded rows that would have had their own email
+    # Set when these take the hour's last email: when the next one may go.
+    room_at: dt.datetime | None = None
 
 
 def mails_since(session: Session, agent_id: int, since: dt.datetime) -> int:
@@ -405,29 +406,30 @@ def take_due(
     since = now - HOUR
     room = per_hour - mails_since(session, agent_id, since)
     n = AgentNotification
-    if room <= 0:
-        oldest = session.scalar(
-            select(func.min(n.sent_at)).where(
-                n.agent_id == agent_id, n.sent_at > since, n.outbox_id.is_not(None)
-            )
+    oldest = session.scalar(
+        select(func.min(n.sent_at)).where(
+            n.agent_id == agent_id, n.sent_at > since, n.outbox_id.is_not(None)
         )
+    )
+    room_at = (oldest or now) + HOUR
+    if room <= 0:
         session.execute(
             update(n)
             .where(n.agent_id == agent_id, n.sent_at.is_(None), n.due_at <= now)
-            .values(due_at=(oldest or now) + HOUR)
+            .values(due_at=room_at)
             .execution_options(synchronize_session=False)
         )
-        return Claimed([], [], more=False, over_limit=True)
+        return Claimed([], [], more=False, room_at=room_at)
     rows = list(claim_due(session, agent_id, now, limit))
     more = len(rows) == limit
     folded = [r for r in rows if r.digest]
     single = sorted((r for r in rows if not r.digest), key=lambda r: (-WEIGHT[r.kind], r.id))
-    over = len(single) + bool(folded) > room
-    if over:
+    emails = len(single) + bool(folded)
+    if emails > room:
         folded = single[room - 1 :] + folded
         single = single[: room - 1]
         if more:
             # The hour's last email: whatever else is due goes in it too, not into the next hour.
             folded += claim_due(session, agent_id, now, MAX_FOLDED - len(folded))
             more = len(folded) >= MAX_FOLDED
-    return Claimed(single, folded, more=more, over_limit=over)
+    return Claimed(single, folded, more=more, room_at=room_at if emails >= room else None)

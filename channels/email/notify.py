@@ -270,6 +270,7 @@ def _context(
             for e in window.others
         ],
         "unlisted": window.unlisted,
+        "limit": None,
         "reply_marker": REPLY_MARKER,
         "reply_address": None,
         "note_address": None,
@@ -297,11 +298,13 @@ def compose_notifications(
     now: dt.datetime,
     *,
     folded: Sequence[AgentNotification] = (),
-    per_hour: int | None = None,
+    limit: tuple[int, dt.datetime] | None = None,
 ) -> list[Draft]:
     """The emails for an agent's due notifications: one per row, and one more for the digest
-    rows together with `folded` (what the hourly limit had no room for: then `per_hour` says
-    which limit, and the email says so).
+    rows together with `folded` (what the hourly limit had no room for).
+
+    `limit` (emails an hour, and when the next may go) is given when these are the hour's last:
+    the last email says so, and that what comes next is collected until then.
 
     The recipient is always the agent's registered address, whatever address a mail that caused
     the notification came from.
@@ -311,10 +314,12 @@ def compose_notifications(
     locale = templates.locale_for(app.default_locale)
     drafts: list[Draft] = []
     together = [r for r in rows if r.digest] + list(folded)
-    for row in rows:
-        if row.digest:
-            continue
+    note = None if limit is None else {"per_hour": limit[0], "room_at": _when(limit[1])}
+    single = [r for r in rows if not r.digest]
+    for row in single:
         context = _context(session, app, agent, row, sender, now)
+        if row is single[-1] and not together:
+            context["limit"] = note
         rendered = templates.render(row.kind, locale, context)
         drafts.append(
             Draft(
@@ -350,8 +355,9 @@ def compose_notifications(
                 "brand": app.brand,
                 "recipient_name": agent.name,
                 "entries": entries,
-                "limited": per_hour is not None,
-                "per_hour": per_hour,
+                "limit": note,
+                # Rows folded that would have had their own email, were there room.
+                "over_limit": note is not None and bool(folded),
             },
         )
         drafts.append(

@@ -378,7 +378,7 @@ def _mail(session, agent, at, per_hour=notifications.DEFAULT_PER_HOUR):
         TEMPLATES,
         at,
         folded=claimed.folded,
-        per_hour=per_hour if claimed.over_limit else None,
+        limit=None if claimed.room_at is None else (per_hour, claimed.room_at),
     )
     for draft in drafts:
         outbox_id = next(_outbox_ids)
@@ -463,6 +463,7 @@ def test_over_the_hourly_limit_the_rest_is_folded_into_one_then_waits(session, t
     folded = drafts[-1]
     assert folded.rendered.subject == "[Acme] 3 more updates (limit of 3 emails an hour reached)"
     assert sum(d.rendered.text.count(">> NEW <<") for d in drafts) == 5
+    assert "can come from 2026-11-24 11:00 UTC" in folded.rendered.text
     # The hour is full: a new conversation waits until the first email of the hour is an hour
     # old, and is not lost meanwhile.
     soon = now + dt.timedelta(minutes=5)
