@@ -2,8 +2,9 @@
 
 Channels from the config file are synced into the database at start and stay read-only here
 (the file is their source of truth); channels added by the CLI or the API live only in the
-database. Secrets: a channel names an environment variable or file for its passwords, or (API
-only) is given a password that is stored with the channel and never returned or logged.
+database. Secrets: the operator (config file, CLI) names an environment variable or file for a
+password; an app admin (API) gives it by value, and it is stored sealed, never returned or
+logged, and only ever sent to a host the operator allows for the app (gateway.channel_targets).
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ from channels.email.check import (
     new_token,
     round_trip,
 )
-from gateway.inbound import _secret
+from channels.email.egress import HostPolicy
+from gateway.channel_targets import (
+    OPERATOR,
+    check_host,
+    imap_target,
+    indirect_keys,
+    smtp_target,
+    store_passwords,
+)
+from gateway.config import ConfigError
 from gateway.runtime import Runtime
+from gateway.secret_box import SECRETS, SecretBox
 from tickets import services
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import App, Channel, ChannelAddress, InboundMail
-
-SECRETS = "secrets"  # the settings key that holds write-only passwords
 
 
 def _address(value: str) -> str:
@@ -73,13 +82,23 @@ def _set_addresses(session: Session, channel: Channel, addresses: list[str]) -> 
             channel.addresses.remove(row)
 
 
-def _split_secrets(section: dict[str, Any] | None, key: str, secrets: dict[str, str]) -> Any:
-    if section is None:
-        return None
+def _split_secrets(
+    key: str, section: dict[str, Any], passwords: dict[str, str], *, operator: bool
+) -> dict[str, Any]:
+    """The section as stored: its password moved into `passwords`, marked when the operator
+    wrote it. Only the operator may point at a secret on the server (*_env, *_file)."""
     section = dict(section)
+    named = indirect_keys(section)
+    if named and not operator:
+        raise InvalidValue(
+            f"{key}.{named[0]}: give the password itself ('password'); environment variables "
+            "and files on the server can be named only in the operator's config file"
+        )
     password = section.pop("password", None)
     if password:
-        secrets[key] = password
+        passwords[key] = password
+    if operator:
+        section[OPERATOR] = True
     return section
 
 
@@ -93,6 +112,8 @@ def create_channel(
     imap: dict[str, Any] | None = None,
     smtp: dict[str, Any] | None = None,
     source: str = "api",
+    box: SecretBox | None = None,
+    policy: HostPolicy | None = None,
 ) -> Channel:
     name = name.strip()
     if not name or len(name) > 100:
@@ -102,7 +123,9 @@ def create_channel(
     channel = Channel(app_id=app.id, name=name, created_at=now, settings={"source": source})
     session.add(channel)
     session.flush()
-    update_channel(session, channel, addresses=addresses, imap=imap, smtp=smtp)
+    update_channel(
+        session, channel, addresses=addresses, imap=imap, smtp=smtp, box=box, policy=policy
+    )
     return channel
 
 
@@ -114,22 +137,33 @@ def update_channel(
     imap: dict[str, Any] | None = None,
     smtp: dict[str, Any] | None = None,
     clear: tuple[str, ...] = (),
+    box: SecretBox | None = None,
+    policy: HostPolicy | None = None,
 ) -> None:
-    """Change what is given; `clear` names sections ("imap", "smtp") to remove."""
+    """Change what is given; `clear` names sections ("imap", "smtp") to remove.
+
+    `policy` is the operator's host allow-list for the app when an app admin writes (None:
+    the operator writes, through the CLI). `box` seals the passwords given by value."""
     if channel.settings.get("source") == "config":
         raise NotAllowed(f"channel {channel.name!r} comes from the config file; change it there")
+    operator = channel.settings.get("source") == "cli" and policy is None
     settings = dict(channel.settings)
     secrets = dict(settings.get(SECRETS, {}))
     for section in clear:
         settings.pop(section, None)
         secrets.pop(section, None)
+    given: dict[str, str] = {}
     for key, value in (("imap", imap), ("smtp", smtp)):
-        if value is not None:
-            old_password = secrets.get(key)
-            settings[key] = _split_secrets(value, key, secrets)
-            if key not in secrets and old_password:
-                secrets[key] = old_password
-    settings[SECRETS] = secrets
+        if value is None:
+            continue
+        new = _split_secrets(key, value, given, operator=operator)
+        check_host(policy, key, new)
+        old = settings.get(key) or {}
+        if key not in given and any(old.get(k) != new.get(k) for k in ("host", "port", "username")):
+            # A kept password goes only where it went before: a new host or user needs it anew.
+            secrets.pop(key, None)
+        settings[key] = new
+    settings[SECRETS] = store_passwords(box, secrets, given)
     channel.settings = settings
     if addresses is not None:
         _set_addresses(session, channel, addresses)
@@ -147,10 +181,8 @@ def channel_json(channel: Channel) -> dict[str, Any]:
         value = settings.get(key)
         if not value:
             return None
-        out = {k: v for k, v in value.items() if k != "password"}
-        out["has_password"] = bool(secrets.get(key)) or bool(
-            value.get("password_env") or value.get("password_file")
-        )
+        out = {k: v for k, v in value.items() if k != OPERATOR and not k.startswith("password")}
+        out["has_password"] = bool(secrets.get(key)) or bool(indirect_keys(value))
         return out
 
     return {
@@ -167,51 +199,6 @@ def channel_json(channel: Channel) -> dict[str, Any]:
 
 
 # --- the end-to-end check ----------------------------------------------------------------
-
-
-def _imap_target(channel: Channel, where: str) -> ImapTarget | None:
-    imap = channel.settings.get("imap")
-    if not imap:
-        return None
-    password = channel.settings.get(SECRETS, {}).get("imap") or _secret(
-        imap.get("password_env"), imap.get("password_file"), where
-    )
-    return ImapTarget(
-        host=imap["host"],
-        port=int(imap.get("port") or 993),
-        ssl=bool(imap.get("ssl", True)),
-        starttls=bool(imap.get("starttls", False)),
-        username=imap["username"],
-        password=password,
-        folder=imap.get("folder") or "INBOX",
-    )
-
-
-def _smtp_target(runtime: Runtime, channel: Channel) -> SmtpTarget | None:
-    smtp = channel.settings.get("smtp")
-    if smtp:
-        password = channel.settings.get(SECRETS, {}).get("smtp") or _secret(
-            smtp.get("password_env"), smtp.get("password_file"), f"channel {channel.name} smtp"
-        )
-        return SmtpTarget(
-            host=smtp["host"],
-            port=int(smtp.get("port") or 587),
-            starttls=bool(smtp.get("starttls", True)),
-            tls=bool(smtp.get("tls", False)),
-            username=smtp.get("username"),
-            password=password,
-        )
-    out = runtime.config.outbound
-    if out.transport != "smtp":
-        return None
-    return SmtpTarget(
-        host=out.host,
-        port=out.port,
-        starttls=out.starttls,
-        tls=out.tls,
-        username=out.username,
-        password=_secret(out.password_env, None, "outbound"),
-    )
 
 
 def _arrived_in_database(runtime: Runtime, token: str, since: dt.datetime) -> bool:
@@ -236,11 +223,17 @@ def check_channel(
         if channel is None or channel.app_id != app_id:
             raise NotFound(f"no channel {channel_id}")
         address = channel.addresses[0].address if channel.addresses else None
-        imap = _imap_target(channel, f"channel {channel.name} imap")
-        smtp = _smtp_target(runtime, channel)
+        try:
+            imap, smtp = imap_target(runtime, channel), smtp_target(runtime, channel)
+        except ConfigError as exc:
+            unreadable: ConfigError | None = exc
+        else:
+            unreadable = None
     started = runtime.clock() - dt.timedelta(seconds=5)
     report = Report()
     try:
+        if unreadable is not None:
+            raise CheckFailed("passwords", str(unreadable), "give the channel's password again")
         _run(runtime, report, address, imap, smtp, started, timeout)
     except CheckFailed as failed:
         report.steps.append(failed.step)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from channels.email.egress import HostPolicy, parse_rule
 from channels.email.tokens import Keyring
 from tickets.business_time import Calendar, parse_duration
 
@@ -308,6 +309,18 @@ class AppConfig(_Section):
                 )
         return v
 
+    # IMAP and SMTP hosts the app's admins may give their channels (admin API); nothing else is
+    # ever connected to with an admin-given password. "name", "*.domain", "IP" or "IP/prefix",
+    # each with an optional ":port". Private and loopback addresses only through an IP entry.
+    allowed_hosts: list[str] = []
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            parse_rule(entry)
+        return v
+
     @model_validator(mode="after")
     def _check_references(self) -> AppConfig:
         calendars = {c.name for c in self.calendars} | {"always"}
@@ -455,6 +468,12 @@ class GatewayConfig(_Section):
             return Keyring(self.secret_key(), self.previous_secret_keys())
         except ValueError as exc:
             raise ConfigError(f"secret keys: {exc}") from None
+
+    def host_policy(self, app_name: str) -> HostPolicy:
+        """The hosts the operator allows for the app's admin-given channel settings (none for
+        an app the config file does not list)."""
+        app = next((a for a in self.apps if a.name == app_name), None)
+        return HostPolicy.parse(app.allowed_hosts if app is not None else [])
 
     @property
     def agent_token_lifetime(self) -> dt.timedelta:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from channels.chat.widget import conversation_token
 from channels.email import outbox
+from channels.email.check import SmtpTarget
 from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
 from channels.email.render import EmailTemplates
 from channels.email.tokens import Keyring, reply_address
@@ -24,6 +25,7 @@ from channels.email.transport import (
     SmtpTransport,
     Transport,
 )
+from gateway.channel_targets import smtp_target
 from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime import Runtime
 from tickets.business_time import parse_duration
@@ -84,7 +86,7 @@ class Outbound:
     policy: outbox.RetryPolicy
     settings: DeliverySettings
     built: Transport | None = None
-    channel_transports: dict[tuple[int, str], Transport] = field(default_factory=dict)
+    channel_transports: dict[tuple[int, SmtpTarget], Transport] = field(default_factory=dict)
 
     @property
     def transport(self) -> Transport:
@@ -99,11 +101,9 @@ class Outbound:
         """The channel's own relay when it has one (set by CLI or admin API), else [outbound]."""
         if channel is None or not channel.settings.get("smtp"):
             return self.transport
-        from gateway.channel_admin import _smtp_target
-
-        target = _smtp_target(self.runtime, channel)
+        target = smtp_target(self.runtime, channel)
         assert target is not None
-        key = (channel.id, repr(target))
+        key = (channel.id, target)  # a changed host, policy or password builds a new one
         cached = self.channel_transports.get(key)
         if cached is None:
             cached = SmtpTransport(
@@ -115,6 +115,7 @@ class Outbound:
                     username=target.username,
                     password=target.password,
                     timeout=self.runtime.config.outbound.timeout_seconds,
+                    policy=target.policy,
                 )
             )
             self.channel_transports[key] = cached

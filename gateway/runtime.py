@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from channels.email.tokens import Keyring
 from gateway.config import AppConfig, GatewayConfig
 from gateway.db import make_engine, reading_engine, session_factory, upgrade, utcnow
+from gateway.secret_box import SECRETS, SecretBox, SecretUnreadable
 from tickets import services
 from tickets.models import App, Channel, ChannelAddress
 from tickets.sla import policy_json
@@ -37,12 +38,18 @@ class Runtime:
         if migrate:
             runtime.migrate()
         runtime.sync_config()
+        runtime.reseal_secrets()
         return runtime
 
     @cached_property
     def keyring(self) -> Keyring:
         """Read once: processing verifies a reply token per message."""
         return self.config.keyring()
+
+    @cached_property
+    def secret_box(self) -> SecretBox:
+        """Seals the channel passwords given through the API (key from the secret key)."""
+        return SecretBox(self.config.secret_key(), self.config.previous_secret_keys())
 
     def clock(self) -> dt.datetime:
         return utcnow()
@@ -96,8 +103,37 @@ class Runtime:
                 _sync_channels(session, app, app_config, now)
                 app.sla_policies = _sla_policies(app_config)
 
+    def reseal_secrets(self) -> int:
+        """Seal every stored channel password under the current key: the cleartext of older
+        versions, and values sealed under a key that has since become a previous one. Returns
+        how many channels changed; a value no configured key opens is left for the check and
+        sending to report."""
+        with self.reading() as session:
+            stale = [
+                c.id
+                for c in session.scalars(select(Channel))
+                if any(not self.secret_box.is_current(v) for v in _sealed(c).values())
+            ]
+        for channel_id in stale:
+            with self.unit_of_work() as session:
+                channel = session.get(Channel, channel_id, with_for_update=True)
+                if channel is None:
+                    continue
+                fresh = dict(_sealed(channel))
+                for key, value in fresh.items():
+                    try:
+                        fresh[key] = self.secret_box.reseal(value)
+                    except SecretUnreadable:
+                        continue
+                channel.settings = {**channel.settings, SECRETS: fresh}
+        return len(stale)
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _sealed(channel: Channel) -> dict[str, Any]:
+    return dict(channel.settings.get(SECRETS) or {})
 
 
 def _sla_policies(app_config: AppConfig) -> list[Any]:

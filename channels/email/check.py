@@ -24,6 +24,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from channels.email.egress import CouldNotConnect, HostPolicy, HostRefused, imap_client, smtp_client
 from channels.email.loop import LOOP_HEADER, loop_mark
 from channels.email.tokens import Keyring
 
@@ -37,8 +38,11 @@ class ImapTarget:
     ssl: bool
     starttls: bool
     username: str
-    password: str | None
+    password: str | None = field(repr=False)
     folder: str = "INBOX"
+    # Set when an app admin chose the host: only hosts the operator allows, and a failure to
+    # connect says no more than "could not connect" (see channels.email.egress).
+    policy: HostPolicy | None = None
 
     @property
     def where(self) -> str:
@@ -52,7 +56,8 @@ class SmtpTarget:
     starttls: bool
     tls: bool
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
+    policy: HostPolicy | None = None
 
     @property
     def where(self) -> str:
@@ -137,11 +142,35 @@ def _explain(step: str, where: str, exc: BaseException, timeout: float) -> Check
 
 
 @contextlib.contextmanager
+def _connecting(step: str, policy: HostPolicy | None, where: str, timeout: float) -> Iterator[None]:
+    """Around the connection to an admin-given host: any failure to reach a mail server is
+    the same answer after the same time (the whole timeout), whether the port was closed,
+    filtered or open to something else, so the check cannot be used as a port scanner."""
+    started = time.monotonic()
+    try:
+        yield
+    except CouldNotConnect as exc:
+        if policy is None:
+            raise
+        time.sleep(max(0.0, started + timeout - time.monotonic()))
+        raise CheckFailed(
+            step,
+            f"could not connect to {where}",
+            "check the host, the port and the TLS setting, and that the server runs "
+            f"({_TLS_PORTS})",
+        ) from exc
+
+
+@contextlib.contextmanager
 def _step(report: Report, name: str, where: str, timeout: float) -> Iterator[None]:
     try:
         yield
     except CheckFailed:
         raise
+    except HostRefused as exc:
+        raise CheckFailed(
+            name, str(exc), "ask the operator to allow the host (allowed_hosts of the app)"
+        ) from exc
     except (OSError, EOFError, imaplib.IMAP4.error, smtplib.SMTPException) as exc:
         raise _explain(name, where, exc, timeout) from exc
 
@@ -151,10 +180,11 @@ def _step(report: Report, name: str, where: str, timeout: float) -> Iterator[Non
 
 def _imap_connect(target: ImapTarget, report: Report, timeout: float) -> IMAPClient:
     context = ssl.create_default_context()
-    with _step(report, "imap connect", target.where, timeout):
-        client = IMAPClient(
-            target.host, port=target.port, ssl=target.ssl, ssl_context=context, timeout=timeout
-        )
+    with (
+        _step(report, "imap connect", target.where, timeout),
+        _connecting("imap connect", target.policy, target.where, timeout),
+    ):
+        client = _imap(target, context, timeout)
     report.passed(
         "imap connect", f"connected to {target.where}" + (" over TLS" if target.ssl else "")
     )
@@ -209,6 +239,17 @@ def _imap_select(client: IMAPClient, target: ImapTarget, report: Report, timeout
     report.passed("imap folder", f"{target.folder} has {info.get(b'EXISTS', 0)} messages")
 
 
+def _imap(target: ImapTarget, context: ssl.SSLContext, timeout: float) -> IMAPClient:
+    return imap_client(
+        target.policy,
+        target.host,
+        target.port,
+        use_ssl=target.ssl,
+        context=context,
+        timeout=timeout,
+    )
+
+
 def check_imap(target: ImapTarget, report: Report, timeout: float = 15.0) -> None:
     """Connect, TLS, login and select; raises CheckFailed at the first failing step."""
     client = _imap_connect(target, report, timeout)
@@ -227,18 +268,12 @@ def find_in_imap(target: ImapTarget, token: str, timeout: float = 15.0) -> bool:
     "not yet" and the round trip keeps waiting."""
     try:
         return _find_and_delete(target, token, timeout)
-    except (OSError, EOFError, imaplib.IMAP4.error):
+    except (OSError, EOFError, imaplib.IMAP4.error, HostRefused):
         return False
 
 
 def _find_and_delete(target: ImapTarget, token: str, timeout: float) -> bool:
-    client = IMAPClient(
-        target.host,
-        port=target.port,
-        ssl=target.ssl,
-        ssl_context=ssl.create_default_context(),
-        timeout=timeout,
-    )
+    client = _imap(target, ssl.create_default_context(), timeout)
     try:
         if target.starttls and not target.ssl:
             client.starttls(ssl.create_default_context())
@@ -260,13 +295,19 @@ def _find_and_delete(target: ImapTarget, token: str, timeout: float) -> bool:
 
 def _smtp_connect(target: SmtpTarget, report: Report, timeout: float) -> smtplib.SMTP:
     context = ssl.create_default_context()
+    with (
+        _step(report, "smtp connect", target.where, timeout),
+        _connecting("smtp connect", target.policy, target.where, timeout),
+    ):
+        client = smtp_client(
+            target.policy,
+            target.host,
+            target.port,
+            tls=target.tls,
+            timeout=timeout,
+            context=context,
+        )
     with _step(report, "smtp connect", target.where, timeout):
-        if target.tls:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(
-                target.host, target.port, timeout=timeout, context=context
-            )
-        else:
-            client = smtplib.SMTP(target.host, target.port, timeout=timeout)
         client.ehlo()
     report.passed(
         "smtp connect", f"connected to {target.where}" + (" over TLS" if target.tls else "")

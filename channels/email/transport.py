@@ -21,9 +21,11 @@ import smtplib
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from channels.email.egress import HostPolicy, HostRefused, smtp_client
 
 
 class DeliveryError(Exception):
@@ -96,10 +98,12 @@ class SmtpSettings:
     starttls: bool = False
     tls: bool = False  # implicit TLS (port 465)
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     timeout: float = 30.0
     local_hostname: str | None = None
     tls_context: ssl.SSLContext | None = None
+    # An app admin's relay: only hosts the operator allows (channels.email.egress).
+    policy: HostPolicy | None = None
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -122,13 +126,15 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         context = s.tls_context or ssl.create_default_context()
-        conn: smtplib.SMTP
-        if s.tls:
-            conn = smtplib.SMTP_SSL(
-                s.host, s.port, timeout=s.timeout, context=context, local_hostname=s.local_hostname
-            )
-        else:
-            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname)
+        conn = smtp_client(
+            s.policy,
+            s.host,
+            s.port,
+            tls=s.tls,
+            timeout=s.timeout,
+            context=context,
+            local_hostname=s.local_hostname,
+        )
         try:
             conn.ehlo()
             if s.starttls:
@@ -169,6 +175,8 @@ class SmtpTransport:
     def _send(self, envelope_from: str, recipients: list[str], raw: bytes, reconnect: bool) -> None:
         try:
             conn, reused = self._connection()
+        except HostRefused as exc:
+            raise DeliveryError(f"relay: {exc}", permanent=False) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"relay refused the login: {_reply(exc.smtp_code, exc.smtp_error)}",

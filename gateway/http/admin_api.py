@@ -75,6 +75,8 @@ def create_channel(runtime: RuntimeDep, caller: AdminDep, body: ChannelIn) -> di
             w.now,
             imap=body.imap.model_dump() if body.imap else None,
             smtp=body.smtp.model_dump() if body.smtp else None,
+            box=runtime.secret_box,
+            policy=runtime.config.host_policy(w.app.name),
         )
         return channel_admin.channel_json(channel)
 
@@ -99,6 +101,8 @@ def update_channel(
             imap=body.imap.model_dump() if body.imap else None,
             smtp=body.smtp.model_dump() if body.smtp else None,
             clear=tuple(body.clear),
+            box=runtime.secret_box,
+            policy=runtime.config.host_policy(w.app.name),
         )
         return channel_admin.channel_json(channel)
 

@@ -313,26 +313,41 @@ class TokenCreated(TokenOut):
 Address = Annotated[str, Field(max_length=320, json_schema_extra=EMAIL)]
 
 
-class ImapIn(Body):
+class _ServerIn(Body):
+    """A mail server an app admin names. Its password goes in by value, write-only; naming an
+    environment variable or file of the server is the operator's alone (config file)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _by_value_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if isinstance(key, str) and key.endswith(("_env", "_file")):
+                    raise ValueError(
+                        f"{key}: give the password itself ('password'); environment variables "
+                        "and files on the server can be named only in the operator's config file"
+                    )
+        return data
+
+
+class ImapIn(_ServerIn):
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(default=993, ge=1, le=65535)
     ssl: bool = True
     starttls: bool = False
     username: str = Field(min_length=1, max_length=320)
     password: str | None = Field(default=None, max_length=1000, description="write-only")
-    password_env: str | None = Field(default=None, max_length=200)
     folder: str = Field(default="INBOX", min_length=1, max_length=200)
     processed_folder: str | None = Field(default=None, max_length=200)
 
 
-class SmtpIn(Body):
+class SmtpIn(_ServerIn):
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(default=587, ge=1, le=65535)
     starttls: bool = True
     tls: bool = False
     username: str | None = Field(default=None, max_length=320)
     password: str | None = Field(default=None, max_length=1000, description="write-only")
-    password_env: str | None = Field(default=None, max_length=200)
 
 
 class ChannelIn(Body):

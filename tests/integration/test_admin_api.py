@@ -85,7 +85,15 @@ CHANNEL = {
 }
 
 
+def _allow(world, *hosts):
+    """The operator lets app A (demo) use these IMAP/SMTP hosts (`allowed_hosts`)."""
+    runtime = world.http.runtime
+    apps = [a.model_copy(update={"allowed_hosts": list(hosts)}) for a in runtime.config.apps]
+    runtime.config = runtime.config.model_copy(update={"apps": apps})
+
+
 def test_channel_create_update_disable_and_passwords_are_write_only(world):
+    _allow(world, "imap.a.example", "smtp.a.example")
     with world.http.client(world.admin_a) as c:
         r = c.post("/api/v1/admin/channels", json=CHANNEL)
         assert r.status_code == 201, r.text
@@ -110,7 +118,10 @@ def test_channel_create_update_disable_and_passwords_are_write_only(world):
         assert "has_password" in spec
     with world.http.runtime.unit_of_work() as s:
         row = s.get(Channel, cid)
-        assert row is not None and row.settings["secrets"]["imap"] == "imap-secret-123"
+        assert row is not None and "imap-secret-123" not in str(row.settings)  # sealed
+        assert world.http.runtime.secret_box.open(row.settings["secrets"]["imap"]) == (
+            "imap-secret-123"
+        )
 
 
 def test_channel_addresses_must_be_unique_and_config_channels_read_only(world):

@@ -1,7 +1,8 @@
 """A real SMTP relay stand-in for tests: aiosmtpd on loopback, keeping every message it accepts.
 
 It can be stopped and started again on the same port (a relay outage), and told to answer DATA
-with a given reply (a 4xx or 5xx) instead of accepting.
+with a given reply (a 4xx or 5xx) instead of accepting. With `record_logins` it offers AUTH
+(without TLS, as an attacker's server would) and keeps every user name and password it is sent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -43,6 +45,14 @@ class Received:
 class _Handler:
     sink: SmtpSink
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        with self.sink.lock:
+            self.sink.greeted += 1
+        session.host_name = hostname
+        return responses
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.sink.answer is not None:
             return self.sink.answer
@@ -60,14 +70,28 @@ class SmtpSink:
     answer: str | None = None  # e.g. "451 try later" or "550 no such user"
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    record_logins: bool = False
+    logins: list[tuple[str, str]] = field(default_factory=list)  # (user, password)
+    greeted: int = 0  # EHLOs: how many clients talked to it
     _controller: Controller | None = None
 
     def start(self) -> SmtpSink:
+        auth: dict[str, Any] = {}
+        if self.record_logins:
+            auth = {"authenticator": self._record, "auth_require_tls": False}
         self._controller = Controller(
-            _Handler(self), hostname=self.host, port=self.port, data_size_limit=None
+            _Handler(self), hostname=self.host, port=self.port, data_size_limit=None, **auth
         )
         self._controller.start()
         return self
+
+    def _record(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            with self.lock:
+                self.logins.append((data.login.decode(), data.password.decode()))
+        return AuthResult(success=True)
 
     def stop(self) -> None:
         if self._controller is not None:
