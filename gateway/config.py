@@ -430,7 +430,7 @@ class GatewayConfig(_Section):
                 raise ConfigError(f"secret_key_file: cannot read {path}: {exc.strerror}") from exc
         path = self.data_path / "secret_key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Written aside, then linked into place: a thread or process starting at the same
             # moment reads no file or the whole key (never an empty one), and one key wins.
             aside = path.with_name(f".secret_key.{secrets.token_hex(8)}")

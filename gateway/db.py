@@ -6,6 +6,7 @@ workers of the embedded default can write concurrently; PostgreSQL is selected b
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import os
@@ -31,7 +32,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(parsed.database))
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
         )
@@ -59,6 +60,17 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _serialize_sqlite_writers(engine, lock_file)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _create_private(database: Path) -> None:
+    """The database file, created readable by the gateway's user only (its directory too).
+
+    SQLite gives the -wal and -shm files it creates beside it the database file's mode, so
+    creating the file 0600 before SQLite opens it keeps all three private whatever the umask.
+    """
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 # Execution option of an engine whose transactions only read (see Runtime.reading).
@@ -136,7 +148,7 @@ class _FileLock:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def acquire(self, deadline: float) -> bool:

@@ -60,7 +60,8 @@ class FileTransport:
 
     The file appears by an atomic rename, so after a crash it either exists whole (the message
     was delivered) or not at all (safe to write again): `delivered` can always tell. The
-    envelope sender goes in front as `Return-Path`, as a delivering MTA writes it.
+    envelope sender goes in front as `Return-Path`, as a delivering MTA writes it. Mail is
+    customers' data: the files are the gateway user's only (0600, the folder 0700).
     """
 
     def __init__(self, directory: Path) -> None:
@@ -70,8 +71,9 @@ class FileTransport:
         final = self.directory / eml_name(message_id)
         tmp = final.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(f"Return-Path: <{envelope_from}>\r\n".encode() + raw)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -11,7 +11,9 @@ keep every credential they are sent.
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -504,3 +506,41 @@ def test_no_app_admin_route_changes_what_spans_apps(tenants: Tenants) -> None:
         ):  # fmt: skip
             assert a.post("/api/v1/admin/channels", json=body).status_code == 422
     assert tenants.runtime.config.host_policy("demo") == before
+
+
+# --- data files ----------------------------------------------------------------------------
+
+
+def test_data_files_are_private_to_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GATEWAY_SECRET_KEY")  # the embedded default generates its key file
+    data = tmp_path / "data"
+    old = os.umask(0o022)  # the usual umask: files would be world-readable by default
+    try:
+        config = GatewayConfig(data_dir=str(data), apps=embedded_default().apps)
+        rt = Runtime.create(config)
+        try:
+            config.secret_key()
+            with rt.unit_of_work() as s:
+                app = services.get_app(s, "demo")
+                row = outbox.queue_email(
+                    s, app_id=app.id, from_address="support@localhost", from_name="Ana",
+                    to=["dana@example.com"], subject="Hi", text="Hi", now=rt.clock(),
+                )  # fmt: skip
+                row_id = row.id
+            assert send_outbound(rt, row_id) == OutboxState.SENT
+            # While it runs: the WAL and shared-memory files exist beside the database.
+            files = [p for p in data.rglob("*") if p.is_file()]
+            names = {p.name for p in files}
+            assert {"gateway.db", "gateway.db-wal", "gateway.db-shm"} <= names, names
+            assert {"gateway.db.writer-lock", "secret_key"} <= names, names
+            assert any(n.endswith(".eml") for n in names), names
+            for path in files:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            for path in [data, *(p for p in data.rglob("*") if p.is_dir())]:
+                assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+        finally:
+            rt.close()
+    finally:
+        os.umask(old)
