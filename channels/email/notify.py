@@ -13,14 +13,14 @@ so the agent can answer from their mail client (channels/email/agent_reply.py re
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from channels.email.agent_reply import REPLY_MARKER
 from channels.email.render import default_root, nl2br
@@ -31,9 +31,11 @@ from tickets.models import (
     App,
     AuthorType,
     Conversation,
+    Customer,
     Event,
     Message,
     Note,
+    Ticket,
 )
 from tickets.notifications import notification_kind
 
@@ -71,12 +73,18 @@ class AgentTemplates:
             return wanted
         return "en"
 
+    def _one(self, kind: str, locale: str, name: str, context: dict[str, Any]) -> str:
+        return self.env.get_template(f"{locale}/agent/{kind}/{name}").render(context)
+
+    def subject(self, kind: str, locale: str, context: dict[str, Any]) -> str:
+        return " ".join(self._one(kind, locale, "subject.txt", context).split())
+
     def render(self, kind: str, locale: str, context: dict[str, Any]) -> Rendered:
         def one(name: str) -> str:
-            return self.env.get_template(f"{locale}/agent/{kind}/{name}").render(context)
+            return self._one(kind, locale, name, context)
 
         return Rendered(
-            subject=" ".join(one("subject.txt").split()),
+            subject=self.subject(kind, locale, context),
             text=one("body.txt").strip() + "\n",
             html=one("body.html"),
         )
@@ -99,37 +107,42 @@ def _author(message: Message, customer_name: str) -> str:
 
 
 def conversation_context(
-    session: Session, conversation: Conversation, new_message_ids: Collection[int] = ()
+    session: Session,
+    conversation: Conversation,
+    new_message_ids: Collection[int] = (),
+    *,
+    loaded: Mapping[int, Message] | None = None,
+    brief: bool = False,
 ) -> dict[str, Any]:
     """The team's view of a conversation for a notification: plain values only.
 
-    `messages` are every new message of the window (marked `new`), after a few earlier ones
-    for context; with no new ones, the latest few.
+    `messages` are every new message of the window (marked `new`; taken from `loaded` when the
+    caller fetched them in bulk), after a few earlier ones for context; with no new ones, the
+    latest few. `brief` (a digest entry) leaves out the earlier messages and the notes.
     """
     customer = conversation.customer
     address = customer.addresses[0].address if customer.addresses else None
     customer_name = customer.name or address or "The customer"
-    new = (
-        session.scalars(
-            select(Message).where(Message.id.in_(new_message_ids)).order_by(Message.id)
+    if loaded is None:
+        loaded = _messages(session, new_message_ids)
+    new = sorted((loaded[i] for i in new_message_ids if i in loaded), key=lambda m: m.id)
+    context: Sequence[Message] = []
+    notes: Sequence[Note] = []
+    if not brief:
+        earlier = select(Message).where(Message.conversation_id == conversation.id)
+        if new:
+            earlier = earlier.where(Message.id < new[0].id)
+        context = session.scalars(
+            earlier.order_by(Message.id.desc()).limit(RECENT_MESSAGES - min(len(new), 3))
         ).all()
-        if new_message_ids
-        else []
-    )
-    earlier = select(Message).where(Message.conversation_id == conversation.id)
-    if new:
-        earlier = earlier.where(Message.id < new[0].id)
-    context = session.scalars(
-        earlier.order_by(Message.id.desc()).limit(RECENT_MESSAGES - min(len(new), 3))
-    ).all()
+        notes = session.scalars(
+            select(Note)
+            .where(Note.conversation_id == conversation.id)
+            .order_by(Note.id.desc())
+            .limit(RECENT_NOTES)
+        ).all()
     # A flood of new messages is listed whole, each one shorter.
     chars = MESSAGE_CHARS if len(new) <= FULL_MESSAGES else EXCERPT_CHARS
-    notes = session.scalars(
-        select(Note)
-        .where(Note.conversation_id == conversation.id)
-        .order_by(Note.id.desc())
-        .limit(RECENT_NOTES)
-    ).all()
     ticket = conversation.ticket
     return {
         "conversation": {
@@ -234,11 +247,14 @@ class Window:
     unlisted: int
 
 
-def collected(session: Session, row: AgentNotification) -> Window:
+def collected(
+    session: Session, row: AgentNotification, loaded: Mapping[int, Event] | None = None
+) -> Window:
     ids = list(row.events) or [row.event_id]
-    events = session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id)).all()
-    headline = session.get(Event, row.event_id)
-    assert headline is not None
+    if loaded is None:
+        loaded = _events(session, [*ids, row.event_id])
+    events = sorted((loaded[i] for i in ids if i in loaded), key=lambda e: e.id)
+    headline = loaded[row.event_id]
     new_ids = []
     others = []
     for event in events:
@@ -250,6 +266,47 @@ def collected(session: Session, row: AgentNotification) -> Window:
     return Window(headline, new_ids, others, max(row.event_count - len(ids), 0))
 
 
+def _events(session: Session, ids: Collection[int]) -> dict[int, Event]:
+    return {e.id: e for e in session.scalars(select(Event).where(Event.id.in_(set(ids))))}
+
+
+def _messages(session: Session, ids: Collection[int]) -> dict[int, Message]:
+    if not ids:
+        return {}
+    query = select(Message).where(Message.id.in_(set(ids))).options(selectinload(Message.agent))
+    return {m.id: m for m in session.scalars(query)}
+
+
+@dataclass
+class Bulk:
+    """What the emails of one claim read, fetched in one query each rather than per row."""
+
+    events: dict[int, Event]
+    messages: dict[int, Message]
+    conversations: dict[int, Conversation]
+
+    @classmethod
+    def load(cls, session: Session, rows: Sequence[AgentNotification]) -> Bulk:
+        events = _events(session, [i for r in rows for i in [*r.events, r.event_id]])
+        message_ids = [
+            m
+            for e in events.values()
+            if e.kind == "message.customer"
+            and isinstance(m := (e.data or {}).get("message_id"), int)
+        ]
+        conversation_ids = {r.conversation_id for r in rows if r.conversation_id is not None}
+        conversations = session.scalars(
+            select(Conversation)
+            .where(Conversation.id.in_(conversation_ids))
+            .options(
+                selectinload(Conversation.customer).selectinload(Customer.addresses),
+                selectinload(Conversation.ticket).selectinload(Ticket.assignee),
+                selectinload(Conversation.ticket).selectinload(Ticket.timers),
+            )
+        ).all()
+        return cls(events, _messages(session, message_ids), {c.id: c for c in conversations})
+
+
 def _context(
     session: Session,
     app: App,
@@ -257,9 +314,13 @@ def _context(
     row: AgentNotification,
     sender: Sender,
     now: dt.datetime,
+    bulk: Bulk | None = None,
+    *,
+    brief: bool = False,
 ) -> dict[str, Any]:
-    window = collected(session, row)
-    conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
+    bulk = bulk or Bulk.load(session, [row])
+    window = collected(session, row, bulk.events)
+    conversation = bulk.conversations.get(row.conversation_id) if row.conversation_id else None
     context: dict[str, Any] = {
         "brand": app.brand,
         "recipient_name": agent.name,
@@ -282,7 +343,15 @@ def _context(
         "notes": [],
     }
     if conversation is not None:
-        context.update(conversation_context(session, conversation, window.new_message_ids))
+        context.update(
+            conversation_context(
+                session,
+                conversation,
+                window.new_message_ids,
+                loaded=bulk.messages,
+                brief=brief,
+            )
+        )
         if row.kind != "reply_rejected":
             reply, note = _addresses(sender, app.id, conversation.id, agent, now)
             context["reply_address"], context["note_address"] = reply, note
@@ -316,8 +385,9 @@ def compose_notifications(
     together = [r for r in rows if r.digest] + list(folded)
     note = None if limit is None else {"per_hour": limit[0], "room_at": _when(limit[1])}
     single = [r for r in rows if not r.digest]
+    bulk = Bulk.load(session, [*single, *together])
     for row in single:
-        context = _context(session, app, agent, row, sender, now)
+        context = _context(session, app, agent, row, sender, now, bulk)
         if row is single[-1] and not together:
             context["limit"] = note
         rendered = templates.render(row.kind, locale, context)
@@ -329,8 +399,8 @@ def compose_notifications(
     if together:
         entries = []
         for row in together:
-            context = _context(session, app, agent, row, sender, now)
-            headline = templates.render(row.kind, locale, context).subject
+            context = _context(session, app, agent, row, sender, now, bulk, brief=True)
+            headline = templates.subject(row.kind, locale, context)
             entries.append(
                 {
                     "headline": headline.removeprefix(f"[{app.brand}] "),
