@@ -13,7 +13,8 @@ from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from channels.email.smtp import ConnectionCounter, GatewaySMTP, InboundHandler, SmtpLimits
+from channels.email.smtp import GatewaySMTP, InboundHandler, SmtpLimits
+from channels.email.smtp_capacity import Capacity
 
 
 class _Handler:
@@ -25,7 +26,7 @@ def _servers() -> tuple[SMTP, GatewaySMTP]:
     loop = asyncio.new_event_loop()
     handler = InboundHandler(lambda _address: None, None, SmtpLimits())  # type: ignore[arg-type]
     plain = SMTP(_Handler(), loop=loop)
-    ours = GatewaySMTP(handler, ConnectionCounter(1, 1), loop=loop)
+    ours = GatewaySMTP(handler, Capacity(1, 1), loop=loop)
     return plain, ours
 
 
