@@ -34,6 +34,8 @@ import dns.resolver
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from channels.email.addresses import header_addresses, raw_values
+from channels.email.headers import header_text
 from channels.email.parse import MessageRejected, ParsedMail
 from channels.email.tokens import (
     AgentToken,
@@ -57,6 +59,7 @@ from tickets.models import (
     ThreadRef,
     Via,
 )
+from tickets.text import clipped, storable
 
 DnsFunc = Callable[..., bytes | None]
 # Every notification carries this line above its content; an answer is what is written above it.
@@ -627,8 +630,15 @@ def record_rejection(
     parsed_from = subject = ""
     try:
         message = email.message_from_bytes(row.raw[:65536], policy=email.policy.compat32)
-        parsed_from = str(message.get("From") or "")[:320]
-        subject = str(message.get("Subject") or "")[:300]
+        # The notice shows the address the mail came from, not only a name that claims one;
+        # raw 8-bit or NUL in these headers must not fail the event's JSON on PostgreSQL.
+        senders = header_addresses(message, "From").mailboxes
+        parsed_from = clipped(
+            ", ".join(f"{m.name} <{m.address}>" if m.name else m.address for m in senders)
+            or " ".join(raw_values(message, "From")),
+            320,
+        )
+        subject = clipped(storable(header_text(message, "Subject")), 300)
     except (TypeError, ValueError):
         pass
     conversation = session.get(Conversation, exc.conversation_id) if exc.conversation_id else None

@@ -22,6 +22,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime
 
+from tickets.text import clipped
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]")
 # Bidi embeddings, overrides, isolates and marks, and invisible format characters: in a From
 # name or a subject they reorder or hide what the reader sees ("Ana" + U+202E makes the brand
@@ -39,10 +41,7 @@ def header_safe(text: str, limit: int = 200) -> str:
     """One line of text fit for a header value, at most `limit` characters."""
     text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     text = text.replace("=?", "= ?").replace("?=", "? =")
-    text = _SPACES.sub(" ", text).strip()
-    if len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
+    return clipped(_SPACES.sub(" ", text).strip(), limit)
 
 
 def new_message_id(domain: str) -> str:

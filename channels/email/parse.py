@@ -26,9 +26,12 @@ from channels.email.autoreply import auto_reply_reason
 from channels.email.bounce import Bounce, detect_bounce
 from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
-from tickets.text import storable
+from tickets.text import clipped, storable
 
-_MSGID = re.compile(r"<[^<>\s]+>")
+# At most 998 characters (a header line's limit, and the columns'): a longer one is no id.
+_MSGID = re.compile(r"<[^<>\s]{1,996}>")
+# The lengths of the columns a display name and a subject are stored in (tickets.models).
+_NAME_LENGTH, _SUBJECT_LENGTH = 200, 998
 # `cid:` keeps inline images pointing at their attachment; everything else is nh3's default.
 _HTML_URL_SCHEMES = nh3.ALLOWED_URL_SCHEMES | {"cid"}
 
@@ -267,7 +270,7 @@ def _bodies(
                 filename=_safe_filename(filename, index),
                 content_type=ctype,
                 content=content,
-                content_id=str(cid).strip() if cid else None,
+                content_id=clipped(storable(str(cid).strip()), 998) if cid else None,
                 inline=disposition == "inline" or (bool(cid) and disposition != "attachment"),
             )
         )
@@ -390,11 +393,11 @@ def parse_message(
         message_id=ids[0] if ids else None,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=message_ids(_plain(msg, "References")),
-        from_name=from_name.strip(),
+        from_name=clipped(from_name.strip(), _NAME_LENGTH),
         from_address=from_address.strip().lower(),
         to=header_addresses(msg, "To").addresses,
         cc=header_addresses(msg, "Cc").addresses,
-        subject=subject,
+        subject=clipped(subject, _SUBJECT_LENGTH),
         date=date,
         text=text,
         html=clean_html,

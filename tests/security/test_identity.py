@@ -45,6 +45,7 @@ from tickets.models import (
     Conversation,
     Customer,
     CustomerAddress,
+    Event,
     InboundMail,
     InboundState,
     Message,
@@ -319,7 +320,7 @@ def test_an_agent_address_in_the_display_name_does_not_post_as_the_agent(
     # Mallory holds a notification's Reply-To (it was forwarded to her) and writes as "Ana".
     to = reply_address(CHANNEL, rt.keyring.sign(agent_token(*ids, "reply", now)))
     forged = agent_mail(
-        from_addr="=?utf-8?Q?ana=40agents=2Etest?= <mallory@mallory.test>",
+        from_addr="Mallory <mallory@mallory.test>",
         to_addr=to,
         body="Refund approved, please send your card number.",
     )
@@ -328,7 +329,18 @@ def test_an_agent_address_in_the_display_name_does_not_post_as_the_agent(
         to_addr=to,
         body="We are on it.",
     )
-    send(gw, forged.as_bytes(), genuine.as_bytes(), rcpt=to)
+    # The From as it goes on the wire (the email package would re-encode it), and raw 8-bit
+    # and NUL in the subject: the rejection must still be recorded on PostgreSQL.
+    forged_raw = (
+        forged.as_bytes()
+        .replace(
+            b"From: Mallory <mallory@mallory.test>",
+            b"From: =?utf-8?Q?ana=40agents=2Etest?= <mallory@mallory.test>",
+        )
+        .replace(b"Subject: Re: New message", b"Subject: Re: \x00\xff")
+    )
+    assert b"From: =?utf-8?Q?ana=40agents" in forged_raw
+    send(gw, forged_raw, genuine.as_bytes(), rcpt=to)
     rejected = settled(gw, str(forged["Message-ID"]))
     assert rejected.state == InboundState.QUARANTINED
     accepted = settled(gw, str(genuine["Message-ID"]))
@@ -340,6 +352,11 @@ def test_an_agent_address_in_the_display_name_does_not_post_as_the_agent(
         by_agent = [m.text for m in posted if m.author_type == AuthorType.AGENT]
     assert by_agent == ["We are on it."]
     assert all("card number" not in m.text for m in posted)
+    with gw.session() as s:
+        events = s.scalars(select(Event.data).where(Event.kind == "agent_mail.rejected")).all()
+    [notice] = [e for e in events if e["inbound_id"] == rejected.id]
+    # Ana's notice names the address the mail really came from.
+    assert "mallory@mallory.test" in notice["mail_from"]
 
 
 # --- the property: whatever the display name, the address is the angle-addr ------------------
@@ -505,3 +522,15 @@ def test_a_utf7_part_that_decodes_to_surrogates_is_parsed_and_stored(
     message, conversation, _ = stored(gateway, f"<{mid}@client.test>")
     assert message.text.startswith("Hello \ufffd there")
     assert conversation.subject == "Hi \ufffd"
+
+
+def test_a_name_and_a_subject_longer_than_their_columns_are_stored(gateway: Gateway) -> None:
+    name = "Ünïcödé " * 60  # 480 characters, encoded over many lines
+    words = "\r\n ".join(encoded_word(name[i : i + 20], "utf-8", "B") for i in range(0, 480, 20))
+    subject = "\r\n ".join(["word " * 12] * 100)  # folded, 6000 characters
+    mid, raw = raw_mail(f"{words} <long@client.test>", subject=subject)
+    send(gateway, raw)
+    message, conversation, _ = stored(gateway, mid)
+    assert message.from_address == "long@client.test"
+    assert conversation.subject.startswith("word word")
+    assert (customer_name(gateway, "long@client.test") or "").startswith("Ünïcödé Ünïcödé")
