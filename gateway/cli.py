@@ -9,21 +9,27 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import wraps
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from gateway import views
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.runtime import Runtime
+from gateway.commands.base import (
+    EXIT_USAGE,
+    EXIT_USER_ERROR,
+    State,
+    echo_json,
+    fail,
+    handle_errors,
+    pass_state,
+    unit_of_work,
+)
+from gateway.commands.domains import domains as domains_group
 from tickets import notifications, services
 from tickets.business_time import DurationTooLong, parse_duration
 from tickets.customer_view import customer_view
@@ -33,16 +39,6 @@ from tickets.stats import status_counts
 
 if TYPE_CHECKING:
     from channels.email.process import Processing
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_USER_ERROR = 1
-EXIT_USAGE = 2
-
-
-def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    click.echo(f"gateway: {message}", err=True)
-    sys.exit(code)
 
 
 class GatewayGroup(click.Group):
@@ -61,66 +57,6 @@ class GatewayGroup(click.Group):
             fail(exc.format_message(), exc.exit_code or EXIT_USER_ERROR)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-
-
-class State:
-    def __init__(self, config_path: str | None, app_name: str | None) -> None:
-        self.config_path = config_path
-        self.app_name = app_name
-        self._config: GatewayConfig | None = None
-        self._runtime: Runtime | None = None
-
-    @property
-    def config(self) -> GatewayConfig:
-        if self._config is None:
-            self._config = load_config(self.config_path)
-        return self._config
-
-    def runtime(self) -> Runtime:
-        if self._runtime is None:
-            from gateway.broker import setup_broker
-
-            setup_broker(self.config.broker_url)
-            self._runtime = Runtime.create(self.config)
-        return self._runtime
-
-    def app(self, session: Session) -> App:
-        names = [a.name for a in self.config.apps]
-        name = self.app_name or (names[0] if names else None)
-        if name is None:
-            raise DomainError("the config has no [[apps]]")
-        return services.get_app(session, name)
-
-
-def handle_errors(fn: F) -> F:
-    """Turn the errors a user can cause into one line on stderr and a non-zero exit."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            fail(f"config: {exc}")
-        except DomainError as exc:
-            fail(str(exc))
-        except OperationalError as exc:
-            fail(f"database: {str(exc.orig).splitlines()[0] if exc.orig else exc}")
-
-    return wrapper  # type: ignore[return-value]
-
-
-pass_state = click.make_pass_decorator(State)
-
-
-@contextmanager
-def unit_of_work(state: State) -> Iterator[tuple[Session, App, dt.datetime]]:
-    runtime = state.runtime()
-    with runtime.unit_of_work() as session:
-        yield session, state.app(session), runtime.clock()
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
 def parse_id(value: str) -> int:
@@ -989,6 +925,9 @@ def import_cmd(state: State, path: str, process: bool) -> None:
     click.echo(
         f"{len(messages)} messages read, {processed} processed now, {quarantined} quarantined"
     )
+
+
+cli.add_command(domains_group)
 
 
 @cli.group()
