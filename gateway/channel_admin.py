@@ -14,7 +14,8 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, object_session
 
 from channels.email.check import (
     CheckFailed,
@@ -39,7 +40,7 @@ from gateway.channel_targets import (
 from gateway.config import ConfigError
 from gateway.runtime import Runtime
 from gateway.secret_box import SECRETS, SecretBox
-from tickets import services
+from tickets import domains, services
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import App, Channel, ChannelAddress, InboundMail
 
@@ -68,18 +69,28 @@ def _set_addresses(session: Session, channel: Channel, addresses: list[str]) -> 
     wanted = list(dict.fromkeys(_address(a) for a in addresses))
     if not wanted:
         raise InvalidValue("a channel needs at least one address")
-    for address in wanted:
-        owner = session.scalar(select(ChannelAddress).where(ChannelAddress.address == address))
-        if owner is not None and owner.channel_id != channel.id:
-            # Routing must be unambiguous; whose address it is stays private to its app.
-            raise InvalidValue(f"{address} is already the address of another channel")
     have = {a.address: a for a in channel.addresses}
     for address in wanted:
-        if address not in have:
-            channel.addresses.append(ChannelAddress(address=address))
+        if address in have:
+            continue
+        owner = session.scalar(select(ChannelAddress).where(ChannelAddress.address == address))
+        if owner is not None:
+            # An address belongs to one channel of one app; whose it is stays private.
+            raise NotAllowed(f"{address} is already in use")
+        domains.check_new_address(session, channel.app_id, address)
     for address, row in have.items():
         if address not in wanted:
             channel.addresses.remove(row)
+    session.flush()  # a removed address may be given back in the same change
+    for address in wanted:
+        if address not in have:
+            channel.addresses.append(ChannelAddress(address=address))
+            try:
+                # The unique address decides between two concurrent requests for it; the
+                # loser's transaction is rolled back with the 409.
+                session.flush()
+            except IntegrityError:
+                raise NotAllowed(f"{address} is already in use") from None
 
 
 def _split_secrets(
@@ -185,10 +196,17 @@ def channel_json(channel: Channel) -> dict[str, Any]:
         out["has_password"] = bool(secrets.get(key)) or bool(indirect_keys(value))
         return out
 
+    session = object_session(channel)
+    proofs = domains.proofs(session) if session is not None else None
     return {
         "id": channel.id,
         "name": channel.name,
         "addresses": [a.address for a in channel.addresses],
+        "unproven_addresses": [
+            a.address
+            for a in channel.addresses
+            if proofs is not None and not proofs.allows(channel.app_id, a.address)
+        ],
         "enabled": channel.enabled,
         "source": settings.get("source", "config"),
         "imap": section("imap"),
@@ -223,6 +241,8 @@ def check_channel(
         if channel is None or channel.app_id != app_id:
             raise NotFound(f"no channel {channel_id}")
         address = channel.addresses[0].address if channel.addresses else None
+        proofs = domains.proofs(session)
+        unproven = [a.address for a in channel.addresses if not proofs.allows(app_id, a.address)]
         try:
             imap, smtp = imap_target(runtime, channel), smtp_target(runtime, channel)
         except ConfigError as exc:
@@ -234,6 +254,14 @@ def check_channel(
     try:
         if unreadable is not None:
             raise CheckFailed("passwords", str(unreadable), "give the channel's password again")
+        if unproven:
+            # Mail to it would be refused and nothing sent from it: no point testing further.
+            domain = domains.domain_of(unproven[0])
+            raise CheckFailed(
+                "domain",
+                f"{unproven[0]}: the domain {domain} is not proven for this app",
+                domains.how_to_prove(domain),
+            )
         _run(runtime, report, address, imap, smtp, started, timeout)
     except CheckFailed as failed:
         report.steps.append(failed.step)

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from channels.email.egress import HostPolicy, parse_rule
 from channels.email.tokens import Keyring
 from tickets.business_time import Calendar, parse_duration
+from tickets.domains import normalize_domain
+from tickets.errors import InvalidValue
 
 
 class ConfigError(Exception):
@@ -292,6 +294,9 @@ class AppConfig(_Section):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     brand: str = Field(min_length=1)
     default_locale: str = "en"
+    # The mail domains the operator grants this app: its channels may use any address on them
+    # (an address written in `channels` is granted by itself). A domain belongs to one app.
+    domains: list[str] = []
     channels: list[ChannelConfig] = []
     calendars: list[CalendarConfig] = []
     sla_policies: list[SlaPolicyConfig] = []
@@ -321,6 +326,14 @@ class AppConfig(_Section):
             parse_rule(entry)
         return v
 
+    @field_validator("domains")
+    @classmethod
+    def _check_domains(cls, v: list[str]) -> list[str]:
+        try:
+            return list(dict.fromkeys(normalize_domain(d) for d in v))
+        except InvalidValue as exc:
+            raise ValueError(str(exc)) from None
+
     @model_validator(mode="after")
     def _check_references(self) -> AppConfig:
         calendars = {c.name for c in self.calendars} | {"always"}
@@ -347,6 +360,8 @@ class GatewayConfig(_Section):
     agent_token_ttl: str = "30d"  # noqa: S105 - a duration
     # DNS server (HOST:PORT) for DKIM key lookups of agents' mail; unset: the system resolver.
     dkim_resolver: str | None = None
+    # DNS server (HOST:PORT) for the TXT records of domain proofs; unset: the system resolver.
+    dns_resolver: str | None = None
     worker_threads: int = Field(default=4, gt=0)
     sweep_seconds: float = Field(default=5.0, gt=0)
     smtp: SmtpConfig = SmtpConfig()
@@ -360,7 +375,7 @@ class GatewayConfig(_Section):
     summarizer: SummarizerConfig = SummarizerConfig()
     apps: list[AppConfig] = []
 
-    @field_validator("dkim_resolver")
+    @field_validator("dkim_resolver", "dns_resolver")
     @classmethod
     def _check_resolver(cls, v: str | None) -> str | None:
         return None if v is None else _host_port(v)
@@ -397,6 +412,23 @@ class GatewayConfig(_Section):
                     if address in seen:
                         raise ValueError(f"address {address} belongs to two channels")
                     seen[address] = channel.name
+        granted: dict[str, str] = {}
+        for app in self.apps:
+            for domain in app.domains:
+                if domain in granted:
+                    raise ValueError(
+                        f"domain {domain} is granted to two apps ({granted[domain]}, {app.name})"
+                    )
+                granted[domain] = app.name
+        for app in self.apps:
+            for channel in app.channels:
+                for address in channel.addresses:
+                    owner = granted.get(address.rpartition("@")[2], app.name)
+                    if owner != app.name:
+                        raise ValueError(
+                            f"address {address} of app {app.name} is on a domain granted to "
+                            f"app {owner}"
+                        )
         return self
 
     # Derived values: resolved once here so every part of the gateway agrees on them.
@@ -487,6 +519,7 @@ def embedded_default() -> GatewayConfig:
             AppConfig(
                 name="demo",
                 brand="Demo",
+                domains=["localhost"],
                 channels=[ChannelConfig(name="support", addresses=["support@localhost"])],
                 sla_policies=[
                     SlaPolicyConfig(

@@ -40,10 +40,15 @@ from channels.email.tokens import TokenError, bounce_token_in
 from gateway.config import ConfigError, GatewayConfig
 from gateway.db import reading_engine, session_factory
 from gateway.runtime import Runtime
+from tickets import domains
 from tickets import inbound as inbound_store
 from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState, ThreadRef
 
 log = logging.getLogger(__name__)
+
+
+# The answer to RCPT for an address whose domain its app has not proven (tickets.domains).
+UNPROVEN_DOMAIN = "Mailbox unavailable: its domain is not verified on this gateway"
 
 
 class RouteTable:
@@ -54,7 +59,8 @@ class RouteTable:
 
     RCPT is answered from memory, on the SMTP event loop, so it never waits on the database;
     `start_refreshing` reloads the table in a thread every few seconds, so a channel added,
-    readdressed or disabled through the API or the CLI takes effect without a restart.
+    readdressed or disabled through the API or the CLI takes effect without a restart, and an
+    address is accepted once its domain is proven for its app.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -89,8 +95,16 @@ class RouteTable:
                 select(ChannelAddress.address, Channel.app_id, Channel.id)
                 .join(Channel, Channel.id == ChannelAddress.channel_id)
                 .where(Channel.enabled.is_(True))
+            ).all()
+            proofs = domains.proofs(session)
+        routes = {
+            address: Route(
+                app_id,
+                channel_id,
+                None if proofs.allows(app_id, address) else UNPROVEN_DOMAIN,
             )
-            routes = {a: Route(app_id, channel_id) for a, app_id, channel_id in rows}
+            for address, app_id, channel_id in rows
+        }
         by_domain: dict[str, list[Route]] = {}
         for address, route in routes.items():
             by_domain.setdefault(address.rpartition("@")[2].lower(), []).append(route)

@@ -9,12 +9,16 @@ import logging
 import os
 import uuid
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses
 from pathlib import Path
 
 from channels.chat.widget import conversation_token
 from channels.email import outbox
 from channels.email.check import SmtpTarget
 from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
+from channels.email.headers import header_section
 from channels.email.render import EmailTemplates
 from channels.email.tokens import Keyring, reply_address
 from channels.email.transport import (
@@ -28,6 +32,7 @@ from channels.email.transport import (
 from gateway.channel_targets import smtp_target
 from gateway.config import ConfigError, GatewayConfig
 from gateway.runtime import Runtime
+from tickets import domains
 from tickets.business_time import parse_duration
 from tickets.models import App, Channel, Conversation, Outbox, OutboxState
 
@@ -230,6 +235,14 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
         claimed = outbox.claim(session, outbox_id, attempt, now)
         if claimed is None:
             return None
+        refusal = domains.sending_refusal(
+            session, claimed.app_id, _from_addresses(claimed.raw), claimed.mail_from
+        )
+        if refusal is not None:
+            # Never sent as a domain the app has not proven; kept for an agent to retry.
+            log.warning("outbox %s: held: %s", outbox_id, refusal)
+            outbox.give_up(session, claimed, OutboxState.HELD, refusal, now)
+            return OutboxState.HELD
         sender, recipients = outbox.return_path(runtime.keyring, claimed), list(claimed.recipients)
         message_id = claimed.message_id_header
         channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
@@ -271,6 +284,12 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
     if following is not None:
         send_soon(following)
     return OutboxState.SENT
+
+
+def _from_addresses(raw: bytes) -> list[str]:
+    """The addresses of the From header(s) of a composed email."""
+    headers = BytesHeaderParser(policy=compat32).parsebytes(header_section(raw))
+    return [address for _, address in getaddresses(headers.get_all("From") or []) if address]
 
 
 def send_soon(outbox_id: int) -> None:

@@ -20,7 +20,7 @@ from channels.email.tokens import Keyring
 from gateway.config import AppConfig, GatewayConfig
 from gateway.db import make_engine, reading_engine, session_factory, upgrade, utcnow
 from gateway.secret_box import SECRETS, SecretBox, SecretUnreadable
-from tickets import services
+from tickets import domains, services
 from tickets.models import App, Channel, ChannelAddress
 from tickets.sla import policy_json
 
@@ -89,7 +89,8 @@ class Runtime:
             upgrade(self.engine)
 
     def sync_config(self) -> None:
-        """Make the apps and channels of the config exist in the database (never deletes)."""
+        """Make the apps and channels of the config exist in the database (never deletes them),
+        and its domain grants the database's exactly."""
         now = self.clock()
         with self.unit_of_work() as session:
             for app_config in self.config.apps:
@@ -102,6 +103,9 @@ class Runtime:
                 )
                 _sync_channels(session, app, app_config, now)
                 app.sla_policies = _sla_policies(app_config)
+            domains.sync_config_grants(
+                session, {a.name: list(a.domains) for a in self.config.apps}, now
+            )
 
     def reseal_secrets(self) -> int:
         """Seal every stored channel password under the current key: the cleartext of older

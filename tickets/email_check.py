@@ -4,8 +4,9 @@ Converting never waits for it and never fails because of it; the result is store
 (`Ticket.email_check`) for the team: `ok`, or a warning whose reason says in plain words what is
 missing and links to the channel setup page. What is checked:
 
-1. the app has an email channel that is configured (enabled, with an address) and verified (it
-   passed `channels test`, which sets `Channel.verified_at`);
+1. the app has an email channel that is configured (enabled, with an address on a domain the
+   app has proven, see `tickets.domains`) and verified (it passed `channels test`, which sets
+   `Channel.verified_at`);
 2. the customer has an address that is well-formed (email-validator, as a real mail system sees
    it: no reserved or single-label domains) and has not hard-bounced;
 3. optionally, the address's domain accepts mail (MX, or an A record), by a lookup the caller
@@ -23,6 +24,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tickets import domains
 from tickets.due import due_ids
 from tickets.models import Channel, CustomerAddress, Ticket, TicketType
 from tickets.services import SYSTEM, record_ticket_event
@@ -54,6 +56,17 @@ def _channel_problems(session: Session, app_id: int) -> list[Problem]:
                 "no_channel",
                 "No email channel is set up, so once the customer leaves the chat your replies "
                 "cannot reach them by email.",
+            )
+        ]
+    proofs = domains.proofs(session)
+    if not any(proofs.allows(app_id, a.address) for c in configured for a in c.addresses):
+        address = configured[0].addresses[0].address
+        return [
+            Problem(
+                "domain_not_proven",
+                f"The email channel's domain is not proven for this app, so mail to "
+                f"{address} is refused and no reply is sent from it. To prove it, "
+                f"{domains.how_to_prove(domains.domain_of(address))}.",
             )
         ]
     if not any(c.verified_at is not None for c in configured):

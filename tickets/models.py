@@ -312,6 +312,38 @@ class ChannelAddress(Base):
     channel: Mapped[Channel] = relationship(back_populates="addresses")
 
 
+class AppDomain(Base):
+    """A mail domain an app may use, or is proving it may use.
+
+    Proven means granted by the operator (`proof` "config" or "operator") or shown by the app
+    with a DNS TXT record carrying `token` ("dns"). A domain is proven for at most one app (the
+    partial unique index, so two concurrent proofs cannot both win); several apps may have a
+    pending proof for the same domain, since starting one proves nothing.
+    """
+
+    __tablename__ = "app_domains"
+    __table_args__ = (
+        UniqueConstraint("app_id", "domain", name="uq_app_domains_app_domain"),
+        Index(
+            "uq_app_domains_proven_domain",
+            "domain",
+            unique=True,
+            sqlite_where=text("proven_at IS NOT NULL"),
+            postgresql_where=text("proven_at IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    token: Mapped[str] = mapped_column(String(64))
+    proof: Mapped[str | None] = mapped_column(String(16))  # config, operator, dns; None: pending
+    created_at: Mapped[dt.datetime]
+    proven_at: Mapped[dt.datetime | None]
+    checked_at: Mapped[dt.datetime | None]
+    last_check: Mapped[str | None] = mapped_column(Text)  # what the last DNS check found
+
+
 class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = (UniqueConstraint("app_id", "name", name="uq_tags_app_name"),)

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Route:
-    """Where mail for one address goes: its app and channel."""
+    """Where mail for one address goes: its app and channel; or why it is refused."""
 
     app_id: int
     channel_id: int
+    refused: str | None = None  # the reason of a 550 (the address's domain is not proven)
 
 
 def base_address(address: str) -> str:
@@ -123,6 +124,8 @@ class InboundHandler:
         route = self.routes(address)
         if route is None:
             return "550 5.1.1 No such mailbox here"
+        if route.refused:
+            return f"550 5.7.1 {route.refused}"
         routes = [self.routes(a) for a in envelope.rcpt_tos]
         if any(r is not None and r.app_id != route.app_id for r in routes):
             # One stored message belongs to one app; the sender retries the rest separately.

@@ -34,12 +34,21 @@ def create_app(runtime: Runtime) -> FastAPI:
     _add_error_handlers(app)
     add_security_headers(app)
 
-    from gateway.http import admin_api, agent_api, health, metrics, setup_page, widget
+    from gateway.http import (
+        admin_api,
+        agent_api,
+        domains_api,
+        health,
+        metrics,
+        setup_page,
+        widget,
+    )
 
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(agent_api.router)
     app.include_router(admin_api.router)
+    app.include_router(domains_api.router)
     app.include_router(widget.router)
     app.include_router(setup_page.router)
     return app

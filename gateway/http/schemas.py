@@ -408,6 +408,11 @@ class ChannelOut(BaseModel):
     smtp: SmtpOut | None
     verified_at: dt.datetime | None
     last_test: CheckOut | None
+    unproven_addresses: list[str] = Field(
+        default=[],
+        description="addresses whose domain this app has not proven: mail to them is refused "
+        "and nothing is sent from them until it is (see /api/v1/admin/domains)",
+    )
 
 
 class CheckIn(Body):
@@ -430,3 +435,25 @@ class SlaPolicyOut(BaseModel):
     resolution: str | None
     calendar: str
     warn_at: float
+
+
+class DomainIn(Body):
+    domain: str = Field(min_length=1, max_length=253, description="e.g. example.com")
+
+
+class DnsRecordOut(BaseModel):
+    name: str
+    type: Literal["TXT"]
+    value: str
+
+
+class DomainOut(BaseModel):
+    domain: str
+    state: Literal["proven", "pending"]
+    proof: Literal["config", "operator", "dns"] | None = Field(
+        description="who proved it: the config file's or the operator's grant, or DNS"
+    )
+    proven_at: dt.datetime | None
+    record: DnsRecordOut | None = Field(description="the TXT record that proves it by DNS")
+    checked_at: dt.datetime | None
+    last_check: str | None = Field(description="what the last DNS check found")

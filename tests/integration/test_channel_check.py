@@ -243,9 +243,11 @@ def test_the_admin_api_checks_a_channel_and_convert_stops_warning(setup, monkeyp
 def test_a_channel_added_by_the_api_with_its_own_passwords_passes(setup, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(setup.ca_bundle))
     config = loopback_config(setup.tmp_path)  # outbound: files, no relay
-    # The operator lets the app use this IMAP server and relay (loopback: only when listed).
+    # The operator lets the app use this IMAP server and relay (loopback: only when listed),
+    # and grants it the domain of the channel its admin adds.
     hosts = [f"127.0.0.1:{setup.dovecot.port}", f"127.0.0.1:{setup.relay.port}"]
-    apps = [a.model_copy(update={"allowed_hosts": hosts}) for a in config.apps]
+    granted = {"allowed_hosts": hosts, "domains": ["localhost", "example.test"]}
+    apps = [a.model_copy(update=granted) for a in config.apps]
     runtime = Runtime.create(config.model_copy(update={"apps": apps}))
     imap = {
         "host": "127.0.0.1",

@@ -74,7 +74,8 @@ class Tenants:
 def _apps(a_hosts: list[str], b_hosts: list[str]) -> list[AppConfig]:
     demo = embedded_default().apps[0]
     return [
-        demo.model_copy(update={"allowed_hosts": a_hosts}),
+        # The operator grants app A the domain its admin's channels use (a.example).
+        demo.model_copy(update={"allowed_hosts": a_hosts, "domains": [*demo.domains, "a.example"]}),
         AppConfig(name="other", brand="Other", allowed_hosts=b_hosts),
     ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.orm import Session
 
-from tickets import email_check, services
+from tickets import domains, email_check, services
 from tickets.models import App, Channel, ChannelAddress, Ticket
 
 URL = "https://help.example"
@@ -16,6 +16,7 @@ def ticket(session: Session, app: App, now) -> Ticket:
     channel = Channel(app_id=app.id, name="support", created_at=now, verified_at=now)
     channel.addresses.append(ChannelAddress(address="support@acme.example"))
     session.add(channel)
+    domains.grant(session, app, "acme.example", now)  # the operator's grant
     agent = services.add_agent(session, app, "ana@acme.example", "Ana", now)
     customer = services.customer_by_address(session, app, "chris@example.com", now)
     conversation, _ = services.start_conversation(session, app, customer, "chat", "Hi", now)
@@ -27,6 +28,13 @@ def test_ok_and_stored_once(session, ticket, now):
     assert result is not None and result["ok"] is True
     assert ticket.email_check == result
     assert email_check.run(session, ticket.id, now, public_url=URL) is None  # done already
+
+
+def test_a_channel_on_an_unproven_domain_warns_how_to_prove_it(session, app, ticket, now):
+    domains.revoke(session, app, "acme.example")
+    result = email_check.check(session, ticket, now, public_url=URL)
+    assert result["problems"] == ["domain_not_proven"]
+    assert "acme.example" in result["reason"] and "_gateway-challenge" in result["reason"]
 
 
 def test_no_mail_server_warns_and_an_unanswered_lookup_does_not(session, ticket, now):
