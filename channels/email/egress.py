@@ -71,7 +71,9 @@ def parse_rule(text: str) -> HostRule:
     entry = text.strip().lower()
     port: int | None = None
     if entry.startswith("["):
-        entry, _, rest = entry[1:].partition("]")
+        entry, bracket, rest = entry[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{text!r} is not a host name: the [ of an IPv6 address is not closed")
         if rest:
             port = _port(rest.removeprefix(":") if rest.startswith(":") else "x", text)
     elif entry.count(":") == 1:

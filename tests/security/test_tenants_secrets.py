@@ -14,6 +14,8 @@ import logging
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +29,13 @@ from sqlalchemy import select, text
 
 from channels.email import outbox
 from channels.email.egress import CheckedSMTP, HostPolicy
-from gateway.config import AppConfig, GatewayConfig, embedded_default
+from gateway.config import AppConfig, ConfigError, GatewayConfig, embedded_default, parse_config
 from gateway.outbound import send_outbound
 from gateway.runtime import Runtime
 from tests.support.api_world import World, build_world
 from tests.support.http import loopback_config, running_http
 from tests.support.imap_trap import ImapTrap
+from tests.support.serve import clean_env
 from tests.support.smtp_sink import SmtpSink
 from tickets import services
 from tickets.models import Channel, Outbox, OutboxState
@@ -167,6 +170,56 @@ def test_a_stored_reference_to_a_server_secret_is_never_followed(tenants: Tenant
         result = _test(c, cid).json()
     assert result["ok"] is False and result["message"] == "no password for x"
     tenants.assert_no_secret_left()
+
+
+def test_an_operator_secret_stays_with_the_operators_setting(
+    tenants: Tenants, tmp_path: Path
+) -> None:
+    """The operator (CLI on the server) may name an environment variable for a channel's IMAP
+    password, on any host. An app admin who then rewrites that setting through the API gets a
+    setting of their own: the operator's variable is not read for it any more."""
+    trap = tenants.imap_trap
+    config = tmp_path / "operator.toml"
+    config.write_text(
+        f'database_url = "{tenants.runtime.config.resolved_database_url}"\n'
+        f'data_dir = "{tmp_path}"\n[[apps]]\nname = "demo"\nbrand = "Demo"\n'
+        'domains = ["a.example"]\n'
+        '[[apps.channels]]\nname = "support"\naddresses = ["support@localhost"]\n'
+    )
+    env = clean_env(GATEWAY_SECRET_KEY=SERVER_SECRET, OPS_IMAP_PASSWORD="operator-imap-pw")
+
+    def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "--config", str(config), *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    added = gateway("channels", "add", "ops", "--address", "ops@a.example", "--imap-host",
+                    "127.0.0.1", "--imap-port", str(trap.port), "--imap-no-ssl", "--imap-user",
+                    "ops", "--imap-password-env", "OPS_IMAP_PASSWORD")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    gateway("channels", "test", "ops", "--timeout", "1")
+    assert trap.logins == [("ops", "operator-imap-pw")]  # the operator's own choice
+    tenants.allow("demo", [f"127.0.0.1:{trap.port}"])
+    with tenants.world.http.client(tenants.world.admin_a) as a:
+        (ops,) = [c for c in a.get("/api/v1/admin/channels").json() if c["name"] == "ops"]
+        assert ops["imap"]["has_password"] is True
+        r = a.patch(
+            f"/api/v1/admin/channels/{ops['id']}", json={"imap": _imap(trap.port, username="ops")}
+        )
+        assert r.status_code == 200 and r.json()["imap"]["has_password"] is False
+        result = _test(a, ops["id"]).json()
+    assert result["message"] == "no password for ops"
+    assert trap.logins == [("ops", "operator-imap-pw")]  # nothing more
+
+
+def test_the_operator_allow_list_is_checked_when_the_config_is_read() -> None:
+    for entry, says in (
+        ("smtp example.com", "is not a host name"),
+        ("smtp.example.com:99999", "port must be a number"),
+        ("[::1", "is not a host name"),
+    ):
+        with pytest.raises(ConfigError, match=says) as caught:
+            parse_config({"apps": [{"name": "a", "brand": "A", "allowed_hosts": [entry]}]})
+        assert str(caught.value).startswith("apps.0.allowed_hosts")
 
 
 # --- no secret to a host the operator did not allow ----------------------------------------
