@@ -70,7 +70,7 @@ class Capacity:
         self.evict_idle_after = evict_idle_after
         self.pending_data_bytes = pending_data_bytes
         self.data_held = 0
-        self._given_back = 0  # message data given back since the last trim of the heap
+        self._peak = 0  # the most message data held at once since the last trim of the heap
         self._trim_due = False
         self.sessions: dict[Session, str] = {}
         self.by_peer: dict[str, int] = {}
@@ -130,23 +130,25 @@ class Capacity:
         if self.data_held + size > self.pending_data_bytes:
             return False
         self.data_held += size
+        self._peak = max(self._peak, self.data_held)
         return True
 
     def give_data(self, size: int) -> None:
         self.data_held -= size
-        self._given_back += size
-        if self._given_back >= _TRIM_AFTER_BYTES and not self._trim_due:
-            # A moment later: the cancelled sessions' frames let go of the bytes first.
+        # After a burst (not the steady flow of ordinary mail, whose memory is reused), once
+        # most of it is given back; a moment later, so that the cancelled sessions' frames
+        # have let go of the bytes.
+        if self._peak >= _BURST_BYTES and self.data_held <= self._peak // 4 and not self._trim_due:
             self._trim_due = True
             asyncio.get_running_loop().call_later(1.0, self._trim)
 
     def _trim(self) -> None:
-        self._trim_due, self._given_back = False, 0
+        self._trim_due, self._peak = False, self.data_held
         release_free_memory()
 
 
-# Message data given back since the last trim that makes the next one worth it.
-_TRIM_AFTER_BYTES = 16 * 1024 * 1024
+# Message data held at once that makes giving its memory back to the OS worth a heap trim.
+_BURST_BYTES = 16 * 1024 * 1024
 
 
 def release_free_memory() -> None:

