@@ -23,11 +23,11 @@ from sqlalchemy import select
 
 from channels.email.tokens import BounceToken, Keyring, TokenError
 from gateway import outbound
-from gateway.config import GatewayConfig, embedded_default
+from gateway.config import GatewayConfig
 from gateway.runtime import Runtime
 from gateway.server import Services, start
 from tests.integration.test_processing import raw_mail
-from tests.support.http import free_port
+from tests.support.http import loopback_config
 from tests.support.smtp_sink import Received, SmtpSink
 from tests.support.waiting import wait_for
 from tickets import services as ticket_services
@@ -47,13 +47,10 @@ OTHER = "victim@fabrikam.test"
 
 
 def gateway_config(tmp_path: Path, database_url: str, **outbound: object) -> GatewayConfig:
-    base = embedded_default()
+    base = loopback_config(tmp_path)
     return base.model_copy(
         update={
             "database_url": database_url,
-            "data_dir": str(tmp_path),
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
             "outbound": base.outbound.model_copy(update=outbound),
             # An agent's reply is emailed at the next sweep.
             "delivery": base.delivery.model_copy(update={"email_grace_seconds": 0}),

@@ -23,7 +23,7 @@ import re
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -36,12 +36,13 @@ from gateway.config import (
     GatewayConfig,
     NotificationsConfig,
     RateLimitsConfig,
-    embedded_default,
 )
 from gateway.db import utcnow
 from gateway.server import Services, start
 from tests.support.bursts import thread_mail
-from tests.support.smtp_sink import Received, SmtpSink, free_port
+from tests.support.http import loopback_config
+from tests.support.smtp_sink import Received, SmtpSink
+from tests.support.waiting import wait_for
 from tickets import services
 from tickets.models import AgentNotification, Message
 
@@ -56,13 +57,10 @@ NEW = re.compile(r">> NEW << [^\n]*\n\s*(bomb \d+-\d+)\b")
 def make_config(
     tmp_path: Path, relay: SmtpSink, database_url: str, limits: tuple[int, int]
 ) -> GatewayConfig:
-    base = embedded_default()
+    base = loopback_config(tmp_path)
     return base.model_copy(
         update={
             "database_url": database_url,
-            "data_dir": str(tmp_path),
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
             "outbound": base.outbound.model_copy(
                 update={"transport": "smtp", "host": relay.host, "port": relay.port}
             ),
@@ -135,16 +133,6 @@ def smtp_port(gateway: Services) -> int:
     return int(gateway.runtime.config.smtp.listen.rpartition(":")[2])
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def mails_to(relay: SmtpSink, address: str) -> list[Received]:
     with relay.lock:
         return [m for m in relay.messages if address in m.rcpt_tos]
@@ -167,7 +155,7 @@ def listed(mails: list[Received]) -> Counter[str]:
 def settle(relay: SmtpSink, address: str, posted: set[str]) -> list[Received]:
     """Wait until every posted message was listed to `address`, then one more window and a few
     sweeps, so that a mail too many would have arrived too."""
-    wait_for(lambda: set(listed(mails_to(relay, address))) >= posted)
+    wait_for(lambda: set(listed(mails_to(relay, address))) >= posted, timeout=60)
     time.sleep(WINDOW + 1.5)
     return mails_to(relay, address)
 
@@ -237,7 +225,7 @@ def test_an_inbound_burst_stays_within_the_hourly_limit_and_nothing_is_lost(gate
     def all_at_limit() -> bool:
         return all(len(mails_to(relay, agent)) >= PER_HOUR for agent in AGENTS)
 
-    wait_for(all_at_limit)
+    wait_for(all_at_limit, timeout=60)
     time.sleep(WINDOW + 1.5)
     for agent in AGENTS:
         mails = mails_to(relay, agent)
