@@ -7,11 +7,18 @@ encoded-word openers (`=?`) are broken up, because Python before the CVE-2024-69
 a decoded `=0D=0A` inside a display name as a real line break, which is a header injection. As
 a last check the finished bytes are parsed again and must carry exactly the headers that were
 set.
+
+Message-IDs are another matter: `Message-ID`, `In-Reply-To` and `References` are written
+verbatim, never RFC 2047-encoded (the `email` package encodes any unstructured value longer
+than a line, and an encoded id matches nothing in the customer's client, so our reply starts a
+new thread there). They are folded only at the whitespace between two ids. An id that cannot be
+written verbatim (a line break, a space, a non-ASCII character) is left out, never encoded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import secrets
 import string
@@ -20,9 +27,12 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import format_datetime
 
 from tickets.text import clipped
+
+log = logging.getLogger(__name__)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]")
 # Bidi embeddings, overrides, isolates and marks, and invisible format characters: in a From
@@ -31,6 +41,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f\u2028\u2029]")
 _INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
 _SPACES = re.compile(r"\s+")
 MAX_REFERENCES = 10
+# One msg-id as we write it: printable ASCII without space, "<" or ">", in angle brackets.
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
+LINE = 78  # RFC 5322 2.1.1: lines SHOULD be at most 78 characters ...
+MAX_LINE = 998  # ... and MUST be at most 998
 
 
 class UnsafeHeader(ValueError):
@@ -42,6 +57,50 @@ def header_safe(text: str, limit: int = 200) -> str:
     text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     text = text.replace("=?", "= ?").replace("?=", "? =")
     return clipped(_SPACES.sub(" ", text).strip(), limit)
+
+
+def message_id_ok(value: str) -> bool:
+    """Whether `value` is one msg-id we can write verbatim on a header line."""
+    return len(value) <= MAX_LINE - len("In-Reply-To: ") and bool(_MSG_ID.fullmatch(value))
+
+
+def writable_ids(ids: Iterable[str]) -> list[str]:
+    """The ids fit to be written; the others are logged and left out."""
+    ok = []
+    for mid in ids:
+        if message_id_ok(mid):
+            ok.append(mid)
+        else:
+            log.warning("a Message-ID that cannot be written verbatim is left out: %r", mid[:200])
+    return ok
+
+
+def fold_ids(name: str, ids: Sequence[str]) -> str:
+    """`name: id id ...` folded (CRLF and a space) only between ids, lines kept to 78
+    characters where the ids allow it; an id longer than that stands alone on its line."""
+    lines = [f"{name}:"]
+    for mid in ids:
+        if len(lines[-1]) > len(name) + 1 and len(lines[-1]) + 1 + len(mid) > LINE:
+            lines.append("")
+        lines[-1] += f" {mid}"
+    return "\r\n".join(lines)
+
+
+class _VerbatimIds(EmailPolicy):
+    """policy.SMTP, but the Message-ID headers are folded by `fold_ids`, never encoded."""
+
+    def fold(self, name: str, value: str) -> str:
+        if name.lower() in _ID_HEADERS:
+            return fold_ids(name, str(value).split()) + self.linesep
+        return super().fold(name, value)
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        if name.lower() in _ID_HEADERS:
+            return self.fold(name, value).encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_POLICY = _VerbatimIds(linesep="\r\n")
 
 
 def new_message_id(domain: str) -> str:
@@ -79,7 +138,9 @@ def compose(
     attachments: Sequence[tuple[str, str, bytes]] = (),  # (filename, content type, content)
 ) -> bytes:
     """The message as bytes with CRLF line ends, ready for the outbox."""
-    msg = EmailMessage(policy=policy.SMTP)
+    if not message_id_ok(message_id):
+        raise UnsafeHeader(f"our own Message-ID cannot be written verbatim: {message_id!r}")
+    msg = EmailMessage(policy=_POLICY)
     local, _, domain = from_address.rpartition("@")
     msg["From"] = Address(display_name=header_safe(from_name), username=local, domain=domain)
     msg["To"] = ", ".join(to)
@@ -88,10 +149,13 @@ def compose(
     msg["Subject"] = header_safe(subject, 250)
     msg["Date"] = format_datetime(date.astimezone(dt.UTC))
     msg["Message-ID"] = message_id
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = " ".join(references)
+    for name, ids in (
+        ("In-Reply-To", [in_reply_to] if in_reply_to else []),
+        ("References", references),
+    ):
+        fit = writable_ids(ids)
+        if fit:
+            msg[name] = " ".join(fit)
     if auto_submitted:
         msg["Auto-Submitted"] = "auto-generated"
     for name, value in extra_headers:

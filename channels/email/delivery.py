@@ -18,7 +18,7 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from channels.email.compose import trim_references
+from channels.email.compose import message_id_ok, trim_references
 from channels.email.outbox import give_up, queue_email
 from channels.email.render import (
     EmailContent,
@@ -104,7 +104,7 @@ def _block(session: Session, conversation: Conversation, reason: str, now: dt.da
 
 def thread_headers(session: Session, conversation: Conversation) -> tuple[str | None, list[str]]:
     """In-Reply-To (their last Message-ID, else our last) and References (our chain plus
-    theirs, trimmed)."""
+    theirs, trimmed). An id of theirs that cannot be written verbatim counts as none."""
     ours = list(
         session.scalars(
             select(ThreadRef.message_id_header)
@@ -112,7 +112,7 @@ def thread_headers(session: Session, conversation: Conversation) -> tuple[str | 
             .order_by(ThreadRef.id)
         )
     )
-    theirs = session.scalar(
+    latest = session.scalars(
         select(Message.email_message_id)
         .where(
             Message.conversation_id == conversation.id,
@@ -120,8 +120,9 @@ def thread_headers(session: Session, conversation: Conversation) -> tuple[str | 
             Message.email_message_id.is_not(None),
         )
         .order_by(Message.id.desc())
-        .limit(1)
+        .limit(5)
     )
+    theirs = next((mid for mid in latest if mid and message_id_ok(mid)), None)
     chain = [*ours, theirs] if theirs else ours
     references = trim_references(chain)
     in_reply_to = theirs or (ours[-1] if ours else None)
