@@ -17,11 +17,20 @@ from sqlalchemy import select
 
 from channels.email.smtp import BatchWriter, InboundController, InboundHandler, Route, SmtpLimits
 from gateway.config import GatewayConfig, embedded_default
+from gateway.db import utcnow
 from gateway.inbound import process_inbound
 from gateway.server import Services, start
 from tests.support.waiting import wait_for
+from tickets import services
 from tickets.inbound import IncomingMail
-from tickets.models import Channel, Conversation, InboundMail, InboundState, Message
+from tickets.models import (
+    Channel,
+    Conversation,
+    ConversationState,
+    InboundMail,
+    InboundState,
+    Message,
+)
 
 
 def free_port() -> int:
@@ -109,6 +118,48 @@ def test_mail_is_stored_processed_and_threaded(gateway):
         assert [m.text for m in messages] == ["Hi, my parcel never arrived.", "Any news?"]
         assert messages[1].quoted_text and "we are checking" in messages[1].quoted_text
         assert conversations[0].subject == "Parcel missing"
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "reopens"),
+    [
+        # Responders that set no RFC 3834 header: the subject or the first lines must tell.
+        ("Automatische Antwort: Re: Parcel missing", "Ich bin nicht im Büro.", False),
+        (
+            "Re: Parcel missing",
+            "Hello,\n\nI am out of the office until 24 June with limited access to email.",
+            False,
+        ),
+        ("Re: Parcel missing", "Still nothing here, can you check again?", True),
+    ],
+    ids=["localised-subject", "first-lines", "customer"],
+)
+def test_an_out_of_office_reply_does_not_reopen_the_conversation(gateway, subject, body, reopens):
+    port = smtp_port(gateway)
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        client.send_message(mail(Message_ID="<first@example.com>"))
+    wait_for(lambda: [r for r in inbound_rows(gateway) if r.state == InboundState.PROCESSED])
+    with gateway.runtime.unit_of_work() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        services.resolve(session, conversation, services.SYSTEM, utcnow())
+
+    away = mail(subject=subject, body=body, Message_ID="<away@example.com>")
+    away["In-Reply-To"] = "<first@example.com>"
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        client.send_message(away)  # envelope sender: the customer's own address
+
+    def both_processed():
+        rows = inbound_rows(gateway)
+        return len(rows) == 2 and all(r.state == InboundState.PROCESSED for r in rows)
+
+    wait_for(both_processed)
+    with gateway.runtime.unit_of_work() as session:
+        conversation = session.scalars(select(Conversation)).one()
+        latest = session.scalars(select(Message).order_by(Message.id.desc())).first()
+        assert latest is not None and latest.conversation_id == conversation.id
+        assert latest.is_auto_reply is not reopens
+        expected = ConversationState.OPEN if reopens else ConversationState.RESOLVED
+        assert conversation.state == expected
 
 
 def test_unknown_recipient_is_refused_with_550(gateway):

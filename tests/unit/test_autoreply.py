@@ -120,3 +120,87 @@ def test_never_raises_on_mutated_fixtures(
     with _no_internal_errors():
         result = auto_reply_reason(_parse(mutated), envelope)
     assert result is None or isinstance(result, str)
+
+
+def _mail(subject: str, body: str, extra: str = "") -> Message:
+    """A reply to one of our emails as a responder or a person would send it: no RFC 3834
+    header, so only the subject and the first lines can tell."""
+    head = (
+        "From: Sam Example <sam@customer.example>\r\nTo: support@shop.example\r\n"
+        f"Subject: {subject}\r\nIn-Reply-To: <reply-1@shop.example>\r\n{extra}"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    return _parse(head.encode() + body.encode() + b"\r\n\r\n> Your earlier message\r\n")
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Automaattinen vastaus: Re: Your order 1042",
+        "Automatická odpověď: Re: Your order 1042",
+        "Automatikus válasz: Re: Your order 1042",
+        "Αυτόματη απάντηση: Re: Your order 1042",
+        "Автоматична відповідь: Re: Your order 1042",
+        "Otomatik yanıt: Re: Your order 1042",
+        "Răspuns automat: Re: Your order 1042",
+        "Automātiskā atbilde: Re: Your order 1042",
+        "自動応答: Re: Your order 1042",
+        "自动回复: Re: Your order 1042",
+        "자동 회신: Re: Your order 1042",
+        "Re: Your order 1042 (Automatic Response)",
+        "[Automatyczna odpowiedź] Re: Your order 1042",
+        "AUTO: Jean Dupont est absent(e) (retour le 12/06/2024)",
+        "Abwesend: Re: Your order 1042",
+    ],
+)
+def test_localised_responder_subjects_are_flagged(subject: str) -> None:
+    assert auto_reply_reason(_mail(subject, "Back soon.")) == "out-of-office subject"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Hello,\r\n\r\nI am currently out of the office until 24 June, limited access to email.",
+        "Thanks for your email. I'm on annual leave and will be back on Monday 3 June.",
+        "I am away on vacation, May 25 through May 29. I will be back in the office on June 1.",
+        "Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 14.06. nicht im Büro. "
+        "In dringenden Fällen wenden Sie sich bitte an info@shop.example.",
+        "Bonjour,\r\n\r\nJe suis absente du bureau jusqu'au 3 juin inclus.",
+        "Estoy fuera de la oficina hasta el 5 de julio.",
+        "Sono in ferie fino al 20 agosto.",
+        "Ik ben tot en met 12 juli met vakantie.",
+        "Estou de férias até o dia 15 de julho.",
+        "Jestem na urlopie do 12 lipca.",
+        "Jag är på semester till och med 5 augusti.",
+        "Jeg er på ferie til og med 28. juli.",
+        "Я в отпуске до 15 июля.",
+        "ただいま休暇中のため、6月10日まで不在にしております。",
+        "您好，我目前休假，将于6月10日返回。",
+        "This is an automatic reply. Your message has been received.",
+    ],
+)
+def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
+    assert auto_reply_reason(_mail("Re: Your order 1042", body)) is not None
+
+
+@pytest.mark.parametrize(
+    ("subject", "body"),
+    [
+        ("Absence de livraison", "Bonjour, ma commande 1042 n'est jamais arrivée."),
+        ("Automatic renewal", "Please cancel the automatic renewal of my plan."),
+        ("Re: Your order 1042", "I'm on vacation next week, could you hold the parcel until then?"),
+        ("Re: Your order 1042", "I was out of the office until Monday, so I only saw this now."),
+        ("Re: Your order 1042", "Ich bin ab Montag im Urlaub. Können Sie bis dahin liefern?"),
+        ("Re: Your order 1042", "Thanks! The replacement arrived, all good now."),
+        ("Re: Ihre Bestellung", "Ich bin sehr zufrieden, vielen Dank."),
+        ("Auto: claim 8812", "Here are the photos of the car you asked for."),
+    ],
+)
+def test_people_mentioning_absence_are_not_flagged(subject: str, body: str) -> None:
+    msg = (
+        _mail(subject, body)
+        if not subject.startswith("Auto:")
+        else _parse(f"From: a@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode())
+    )
+    assert auto_reply_reason(msg) is None
