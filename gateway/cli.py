@@ -733,7 +733,13 @@ def _explain_result(result: Processing) -> None:
     for key in ("possible_new_topic", "answers_conversation_of_someone_else"):
         if key in flags:
             click.echo(f"flag: {key} {json.dumps(flags[key], ensure_ascii=False)}")
-    for key in ("duplicate_message_id", "reply_token_rejected", "forwarded"):
+    for key in (
+        "duplicate_message_id",
+        "reply_token_rejected",
+        "forwarded",
+        "forwarded_by",
+        "forward_not_followed",
+    ):
         if flags.get(key):
             click.echo(f"flag: {key} {json.dumps(flags[key])}")
 

@@ -400,7 +400,7 @@ def _recipients(row: InboundMail, parsed: ParsedMail) -> list[str]:
     return [*(row.envelope_to or []), *parsed.to, *parsed.cc]
 
 
-def _agent_by_address(session: Session, app_id: int, address: str) -> Agent | None:
+def agent_by_address(session: Session, app_id: int, address: str) -> Agent | None:
     return session.scalar(
         select(Agent)
         .join(AgentAddress, AgentAddress.agent_id == Agent.id)
@@ -438,7 +438,7 @@ def handle_agent_mail(
     if text is None:
         return None
     sender = parsed.from_address
-    from_agent = _agent_by_address(session, app.id, sender)
+    from_agent = agent_by_address(session, app.id, sender)
     claimed = peek_kind(text)
     if claimed != "agent" and from_agent is None:
         return None
@@ -492,7 +492,7 @@ def handle_agent_mail(
             agent,
             conversation.id,
         )
-    if policy.require_dkim and not _dkim_ok(row.raw, sender, policy):
+    if policy.require_dkim and not sender_authenticated(row.raw, sender, policy):
         raise reject(
             "dkim",
             "this channel requires a DKIM signature of your domain, and none passed. "
@@ -616,7 +616,9 @@ def attachment_rows(parsed: ParsedMail) -> list[Attachment]:
     ]
 
 
-def _dkim_ok(raw: bytes, sender: str, policy: AgentMailPolicy) -> bool:
+def sender_authenticated(raw: bytes, sender: str, policy: AgentMailPolicy) -> bool:
+    """Whether the sender's domain vouches for this mail: an aligned DKIM signature passes, or
+    the channel's own edge says DKIM or DMARC passed."""
     domain = sender.rpartition("@")[2]
     if policy.trusted_authserv_id and trusted_results_pass(raw, policy.trusted_authserv_id, domain):
         return True

@@ -19,6 +19,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from channels.email import bounce_ties
+from channels.email.agent_forward import AgentForward, finish_agent_forward, read_agent_forward
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
 from channels.email.isolate import parse_isolated
 from channels.email.loop import LOOP_HEADER, has_loop_mark, sent_by_us
@@ -198,6 +199,7 @@ class Processing:
     ended_by: str | None = None  # the name of that step
     duplicate_message_id: bool = False  # same Message-ID, different content: stored, flagged
     token: CustomerToken | AgentToken | None = None  # a verified reply token (rule 1)
+    forward: AgentForward | None = None  # an agent's forward: `parsed` is the customer's mail
     # Extra flags a step wants stored on the message (agents see them); merged by step_store.
     flags: dict[str, Any] = field(default_factory=dict)
     # The batch's lookups, read once (None: each step asks the database itself).
@@ -310,6 +312,23 @@ def step_spam(p: Processing) -> None:
     assert p.parsed
     if p.parsed.spam:
         raise SpamFlagged("flagged as spam by the upstream filter")
+
+
+def step_agent_forward(p: Processing) -> None:
+    """An agent's forward of a customer's mail goes on as that customer's mail (see
+    channels/email/agent_forward.py); one that cannot be followed stays the sender's, and says
+    why. Before dedupe, which compares what is stored: the customer's message."""
+    assert p.parsed
+    if p.rules.agent_mail is None:
+        return
+    found = read_agent_forward(
+        p.session, p.app, p.row, p.parsed, p.rules.agent_mail, p.rules.limits, p.now
+    )
+    if isinstance(found, AgentForward):
+        p.forward, p.parsed = found, found.original
+        p.flags["forwarded_by"] = found.flag()
+    elif found is not None:
+        p.flags["forward_not_followed"] = str(found)
 
 
 class SpamFlagged(MessageRejected):
@@ -568,6 +587,8 @@ def step_store(p: Processing) -> None:
                 for mid in mids
             ],
         )
+    if p.forward is not None:
+        finish_agent_forward(p.session, p.conversation_id, p.message_id, p.forward, p.now)
     p.outcome = f"stored as message {p.message_id} in conversation {p.conversation_id} ({p.rule})"
 
 
@@ -621,6 +642,7 @@ PIPELINE: tuple[Step, ...] = (
     ("own-loop", step_own_loop),
     ("bounce", step_bounce),
     ("spam", step_spam),
+    ("agent-forward", step_agent_forward),
     ("dedupe", step_dedupe),
     ("reply-token", step_reply_token),
     ("agent-reply", step_agent_reply),

@@ -22,9 +22,18 @@ import logging
 import re
 
 from channels.email.strip.html import _strip_html, html_to_text
+from channels.email.strip.markers import header_field, is_forward_marker, is_original_message_marker
 from channels.email.strip.text import Stripped, _keep_all, _strip_text
 
-__all__ = ["Stripped", "html_to_text", "is_forward_subject", "strip_reply"]
+__all__ = [
+    "Stripped",
+    "header_field",
+    "html_to_text",
+    "is_forward_marker",
+    "is_forward_subject",
+    "is_original_message_marker",
+    "strip_reply",
+]
 
 log = logging.getLogger(__name__)
 

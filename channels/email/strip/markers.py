@@ -14,6 +14,7 @@ from channels.email.strip.vocab import (
     _FORWARD_DASHED_PHRASES,
     _FORWARD_INTRO_PHRASES,
     _FROM_KEYS,
+    _HEADER_FIELDS,
     _MAX_MARKER_LINE,
     _ORIGINAL_MESSAGE_PHRASES,
     _OTHER_HEADER_KEYS,
@@ -126,6 +127,30 @@ def _is_original_message(cleaned: str) -> bool:
 
 def _is_rule_line(cleaned: str) -> bool:
     return len(cleaned) >= 10 and not cleaned.strip("_")
+
+
+# --- the same markers, for readers of a forward (channels/email/forwarded.py) ---------------
+
+
+def is_forward_marker(line: str) -> bool:
+    """Whether this line opens a forwarded message: Gmail's and Thunderbird's dashed
+    "Forwarded message", Apple Mail's "Begin forwarded message:", in the languages above."""
+    return _is_forward_marker(_clean_line(line))
+
+
+def is_original_message_marker(line: str) -> bool:
+    """Whether this line is Outlook's "-----Original Message-----" (in the languages above)."""
+    return _is_original_message(_clean_line(line))
+
+
+def header_field(line: str) -> tuple[str, str] | None:
+    """A quoted header line read as (field, value): field is one of from, date, to, subject,
+    cc, bcc, reply-to, whatever the language of its name ("Betreff:", "*Objet :*")."""
+    cleaned = _clean_line(line)
+    field = _HEADER_FIELDS.get(_header_key(cleaned) or "")
+    if field is None:
+        return None
+    return field, cleaned.split(":", 1)[1].strip(" *\t")
 
 
 @dataclass(frozen=True)

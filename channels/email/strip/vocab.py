@@ -51,31 +51,23 @@ _YEAR_RE = re.compile(r"\d{4}")
 
 # --- Outlook header blocks ----------------------------------------------------------------
 
-_FROM_KEYS = frozenset(
-    {"from", "von", "de", "van", "från", "fra", "od", "от", "da", "lähettäjä", "feladó"}
-)
-_OTHER_HEADER_KEYS = frozenset(
-    {
-        # en
-        "sent", "date", "to", "subject", "cc", "bcc", "reply-to",
-        # de
-        "gesendet", "datum", "an", "betreff", "antwort an",
-        # fr
-        "envoyé", "à", "objet", "répondre à",
-        # es / pt
-        "enviado", "enviada", "enviado el", "fecha", "para", "asunto", "assunto", "data",
-        # it
-        "inviato", "a", "oggetto",
-        # nl
-        "verzonden", "aan", "onderwerp",
-        # sv / da / no
-        "skickat", "till", "ämne", "sendt", "dato", "til", "emne", "kopi",
-        # pl
-        "wysłano", "wysłane", "do", "temat", "dw",
-        # ru
-        "отправлено", "дата", "кому", "тема", "копия",
-    }
-)  # fmt: skip
+# What each field name of a quoted header block means, in the languages above; the names
+# Outlook, Gmail, Apple Mail and Thunderbird write in front of From, Sent/Date, To, Subject.
+_HEADER_NAMES = {
+    "from": "from|von|de|van|från|fra|od|от|da|lähettäjä|feladó",
+    "date": "sent|date|gesendet|datum|envoyé|enviado|enviada|enviado el|fecha|data|inviato|"
+    "verzonden|skickat|sendt|dato|wysłano|wysłane|отправлено|дата",
+    "to": "to|an|à|para|a|aan|till|til|do|кому|pour",
+    "subject": "subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|emne|temat|тема|sujet",
+    "cc": "cc|kopie|kopi|dw|копия",
+    "bcc": "bcc",
+    "reply-to": "reply-to|antwort an|répondre à",
+}
+_HEADER_FIELDS = {
+    name: field for field, names in _HEADER_NAMES.items() for name in names.split("|")
+}
+_FROM_KEYS = frozenset(k for k, v in _HEADER_FIELDS.items() if v == "from")
+_OTHER_HEADER_KEYS = frozenset(k for k, v in _HEADER_FIELDS.items() if v != "from")
 
 _ORIGINAL_MESSAGE_PHRASES = frozenset(
     {
@@ -87,6 +79,7 @@ _ORIGINAL_MESSAGE_PHRASES = frozenset(
         "mensagem original",
         "messaggio originale",
         "oorspronkelijk bericht",
+        "origineel bericht",
         "originalmeddelande",
         "ursprungligt meddelande",
         "oprindelig meddelelse",
@@ -124,6 +117,7 @@ _FORWARD_DASHED_PHRASES = frozenset(
 _FORWARD_INTRO_PHRASES = frozenset(
     {
         "begin forwarded message",
+        "forwarded message",  # Sparrow
         "anfang der weitergeleiteten nachricht",
         "anfang der weitergeleiteten e-mail",
         "début du message réexpédié",
