@@ -29,7 +29,7 @@ from email.utils import parseaddr
 from channels.email import autoreply_phrases as phrases
 from channels.email.addresses import header_addresses, raw_values
 from channels.email.headers import header_text
-from channels.email.strip import html_to_text
+from channels.email.strip import strip_reply
 
 __all__ = ["auto_reply_reason"]
 
@@ -96,6 +96,7 @@ _BODY_RETURN_RE = re.compile(_alternatives(phrases.BODY_RETURN), re.I)
 # a customer who mentions a holiday further down is not one.
 _OPENING_CHARS = 600
 _MAX_PARTS = 200
+_MAX_BODY_BYTES = 64 * 1024
 
 
 def _has(msg: Message, name: str) -> bool:
@@ -203,13 +204,14 @@ def _subject_reason(msg: Message) -> str | None:
 
 
 def _body_reason(msg: Message) -> str | None:
-    opening = _opening(msg)
+    opening, has_history = _opening(msg)
     if not opening:
         return None
     if _BODY_AUTOMATIC_RE.search(opening):
         return "automatic-reply text"
-    if "?" in opening or "\uff1f" in opening:
-        # Responders state; a person who mentions an absence usually also asks something.
+    if has_history or "?" in opening or "\uff1f" in opening:
+        # Responders state and quote nothing; a person who mentions an absence usually quotes
+        # our email below, or asks something.
         return None
     absent = _BODY_ABSENT_RE.search(opening) or _BODY_ABSENT_ANYWHERE_RE.search(opening)
     if absent and _BODY_RETURN_RE.search(opening, absent.start()):
@@ -221,9 +223,10 @@ def _normal(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
-def _opening(msg: Message) -> str:
-    """The first lines of the message's own text: its first text part (HTML rendered when there
-    is no plain text), quoted lines left out, whitespace runs collapsed within each line."""
+def _opening(msg: Message) -> tuple[str, bool]:
+    """The first lines of the message's own text (its first text part, or the HTML one rendered
+    when there is no plain text) with whitespace runs collapsed, and whether quoted history
+    of an earlier email follows it."""
     plain: str | None = None
     html: str | None = None
     for count, part in enumerate(msg.walk()):
@@ -238,25 +241,23 @@ def _opening(msg: Message) -> str:
             plain = _decoded(part)
         elif ctype == "text/html" and html is None:
             html = _decoded(part)
-    text = plain if plain and plain.strip() else html_to_text(html[:20000]) if html else ""
+    stripped = strip_reply(plain, html)
     lines: list[str] = []
     size = 0
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if line.lstrip().startswith(">"):
-            continue
+    for line in stripped.reply_text.split("\n"):
         line = _normal(line)
         lines.append(line)
         size += len(line) + 1
         if size >= _OPENING_CHARS:
             break
-    return "\n".join(lines)[:_OPENING_CHARS]
+    return "\n".join(lines)[:_OPENING_CHARS], bool(stripped.quoted.strip())
 
 
 def _decoded(part: Message) -> str:
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    payload = payload[:20000]
+    payload = payload[:_MAX_BODY_BYTES]
     try:
         return payload.decode(part.get_content_charset() or "utf-8", errors="replace")
     except LookupError:

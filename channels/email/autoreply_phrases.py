@@ -227,7 +227,8 @@ BODY_ABSENT: tuple[str, ...] = (
     r"(?:our|the) office (?:is|will be) closed",
     # German
     r"ich bin (?:vo(?:m|n)|bis|ab|derzeit|zurzeit|zur zeit|momentan|aktuell|leider|heute|"
-    r"in der zeit)",
+    r"in der zeit|nicht im (?:b[üu]ro|haus)|abwesend|im urlaub|auf (?:dienst|gesch[äa]fts)reise|"
+    r"au(?:ss|ß)er haus|nicht erreichbar)",
     r"ich befinde mich (?:vo(?:m|n)|bis|derzeit|zurzeit|zur zeit|momentan|im urlaub)",
     r"(?:vielen |herzlichen )?dank f[üu]r ihre (?:e-?mail|nachricht|mail)[^.!]{0,40}[.!,] ich bin",
     # French
@@ -245,7 +246,7 @@ BODY_ABSENT: tuple[str, ...] = (
     r"trasferta|congedo)|lontan)",
     # Dutch
     r"ik ben (?:tot|van|vanaf|afwezig|niet (?:aanwezig|op kantoor|bereikbaar)|met vakantie|"
-    r"momenteel|op dit moment|vandaag|helaas)",
+    r"op vakantie|vrij|momenteel|op dit moment|vandaag|helaas)",
     # Portuguese
     r"(?:estou|estarei|encontro-me) (?:atualmente |actualmente |de f[ée]rias|fora|ausente|"
     r"em f[ée]rias|em licen[çc]a)",
@@ -301,10 +302,16 @@ BODY_RETURN: tuple[str, ...] = (
     r"\bwhen i (?:return|get back|am back)\b",
     r"\blimited (?:access|connectivity)\b",
     r"\bno access to (?:my )?e-?mail\b",
-    r"\b(?:will|shall) (?:reply|respond|answer|get back to you|deal with|attend to)\b",
+    r"\b(?:will|shall|i'll) (?:reply|respond|answer|get back to you|deal with|attend to|"
+    r"be in touch|read)\b",
+    r"\b(?:through|thru)\b",
+    r"\bfrom \S+(?: \S+)? (?:to|-) \S+",
+    r"\bnot (?:be )?(?:checking|monitoring|reading) (?:my )?e-?mail",
+    r"\b(?:response|reply|replies|responses) (?:will|may) be delayed\b",
     r"\bas soon as (?:possible|i can|i am back|i return)\b",
     r"\bin my absence\b",
-    r"\burgent\b",
+    r"\burgent(?:ly)?\b",
+    r"\bemergenc(?:y|ies)\b",
     r"\bwill not be (?:read|forwarded)\b",
     r"\bplease contact\b",
     # German
@@ -320,7 +327,9 @@ BODY_RETURN: tuple[str, ...] = (
     r"\bde retour\b",
     r"\bretour (?:le|pr[ée]vu)\b",
     r"\bà mon retour\b|\ba mon retour\b",
-    r"\ben cas d'urgence\b",
+    r"\burgen(?:t|te|ce)s?\b",
+    r"\bdu \d{1,2}\w*(?: \w+)? au \d",
+    r"\bacc[èe]s (?:à|a) (?:mes|ma) (?:e-?mails?|messagerie|courriels?)",
     r"\bcontacter\b",
     # Spanish, Catalan, Portuguese, Italian
     r"\bhasta (?:el|la|\d)",
@@ -332,11 +341,14 @@ BODY_RETURN: tuple[str, ...] = (
     r"\bregresso\b|\bretorno\b",
     r"\bfino al\b|\bfino a\b",
     r"\bal mio rientro\b|\brientrer[òo]\b|\brientro\b",
-    r"\burgen(?:te|cia|za)\b",
+    r"\burgen\w*",
+    r"\bdel \d{1,2}(?: de \w+)? al \d",
+    r"\bdal \d{1,2}(?: \w+)? al \d",
+    r"\bde \d{1,2}(?: de \w+)? a \d",
     # Dutch
     r"\btot en met\b|\bt/m\b",
     r"\bterug\b",
-    r"\bweer aanwezig\b|\bweer op kantoor\b",
+    r"\bweer aanwezig\b|\bweer op kantoor\b|\bvan \d{1,2}(?: \w+)? tot\b",
     r"\bdringende\b",
     # Polish, Czech, Slovak, Hungarian, Romanian, Croatian, Slovene
     r"\bdo dnia\b|\bdo \d|\bpo powrocie\b|\bpilnych\b",

@@ -122,16 +122,16 @@ def test_never_raises_on_mutated_fixtures(
     assert result is None or isinstance(result, str)
 
 
-def _mail(subject: str, body: str, extra: str = "") -> Message:
+def _mail(subject: str, body: str, quote: str = "") -> Message:
     """A reply to one of our emails as a responder or a person would send it: no RFC 3834
     header, so only the subject and the first lines can tell."""
     head = (
         "From: Sam Example <sam@customer.example>\r\nTo: support@shop.example\r\n"
-        f"Subject: {subject}\r\nIn-Reply-To: <reply-1@shop.example>\r\n{extra}"
+        f"Subject: {subject}\r\nIn-Reply-To: <reply-1@shop.example>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
         "Content-Transfer-Encoding: 8bit\r\n\r\n"
     )
-    return _parse(head.encode() + body.encode() + b"\r\n\r\n> Your earlier message\r\n")
+    return _parse(head.encode() + body.encode() + b"\r\n" + quote.encode())
 
 
 @pytest.mark.parametrize(
@@ -163,6 +163,12 @@ def test_localised_responder_subjects_are_flagged(subject: str) -> None:
     [
         "Hello,\r\n\r\nI am currently out of the office until 24 June, limited access to email.",
         "Thanks for your email. I'm on annual leave and will be back on Monday 3 June.",
+        "I will be out of the office from 3 June to 7 June and will not be checking email.",
+        "Ich bin nicht im Büro. Ab dem 14.06. bin ich wieder erreichbar.",
+        "Je serai absent du 5 au 12 août. Pour toute urgence, contactez le 01 23 45 67 89.",
+        "Estaré de vacaciones del 1 al 15 de agosto.",
+        "Sarò fuori ufficio dal 1 al 15 agosto. Per urgenze scrivere a info@shop.example.",
+        "Ik ben op vakantie van 1 tot 15 augustus.",
         "I am away on vacation, May 25 through May 29. I will be back in the office on June 1.",
         "Vielen Dank für Ihre Nachricht. Ich bin bis einschließlich 14.06. nicht im Büro. "
         "In dringenden Fällen wenden Sie sich bitte an info@shop.example.",
@@ -195,6 +201,7 @@ def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
         ("Re: Your order 1042", "Thanks! The replacement arrived, all good now."),
         ("Re: Ihre Bestellung", "Ich bin sehr zufrieden, vielen Dank."),
         ("Auto: claim 8812", "Here are the photos of the car you asked for."),
+        ("Re: Your order 1042", "Ich bin bis Freitag im Urlaub, bitte liefern Sie danach."),
     ],
 )
 def test_people_mentioning_absence_are_not_flagged(subject: str, body: str) -> None:
@@ -204,3 +211,13 @@ def test_people_mentioning_absence_are_not_flagged(subject: str, body: str) -> N
         else _parse(f"From: a@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode())
     )
     assert auto_reply_reason(msg) is None
+
+
+def test_a_person_away_until_friday_who_quotes_our_email_is_not_flagged() -> None:
+    quote = (
+        "\r\nOn Mon, 3 Jun 2024 at 10:00, Shop Support <support@shop.example> wrote:\r\n"
+        "> Your parcel is on its way and should arrive on Thursday.\r\n"
+    )
+    body = "I'm away until Friday, please leave the parcel with my neighbour."
+    assert auto_reply_reason(_mail("Re: Your order 1042", body, quote)) is None
+    assert auto_reply_reason(_mail("Re: Your order 1042", body)) == "out-of-office text"
