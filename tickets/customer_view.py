@@ -8,11 +8,19 @@ to the ticket layer or the notes: there is no attribute that leads there.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from tickets.models import App, AuthorType, Conversation
+from tickets.models import App, AuthorType, Conversation, Via
+
+# Words before a name that make what follows a surname: "Dr. Lopez" is not greeted "Hi Lopez".
+_TITLES = frozenset(
+    {"mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "herr", "frau", "fr", "hr",
+     "m", "mme", "mlle", "sr", "sra", "srta", "dra"}
+)  # fmt: skip
+_LETTERS = re.compile(r"[^\W\d_]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +39,10 @@ class CustomerView:
     subject: str
     customer_name: str
     messages: tuple[CustomerMessage, ...]
+    customer_first_name: str = ""  # what to greet them by; "" when their name has none
+    # The conversation began by email and the customer never chatted: mail to them reads like
+    # an ordinary email reply, not like the chat going on.
+    started_by_email: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +68,30 @@ def customer_display_name(conversation: Conversation) -> str:
     if customer.addresses:
         return customer.addresses[0].address.split("@", 1)[0]
     return "You"
+
+
+def first_name(name: str | None) -> str:
+    """The first name in a display name ("Maria Lopez", "Lopez, Maria", "MARIA"), or "" when
+    the name holds none (empty, an address, a title and a surname, no letters)."""
+    name = " ".join((name or "").replace('"', " ").split())
+    if "@" in name or any(ch.isdigit() for ch in name):
+        return ""
+    surname, comma, given = name.partition(",")
+    words = (given if comma else surname).split()
+    if not words or words[0].rstrip(".").casefold() in _TITLES or len(words[0]) > 40:
+        return ""
+    first = words[0].strip("'()[]")
+    if not _LETTERS.search(first):
+        return ""
+    # "MARIA" and "maria" are written as a person writes their own name.
+    return first.title() if first.isupper() or first.islower() else first
+
+
+def started_by_email(conversation: Conversation) -> bool:
+    """Whether the customer began this conversation by email and has never chatted in it."""
+    return conversation.started_via == Via.EMAIL and not any(
+        m.author_type == AuthorType.CUSTOMER and m.via == Via.CHAT for m in conversation.messages
+    )
 
 
 def customer_view(
@@ -87,4 +123,6 @@ def customer_view(
         subject=conversation.subject,
         customer_name=customer_name,
         messages=tuple(messages),
+        customer_first_name=first_name(conversation.customer.name),
+        started_by_email=started_by_email(conversation),
     )

@@ -1,4 +1,5 @@
-"""Which language to write to a customer in: theirs if we know it, else a guess from their words.
+"""Which language to write to a customer in: theirs if we know it, else a guess from their words;
+and dates written as their mail client writes them.
 
 The guess only has to choose among the few languages the mail templates exist in, from short
 chat lines. Counting each language's most frequent function words does that well enough and
@@ -8,6 +9,7 @@ often a model file) to tell apart four languages.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 
@@ -72,3 +74,49 @@ def choose_locale(
     if app_default in available:
         return app_default
     return "en" if "en" in available else available[0]
+
+
+# Dates as mail clients write them in a reply's attribution line ("On Tue, 24 Nov 2026 at
+# 10:00 ..."), in UTC: the customer's own time zone is not known.
+_DATE_WORDS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    # pattern, weekdays from Monday, months from January
+    "en": (
+        "{wd}, {d} {mon} {y} at {hm} UTC",
+        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+    ),
+    "de": (
+        "{wd}, {d}. {mon} {y} um {hm} UTC",
+        ("Mo.", "Di.", "Mi.", "Do.", "Fr.", "Sa.", "So."),
+        (
+            "Jan.", "Feb.", "März", "Apr.", "Mai", "Juni",
+            "Juli", "Aug.", "Sept.", "Okt.", "Nov.", "Dez.",
+        ),
+    ),
+    "fr": (
+        "{wd} {d} {mon} {y} à {hm} UTC",
+        ("lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."),
+        (
+            "janv.", "févr.", "mars", "avr.", "mai", "juin",
+            "juil.", "août", "sept.", "oct.", "nov.", "déc.",
+        ),
+    ),
+    "es": (
+        "{wd}, {d} {mon} {y} a las {hm} UTC",
+        ("lun", "mar", "mié", "jue", "vie", "sáb", "dom"),
+        ("ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sept", "oct", "nov", "dic"),
+    ),
+}  # fmt: skip
+
+
+def mail_date(at: dt.datetime, locale: str) -> str:
+    """`at` as a mail client writes it in `locale` (English for a language not listed)."""
+    pattern, weekdays, months = _DATE_WORDS.get(locale, _DATE_WORDS["en"])
+    at = at.astimezone(dt.UTC)
+    return pattern.format(
+        wd=weekdays[at.weekday()],
+        d=at.day,
+        mon=months[at.month - 1],
+        y=at.year,
+        hm=at.strftime("%H:%M"),
+    )

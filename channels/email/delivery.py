@@ -1,4 +1,4 @@
-"""Turn the team messages a customer has not read into one email in the chat's voice.
+"""Turn the team messages a customer has not read into one email, in the conversation's voice.
 
 Called for a conversation whose messages have waited longer than the grace period. Decides
 (widget only, no email, blocked with a warning, or an email), renders the email from the
@@ -26,6 +26,7 @@ from channels.email.render import (
     RenderedEmail,
     render_checked,
     template_context,
+    template_name,
 )
 from tickets import delivery, services
 from tickets.customer_view import customer_view
@@ -204,7 +205,7 @@ def _queue(
         chat_url=settings.chat_url(app, conversation, to),
         sender_name=sender,
     )
-    name = "reply" if len(unread) == 1 else "messages_waiting"
+    name = template_name(view, len(unread))
     ticket = conversation.ticket
     refs = [ticket.number, ticket.id] if ticket is not None else []
     hold: str | None = None

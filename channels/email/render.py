@@ -9,6 +9,13 @@ digits (times, links) replaced by a neutral placeholder, and that rendering must
 internal word and no ticket reference. What the customer or an agent wrote is thereby never
 judged (a customer may ask about a concert ticket), and a template that says "ticket" or shows
 a number is always caught, whatever the data.
+
+Two voices: a conversation the customer began in the chat is written as the chat going on
+(`reply`, `messages_waiting`: the agent "answered in your chat", a link back to it); one they
+began by email and never chatted in is written as an ordinary email reply (`email_reply`): a
+greeting by first name, the agent's words, their name, and the earlier messages quoted below
+as mail clients quote them, so the customer's client folds them away, and our own stripping
+cuts them off the customer's answer.
 """
 
 from __future__ import annotations
@@ -27,12 +34,19 @@ import jinja2
 from markupsafe import Markup, escape
 
 from tickets.customer_view import CustomerMessage, CustomerView
+from tickets.locale import mail_date
 from tickets.vocabulary import check
 
-TEMPLATE_NAMES = ("reply", "messages_waiting")
+TEMPLATE_NAMES = ("reply", "messages_waiting")  # the chat's voice
+EMAIL_TEMPLATE_NAMES = ("email_reply",)  # the voice of a conversation begun by email
 RECAP_MESSAGES = 6
 RECAP_CHARS = 280
+# Mail clients quote whole messages; ours are already stripped of their own quotes, and a very
+# long one is clipped so that the thread does not grow without bound.
+QUOTED_MESSAGES = 10
+QUOTED_CHARS = 4000
 PLACEHOLDER = "Placeholder"
+PLACEHOLDER_AT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 PLACEHOLDER_TIME = "2000-01-01 00:00 UTC"
 _TAG = re.compile(r"<[^>]*>")
 _STYLE = re.compile(r"\sstyle=\"[^\"]*\"")
@@ -44,6 +58,13 @@ def default_root() -> Path:
 
 def nl2br(value: str) -> Markup:
     return Markup("<br>\n").join(escape(line) for line in str(value).split("\n"))
+
+
+def quote(value: str, depth: int = 1) -> str:
+    """Plain text quoted `depth` levels deep, as mail clients do ("> > text", ">" alone on an
+    empty line)."""
+    prefix = "> " * depth
+    return "\n".join((prefix + line).rstrip() for line in str(value).split("\n"))
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class EmailTemplates:
             auto_reload=False,
         )
         self.env.filters["nl2br"] = nl2br
+        self.env.filters["quote"] = quote
         self._locales: list[str] | None = None
         # Shapes of placeholder renderings that passed the guard. The placeholder rendering
         # depends only on the template and the shape of the data (how many messages, whose),
@@ -99,6 +121,13 @@ class EmailTemplates:
 
         # System mail (no agent) comes from the brand alone.
         from_name = one("from.txt").strip() if context.get("agent_name") else str(context["brand"])
+        if name in EMAIL_TEMPLATE_NAMES:
+            # Each quoted message is introduced by its attribution line, in the locale's words.
+            wrote = self.env.get_template(f"{locale}/wrote.txt")
+            quoted = [
+                {**m, "attribution": " ".join(wrote.render(m).split())} for m in context["quoted"]
+            ]
+            context = {**context, "quoted": quoted}
         return RenderedEmail(
             locale=locale,
             from_name=from_name,
@@ -124,19 +153,39 @@ def _message(m: CustomerMessage, limit: int | None = None) -> dict[str, Any]:
     }
 
 
+def template_name(view: CustomerView, new_messages: int) -> str:
+    """Which template writes a mail about `new_messages` new messages of this conversation."""
+    if view.started_by_email:
+        return "email_reply"
+    return "reply" if new_messages == 1 else "messages_waiting"
+
+
+def _quoted(m: CustomerMessage, locale: str) -> dict[str, Any]:
+    return {
+        # One line: the name goes into the attribution line ("On <date>, <name> wrote:").
+        "author_name": " ".join(m.author_name.split()),
+        "text": _message(m, QUOTED_CHARS)["text"],
+        "date": mail_date(m.created_at, locale),
+    }
+
+
 def template_context(content: EmailContent, locale: str) -> dict[str, Any]:
     view = content.view
     new = [view.messages[i] for i in content.new]
     first_new = min(content.new) if content.new else len(view.messages)
     earlier = view.messages[max(0, first_new - RECAP_MESSAGES) : first_new]
+    quoted = view.messages[max(0, first_new - QUOTED_MESSAGES) : first_new]
     return {
         "locale": locale,
         "brand": view.brand,
         "subject": view.subject,
         "customer_name": view.customer_name,
+        "first_name": view.customer_first_name,
         "agent_name": content.sender_name,
         "new_messages": [_message(m) for m in new],
         "recap": [_message(m, RECAP_CHARS) for m in earlier],
+        # Newest first: each message quotes the ones before it, one level deeper.
+        "quoted": [_quoted(m, locale) for m in reversed(quoted)],
         "chat_url": content.chat_url,
         **content.extra,
     }
@@ -145,9 +194,8 @@ def template_context(content: EmailContent, locale: str) -> dict[str, Any]:
 def placeholder_content(content: EmailContent) -> EmailContent:
     """The same email with every value a person wrote, or that holds digits, neutralised."""
     view = content.view
-    fixed = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     messages = tuple(
-        replace(m, author_name=PLACEHOLDER, text=PLACEHOLDER, created_at=fixed)
+        replace(m, author_name=PLACEHOLDER, text=PLACEHOLDER, created_at=PLACEHOLDER_AT)
         for m in view.messages
     )
     neutral = replace(
@@ -155,6 +203,7 @@ def placeholder_content(content: EmailContent) -> EmailContent:
         brand=PLACEHOLDER,
         subject=PLACEHOLDER,
         customer_name=PLACEHOLDER,
+        customer_first_name=PLACEHOLDER if view.customer_first_name else "",
         messages=messages,
     )
     return replace(
@@ -173,6 +222,8 @@ def guard(rendered: RenderedEmail, ticket_refs: Iterable[str | int]) -> None:
     the inline CSS taken out, whose colours and pixel sizes are digits by nature) for words.
     """
     refs = list(ticket_refs)
+    # The placeholder time is the only number the data put there: take it out first.
+    times = (PLACEHOLDER_TIME, mail_date(PLACEHOLDER_AT, rendered.locale))
     markup = _STYLE.sub("", rendered.html)
     visible = html.unescape(_TAG.sub(" ", markup))
     for where, text, where_refs in (
@@ -182,8 +233,9 @@ def guard(rendered: RenderedEmail, ticket_refs: Iterable[str | int]) -> None:
         ("HTML body", visible, refs),
         ("HTML markup", markup, []),
     ):
-        # The placeholder time is the only number the data put there: take it out first.
-        check(where, text.replace(PLACEHOLDER_TIME, PLACEHOLDER), ticket_refs=where_refs)
+        for time in times:
+            text = text.replace(time, PLACEHOLDER)
+        check(where, text, ticket_refs=where_refs)
 
 
 def render_checked(

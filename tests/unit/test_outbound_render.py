@@ -13,6 +13,7 @@ import pytest
 
 from channels.email.compose import compose, header_safe, trim_references
 from channels.email.render import (
+    EMAIL_TEMPLATE_NAMES,
     TEMPLATE_NAMES,
     EmailContent,
     EmailTemplates,
@@ -51,9 +52,10 @@ def hostile_view(new: int = 1) -> CustomerView:
 def test_the_required_templates_and_locales_exist():
     assert {"en", "de", "fr", "es"} <= set(LOCALES)
     for locale in LOCALES:
-        for name in TEMPLATE_NAMES:
+        for name in TEMPLATE_NAMES + EMAIL_TEMPLATE_NAMES:
             for part in ("subject.txt", "body.txt", "body.html"):
                 assert (default_root() / locale / name / part).is_file()
+        assert (default_root() / locale / "wrote.txt").is_file()
 
 
 @pytest.mark.parametrize("locale", LOCALES)

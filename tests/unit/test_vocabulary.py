@@ -3,10 +3,21 @@ customer-facing text through."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from channels.email.render import (
+    EMAIL_TEMPLATE_NAMES,
+    TEMPLATE_NAMES,
+    EmailContent,
+    EmailTemplates,
+    render_checked,
+)
+from tickets.customer_view import CustomerMessage, CustomerView
 from tickets.vocabulary import InternalWordsFound, check, find_internal_words
 
 LEAKS = [
@@ -89,3 +100,41 @@ def test_invisible_characters_anywhere_in_ticket_are_found(noise, upper):
 @given(st.text(max_size=300))
 def test_never_raises(text):
     find_internal_words(text)
+
+
+# Every customer mail template in every locale, in both voices, with and without a first name:
+# what the system writes around the people's words has no internal word, and the voice of a
+# conversation begun by email never mentions a chat.
+TEMPLATES = EmailTemplates()
+PEOPLES_WORDS = ("Maria Lopez", "Maria", "Ana", "Acme", "Where is my order?", "It left today.")
+
+
+def _view(first_name: str, by_email: bool) -> CustomerView:
+    at = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+    return CustomerView(
+        brand="Acme",
+        subject="Where is my order?",
+        customer_name="Maria Lopez",
+        messages=(
+            CustomerMessage("customer", "Maria Lopez", "Where is my order?", at, "email"),
+            CustomerMessage("team", "Ana", "It left today.", at, "email", new=True),
+        ),
+        customer_first_name=first_name,
+        started_by_email=by_email,
+    )
+
+
+@pytest.mark.parametrize("locale", TEMPLATES.locales())
+@pytest.mark.parametrize("name", TEMPLATE_NAMES + EMAIL_TEMPLATE_NAMES)
+@pytest.mark.parametrize("first_name", ["Maria", ""])
+def test_every_customer_template_is_free_of_internal_words(locale, name, first_name):
+    by_email = name in EMAIL_TEMPLATE_NAMES
+    content = EmailContent(_view(first_name, by_email), "https://acme.test/c", "Ana")
+    rendered = render_checked(TEMPLATES, name, locale, content, ticket_refs=[4411, 7])
+    visible = re.sub(r"<[^>]*>", " ", rendered.html)
+    for text in (rendered.from_name, rendered.subject, rendered.text, visible):
+        for words in PEOPLES_WORDS:
+            text = text.replace(words, "")
+        assert find_internal_words(text, ticket_refs=[4411, 7]) == [], text
+        if by_email:
+            assert "chat" not in text.lower(), text
