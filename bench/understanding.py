@@ -1,6 +1,6 @@
 """What share of other people's mail the gateway understands, per source and task.
 
-    python bench/understanding.py [--task strip|bounces|autoreplies] [--misses]
+    python bench/understanding.py [--task strip|bounces|autoreplies|forwards] [--misses]
 
 Reads the public corpora under `tests/corpora/<source>/` (each written by another project and
 kept with its licence, the upstream's expected answers as the truth) and prints, for each task
@@ -16,10 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.understanding import autoreplies, bounces, strip
+from tests.understanding import autoreplies, bounces, forwards, strip
 from tests.understanding.score import Score
 
-TASKS = {"strip": strip.scores, "bounces": bounces.scores, "autoreplies": autoreplies.scores}
+TASKS = {
+    "strip": strip.scores,
+    "bounces": bounces.scores,
+    "autoreplies": autoreplies.scores,
+    "forwards": forwards.scores,
+}
 
 
 def _pct(share: float | None) -> str:
