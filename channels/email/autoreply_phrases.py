@@ -28,6 +28,9 @@ SUBJECT_PREFIXES: tuple[str, ...] = (
     r"vacation (?:reply|response|message|notice)",
     r"holiday (?:reply|notice)",
     r"absence (?:notice|notification)",
+    # Acknowledgements of the customer's own helpdesk or shop
+    r"we(?: have|'ve)? received your (?:e-?mail|message|request|enquiry|inquiry)",
+    r"your (?:e-?mail|message|request|enquiry|inquiry) (?:has been|was) received",
     r"i am (?:currently )?(?:out of (?:the )?office|away|on leave|on vacation|on holiday)",
     r"i'm (?:currently )?(?:out of (?:the )?office|away|on leave|on vacation|on holiday)",
     # German
@@ -225,6 +228,12 @@ BODY_ABSENT: tuple[str, ...] = (
     r"(?:thank you|thanks) for (?:your|the) (?:e-?mail|message|mail|note)[^.!]{0,40}[.!,]"
     r" (?:i am|i'm|i will be|unfortunately i)",
     r"(?:our|the) office (?:is|will be) closed",
+    r"(?:we|i) have received your (?:e-?mail|message|enquiry|inquiry|request)",
+    r"wir haben ihre (?:e-?mail|nachricht|anfrage) erhalten",
+    r"nous avons (?:bien )?re[çc]u votre (?:message|e-?mail|courriel|demande)",
+    r"hemos recibido (?:su|tu) (?:mensaje|correo|e-?mail|solicitud|consulta)",
+    r"abbiamo ricevuto (?:il suo|la sua|il tuo|la tua) (?:messaggio|e-?mail|richiesta)",
+    r"wij hebben uw (?:e-?mail|bericht|aanvraag) (?:ontvangen|in goede orde ontvangen)",
     # German
     r"ich bin (?:vo(?:m|n)|bis|ab|derzeit|zurzeit|zur zeit|momentan|aktuell|leider|heute|"
     r"in der zeit|nicht im (?:b[üu]ro|haus)|abwesend|im urlaub|auf (?:dienst|gesch[äa]fts)reise|"
@@ -309,6 +318,12 @@ BODY_RETURN: tuple[str, ...] = (
     r"\bnot (?:be )?(?:checking|monitoring|reading) (?:my )?e-?mail",
     r"\b(?:response|reply|replies|responses) (?:will|may) be delayed\b",
     r"\bas soon as (?:possible|i can|i am back|i return)\b",
+    r"\bwithin (?:\d+|one|two|three|24|48) (?:hours|business days|working days|days)\b",
+    r"\b(?:so schnell wie m[öo]glich|schnellstm[öo]glich|umgehend|innerhalb von)\b",
+    r"\b(?:dans les (?:plus brefs|meilleurs) d[ée]lais|sous \d+ ?h)\b",
+    r"\b(?:lo antes posible|a la mayor brevedad|en un plazo de)\b",
+    r"\b(?:al pi[ùu] presto|entro \d+ ore)\b",
+    r"\b(?:zo spoedig mogelijk|zo snel mogelijk|binnen \d+)\b",
     r"\bin my absence\b",
     r"\burgent(?:ly)?\b",
     r"\bemergenc(?:y|ies)\b",

@@ -184,6 +184,11 @@ def test_localised_responder_subjects_are_flagged(subject: str) -> None:
         "ただいま休暇中のため、6月10日まで不在にしております。",
         "您好，我目前休假，将于6月10日返回。",
         "This is an automatic reply. Your message has been received.",
+        "Thank you for contacting Acme. We have received your message and will respond "
+        "within 24 hours.",
+        "Bonjour, nous avons bien reçu votre message et vous répondrons dans les plus brefs "
+        "délais.",
+        "Hello,\r\n\r\nI'm out of office, please contact Joan Doe instead.\r\nBest regards",
     ],
 )
 def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
@@ -202,6 +207,8 @@ def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
         ("Re: Ihre Bestellung", "Ich bin sehr zufrieden, vielen Dank."),
         ("Auto: claim 8812", "Here are the photos of the car you asked for."),
         ("Re: Your order 1042", "Ich bin bis Freitag im Urlaub, bitte liefern Sie danach."),
+        ("Re: Your order 1042", "We have received your email, thanks. The serial is 1234."),
+        ("I received your message but the link is broken", "It says 404."),
     ],
 )
 def test_people_mentioning_absence_are_not_flagged(subject: str, body: str) -> None:
