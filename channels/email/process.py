@@ -246,7 +246,9 @@ def body_digest(parsed: ParsedMail) -> str:
 def step_parse(p: Processing) -> None:
     if p.parsed is None:  # the caller may have parsed already, outside its transaction
         p.parsed = parse_isolated(p.row.raw, p.rules.limits, envelope_from=p.row.envelope_from)
-    if not p.parsed.from_address:
+    # A bounce needs no readable From: the daemons that write `<Postmaster\@host@relay>`
+    # still report a failure, which step_bounce applies or keeps without threading it.
+    if not p.parsed.from_address and p.parsed.bounce is None:
         raise MessageRejected(p.parsed.sender_problem or "no sender address (From)")
 
 

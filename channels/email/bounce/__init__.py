@@ -35,6 +35,7 @@ from channels.email.bounce.dsn import (
     is_dsn_report,
     parse_dsn,
     report_parts,
+    typed_address,
 )
 from channels.email.bounce.freetext import (
     FreeText,
@@ -128,15 +129,21 @@ def _detect(msg: Message) -> Bounce | None:
         return None
     family = (fingerprint(msg, text) or "rfc3464") if typed else None
     notice = notice_part(text)
+    # A layout of ours that names no address (Exchange 5.5 lists display names) is kept for
+    # last: flufl.bounce may still find the addresses.
+    addressless: tuple[str, FreeText] | None = None
     for name, parser in _PARSERS:
         result = parser(notice)
-        if result is not None:
+        if result is not None and result[0]:
             return _build(msg, family or name, result, notice, subject, text)
+        addressless = addressless or (None if result is None else (name, result))
     generic = parse_generic(notice, msg)
     if generic is None:
         # Exim and Gmail name the failed addresses in a header even when the text is
         # localised or customised beyond recognition.
-        failed = header_addresses(msg, "X-Failed-Recipients").addresses
+        # Some put RFC 3464 fields among the notice's own headers.
+        failed = [*header_addresses(msg, "X-Failed-Recipients").addresses]
+        failed += [typed_address(v) or "" for v in msg.get_all("Final-Recipient") or []]
         addrs = [c for c in map(clean_addr, failed) if c]
         if addrs:
             generic = (addrs, diagnostic_from(notice))
@@ -144,7 +151,9 @@ def _detect(msg: Message) -> Bounce | None:
         return _build(msg, family or "generic", generic, notice, subject, text)
     found = fallback.failed_recipients(msg)
     if found is None:
-        return None
+        if addressless is None:
+            return None
+        return _build(msg, family or addressless[0], addressless[1], notice, subject, text)
     addresses, permanent = found
     bounce = _build(
         msg,

@@ -80,7 +80,7 @@ def dsn_is_permanent(rcpt: DsnRecipient) -> bool | None:
             return True
         if rcpt.status.startswith("4"):
             return False
-    if rcpt.action.startswith("fail"):  # "failed", and "failure" of some old MTAs
+    if rcpt.action.startswith(("fail", "error")):  # and "failure", "error" of some old MTAs
         return True
     if rcpt.action.startswith("delayed"):
         return False

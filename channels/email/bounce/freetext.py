@@ -24,7 +24,8 @@ WARNING_RE = re.compile(
     r"warning (?:message )?only|will (?:continue to |keep )?(?:be )?retr(?:y|ied)|will keep trying"
     r"|has been delayed|delivery (?:is |has been )?delayed|not yet been delivered"
     r"|(?:hasn't|has not) been delivered yet|delivery incomplete|temporary problem delivering"
-    r"|still undelivered|delivery will continue to be attempted|delivery attempts will continue",
+    r"|still undelivered|delivery will continue to be attempted|delivery attempts will continue"
+    r"|transient non-fatal errors?|has been postponed|advisory[- ]only",
     re.I,
 )
 WARNING_SUBJECT_RE = re.compile(
@@ -37,7 +38,8 @@ ORIGINAL_MARKER_RE = re.compile(
     r"^[ \t]*(?:-+ ?Below this line is a copy of the message|-+ ?This is a copy of the message"
     r"|-+ ?The header of the original message is following|-+ ?Original message ?-+"
     r"|-+ ?Original Message Headers? ?-+|Original message headers:|-+ ?Returned mail ?-+"
-    r"|-+ ?Original message follows|Content-Type: message/rfc822)",
+    r"|-+ ?Original message follows|Content-Type: message/rfc822|-+ ?START OF RETURNED MESSAGE"
+    r"|The first \d+ lines of your original message follow)",
     re.I | re.M,
 )
 
@@ -142,6 +144,30 @@ def parse_exim(notice: str) -> FreeText | None:
     return recipients, diagnostic_from(text) or short(text)
 
 
+_SENDMAIL_BLOCK_RE = re.compile(
+    r"^[ \t]*-+[ \t]*The following addresses? ha(?:d|s|ve) (?:permanent fatal|transient"
+    r" non-fatal) errors?[ \t]*-+[ \t]*\n((?:(?![ \t]*-{3,}).*\n?)*)",
+    re.I | re.M,
+)
+
+
+def parse_sendmail(notice: str) -> FreeText | None:
+    """Sendmail's "----- The following addresses had permanent fatal errors -----" block (and
+    the "transient non-fatal errors" of its warnings): every address it lists, with the one an
+    alias was "(expanded from: ...)", up to the transcript's own "-----" heading."""
+    recipients: list[str] = []
+    for block in _SENDMAIL_BLOCK_RE.finditer(notice):
+        for line in block.group(1).split("\n"):
+            if re.match(r"^\s*(?:<?[^\s<>@]+@[^\s<>]+>?|\(expanded from:?\s*[^)]*\))\s*$", line):
+                recipients.extend(
+                    a for a in map(clean_addr, re.findall(r"\S+@[^\s)>]+", line)) if a
+                )
+    if not recipients:
+        return None
+    transcript = notice[notice.find("Transcript of session") :] if "Transcript" in notice else ""
+    return recipients, diagnostic_from(transcript or notice)
+
+
 def parse_colon_blocks(notice: str) -> FreeText | None:
     """qmail-style "<addr>:" lines followed by the remote server's reply (qmail, Yahoo)."""
     recipients: list[str] = []
@@ -216,7 +242,8 @@ def parse_exchange(notice: str) -> FreeText | None:
         r"|Delivery is delayed to these recipients or (?:groups|distribution lists):"
         r"|The following recipient\(s\) (?:could not be reached|cannot be reached):"
         r"|Your message to \S+ couldn't be delivered"
-        r"|Your message did not reach some or all of the intended recipients",
+        r"|Your message did not reach some or all of the intended recipients"
+        r"|did not reach the following recipient\(s\):",
         notice,
         re.I,
     )
@@ -236,13 +263,16 @@ def parse_exchange(notice: str) -> FreeText | None:
         # Recipients are listed as "addr", "addr (addr)" or "Display Name (addr)" lines,
         # or old-style "addr on <date>"; free text explanation follows each.
         for line in user_part[colon.end() : 4000].split("\n"):
+            # Exchange 5.5 writes "addr on Fri, 4 Oct 2002", or its X.400 form
+            # "c=US;a= ;p=Org;o=Site;dda:SMTP=addr; on ...".
             match = re.match(
-                r"^\s*(?:\S[^(\n]*\(([^()\s@]+@[^()\s]+)\)|<?([^\s<>()@]+@[^\s<>()]+?)>?)"
-                r"\s*(?:on \d.*)?$",
+                r"^\s*(?:\S[^(\n]*\(([^()\s@]+@[^()\s]+)\)|<?([^\s<>()@;]+@[^\s<>();]+?)>?"
+                r"|\S*?\bdda:SMTP=([^\s;@]+@[^\s;]+);?)\s*(?:on \S.*)?$",
                 line,
+                re.I,
             )
             if match:
-                addr = clean_addr(match.group(1) or match.group(2))
+                addr = clean_addr(match.group(1) or match.group(2) or match.group(3))
                 if addr:
                     recipients.append(addr)
     if admin and not recipients:
@@ -252,12 +282,18 @@ def parse_exchange(notice: str) -> FreeText | None:
             addr = clean_addr(match.group(1))
             if addr:
                 recipients.append(addr)
-    if not recipients:
+    if not recipients and not re.match(r"did not reach the following", body, re.I):
         return None
+    # Exchange 5.5 may list recipients by display name only ("Ann Lee on <date>"): still a
+    # bounce, which a return path ties to its recipient even without an address.
     return recipients, diagnostic_from(body)
 
 
 def parse_generic(notice: str, msg: Message) -> FreeText | None:
+    """Sendmail's address block, else addresses on the lines of a notice that says it failed."""
+    sendmail = parse_sendmail(notice)
+    if sendmail is not None:
+        return sendmail
     if not re.search(
         r"could not be delivered|couldn't be delivered|undeliverable|undelivered mail"
         r"|delivery (?:to the following recipients? )?(?:has )?failed|permanent(?: fatal)? errors?"
@@ -274,9 +310,12 @@ def parse_generic(notice: str, msg: Message) -> FreeText | None:
     for pattern in (
         r"^\s*(?:Failed |Original |Final )?Recipient(?:s|\(s\))?:?\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*$",
         r"<([^\s<>@]+@[^\s<>]+)>\.\.\.",  # Sendmail transcript "<addr>... User unknown"
-        r"^\s*<([^\s<>@]+@[^\s<>]+)>\s*:?\s*$",
+        r"^\s*[<\"]([^\s<>\"@]+@[^\s<>\"]+)[>\"]\s*:?\s*$",
         r"^\s{0,8}([^\s<>:@]+@[^\s<>:]+)\s*$",
         r"^\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*[:(]",
+        # "The following message, addressed to 'ann@example.com', failed because ..."
+        r"(?:addressed to|address(?:es)?|delivered to|recipients?)\s*:?\s*[\"'<]"
+        r"([^\s\"'<>@]+@[^\s\"'<>]+)[\"'>]",
     ):
         for match in re.finditer(pattern, notice, re.I | re.M):
             addr = clean_addr(match.group(1))

@@ -13,6 +13,7 @@ from email.message import Message
 from email.utils import parseaddr
 
 from channels.email.addresses import header_addresses, raw_values
+from channels.email.headers import header_text
 
 MAX_DIAGNOSTIC = 200
 MAX_RETURNED_IDS = 20
@@ -35,6 +36,7 @@ _DAEMON_LOCAL_RE = re.compile(
     r"|antivirus|mail[-_.]?(?:delivery|system|service|gateway)|system[-_. ]administrator",
     re.I,
 )
+_RETURN_PATH_LOCAL_RE = re.compile(r"(?:^|[-+_.])bounces?(?:$|[-+_.=])", re.I)
 _DAEMON_DISPLAY_RE = re.compile(
     r"mail delivery|mailer[-_ ]daemon|postmaster|mail (?:delivery )?(?:system|subsystem)"
     r"|system administrator|mail administrator",
@@ -151,6 +153,17 @@ def normalise_message_id(value: str) -> str | None:
 
 def sender_is_daemon(msg: Message) -> bool:
     """Whether the mail says it comes from mail software rather than a person."""
+    # RFC 3834's mark of machine-written mail, and the old Precedence of bulk notices.
+    if header_text(msg, "Auto-Submitted").strip().lower().startswith("auto-"):
+        return True
+    if header_text(msg, "Precedence").strip().lower() in ("bulk", "junk"):
+        return True
+    # Written to a return path (a list's `-bounces` address, our `bounces+<token>`): people
+    # answer the From or Reply-To; only mail software answers the envelope sender.
+    for name in ("To", "Cc"):
+        for addr in header_addresses(msg, name).addresses:
+            if _RETURN_PATH_LOCAL_RE.search(addr.rpartition("@")[0]):
+                return True
     # An empty Return-Path is the SMTP marker for a notification (RFC 5321 4.5.5); a daemon's
     # own address there says the same.
     for value in msg.get_all("Return-Path") or []:
