@@ -1,5 +1,5 @@
-"""Forwards as mail clients write them: Gmail, Outlook (English, German, French, Spanish),
-Apple Mail, and a forward as an attachment (message/rfc822).
+"""Forwards as mail clients write them: Gmail, Outlook (English, German, French, Spanish, and
+Outlook on the web's HTML), Apple Mail, and a forward as an attachment (message/rfc822).
 
 The layouts follow the clients' real output (and the public samples under
 tests/corpora/quotequail): Gmail's dashed line with From/Date/Subject/To and an HTML
@@ -40,6 +40,7 @@ STYLES = {
     "outlook-de": "de",
     "outlook-fr": "fr",
     "outlook-es": "es",
+    "outlook-web": "en",  # HTML only
     "apple": "en",
     "attachment": "en",
 }
@@ -87,6 +88,20 @@ def forwarded_body(style: str, note: str, original: Original, agent: str) -> str
     )
 
 
+def _outlook_web_html(note: str, original: Original, agent: str) -> str:
+    """Outlook on the web: HTML only; a rule, then the bold From/Sent/To/Subject block."""
+    paragraphs = "".join(f"<p>{escape(line)}</p>" for line in original.text.splitlines())
+    return (
+        f'<html><body><div style="font-family:Calibri">{escape(note)}</div>'
+        '<div id="appendonsend"></div><hr style="display:inline-block;width:98%">'
+        '<div id="divRplyFwdMsg" dir="ltr"><font face="Calibri, sans-serif">'
+        f"<b>From:</b> {escape(original.name)} &lt;{escape(original.address)}&gt;<br>"
+        "<b>Sent:</b> Monday, November 30, 2026 9:15 AM<br>"
+        f"<b>To:</b> {escape(agent)}<br><b>Subject:</b> {escape(original.subject)}</font>"
+        f"<div>&nbsp;</div></div><div>{paragraphs}</div></body></html>"
+    )
+
+
 def forward(
     style: str,
     *,
@@ -117,6 +132,9 @@ def forward(
         inner["Message-ID"] = make_msgid(idstring=uuid.uuid4().hex, domain="customer.test")
         inner.set_content(original.text)
         msg.add_attachment(inner)  # message/rfc822, as Outlook's and Gmail's "as attachment"
+        return msg
+    if style == "outlook-web":
+        msg.set_content(_outlook_web_html(note, original, from_addr), subtype="html")
         return msg
     msg.set_content(forwarded_body(style, note, original, from_addr))
     if style == "gmail":
