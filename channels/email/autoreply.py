@@ -158,8 +158,13 @@ def _header_reason(msg: Message) -> str | None:
     if _SUPPRESS_AUTO & {v.strip() for v in suppress.split(",")}:
         return "X-Auto-Response-Suppress"
 
+    # "X-Ack: no" asks for no acknowledgement (Mailman marks its own responses so); "X-Ack: yes"
+    # asks for one whatever Precedence says, as Mailman's replybot honours it.
+    ack = header_text(msg, "X-Ack").strip().lower()
+    if ack == "no":
+        return "X-Ack: no"
     # Some relays add a second Precedence ("never-bounce" beside "bulk"): any one counts.
-    for value in msg.get_all("Precedence") or []:
+    for value in [] if ack == "yes" else msg.get_all("Precedence") or []:
         precedence = str(value).strip().lower()
         if precedence in _PRECEDENCE_AUTO:
             return f"Precedence: {precedence}"
