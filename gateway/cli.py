@@ -30,6 +30,7 @@ from gateway.commands.base import (
     unit_of_work,
 )
 from gateway.commands.domains import domains as domains_group
+from gateway.commands.participants import participants as participants_group
 from tickets import notifications, services
 from tickets.business_time import DurationTooLong, parse_duration
 from tickets.customer_view import customer_view
@@ -369,6 +370,8 @@ def conversations_show(state: State, conversation_id: str, as_json: bool) -> Non
     console = Console()
     console.print(f"[bold]Conversation {data['id']}[/bold]: {data['subject']} ({data['state']})")
     console.print(f"Customer: {data['customer']['name'] or ''} <{data['customer']['email']}>")
+    if data["participants"]:
+        console.print("Cc: " + ", ".join(p["email"] for p in data["participants"]))
     if data["ticket"]:
         t = data["ticket"]
         console.print(
@@ -934,6 +937,7 @@ def import_cmd(state: State, path: str, process: bool) -> None:
 
 
 cli.add_command(domains_group)
+cli.add_command(participants_group)
 
 
 @cli.group()

@@ -148,6 +148,8 @@ class LimitsConfig(_Section):
     parse_cpu_seconds: float = Field(default=2.0, ge=0)  # 0: no limit, parse in-process
     parse_processes: int = Field(default=2, gt=0)  # worker processes that enforce it
     max_attachment_bytes: int = Field(default=26_214_400, gt=0)
+    # People a customer copies (Cc) stay in the loop of the conversation: at most this many.
+    max_participants: int = Field(default=10, ge=0, le=100)
 
 
 class OutboundConfig(_Section):

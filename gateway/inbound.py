@@ -221,6 +221,7 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         dns=_dkim_dns(runtime),
         # `/snooze monday 9:00` means 9:00 in the app's (first) calendar's zone.
         timezone=app_config.calendars[0].timezone if app_config and app_config.calendars else "UTC",
+        max_participants=runtime.config.limits.max_participants,
     )
     return ChannelRules(
         own_domains=frozenset(own),
@@ -230,6 +231,7 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         channel_addresses=frozenset(addresses),
         keyring=runtime.keyring,
         agent_mail=agent_mail,
+        max_participants=runtime.config.limits.max_participants,
     )
 
 

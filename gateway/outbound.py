@@ -182,6 +182,7 @@ def _dkim_sign(raw: bytes, channel: Channel | None) -> bytes:
         include_headers=[
             b"from",
             b"to",
+            b"cc",
             b"subject",
             b"date",
             b"message-id",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tickets.models import Agent, Conversation, Event, Outbox, Ticket
+from tickets.models import Agent, Conversation, Event, Outbox, Participant, Ticket
 from tickets.notifications import preferences
 
 
@@ -95,6 +95,17 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     }
 
 
+def participant_json(participant: Participant) -> dict[str, Any]:
+    return {
+        "email": participant.address,
+        "name": participant.name,
+        "added_by": participant.added_by,
+        # A permanent bounce: no longer copied until an agent adds them again.
+        "undeliverable": participant.bounced_at is not None,
+        "created_at": _iso(participant.created_at),
+    }
+
+
 def event_json(event: Event) -> dict[str, Any]:
     return {
         "kind": event.kind,
@@ -140,6 +151,7 @@ def conversation_detail(
         }
         for n in conversation.notes
     ]
+    data["participants"] = [participant_json(p) for p in conversation.participants]
     data["ticket"] = ticket_detail(conversation.ticket)
     if events is not None:
         data["events"] = [event_json(e) for e in events]

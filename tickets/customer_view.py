@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from tickets.models import App, AuthorType, Conversation, Via
+from tickets.models import App, AuthorType, Conversation, Message, Via
 
 # Words before a name that make what follows a surname: "Dr. Lopez" is not greeted "Hi Lopez".
 _TITLES = frozenset(
@@ -94,6 +94,16 @@ def started_by_email(conversation: Conversation) -> bool:
     )
 
 
+def _participant_name(conversation: Conversation, message: Message) -> str:
+    """Who of the people the customer copied wrote this: their name, else their address's
+    local part (as for the customer)."""
+    address = message.from_address or ""
+    for participant in conversation.participants:
+        if participant.address == address and participant.name:
+            return participant.name
+    return address.split("@", 1)[0] or customer_display_name(conversation)
+
+
 def customer_view(
     app: App, conversation: Conversation, *, new_ids: Collection[int] = ()
 ) -> CustomerView:
@@ -102,7 +112,9 @@ def customer_view(
     customer_name = customer_display_name(conversation)
     messages = []
     for message in conversation.messages:
-        if message.author_type == AuthorType.CUSTOMER:
+        if message.author_type == AuthorType.CUSTOMER and message.flags.get("participant"):
+            author, name = "customer", _participant_name(conversation, message)
+        elif message.author_type == AuthorType.CUSTOMER:
             author, name = "customer", customer_name
         elif message.author_type == AuthorType.AGENT and message.agent is not None:
             author, name = "team", message.agent.name

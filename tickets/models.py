@@ -394,6 +394,31 @@ class Conversation(Base):
     )
     ticket: Mapped[Ticket | None] = relationship(back_populates="conversation", uselist=False)
     tags: Mapped[list[Tag]] = relationship(secondary="conversation_tags", order_by="Tag.name")
+    participants: Mapped[list[Participant]] = relationship(
+        back_populates="conversation", order_by="Participant.id", cascade="all, delete-orphan"
+    )
+
+
+class Participant(Base):
+    """An address kept in the loop of a conversation: copied by the customer on their mail, or
+    added by an agent. Our replies Cc it and its answers thread in as its own; it is no customer
+    (no conversations of its own come from being copied) and never an agent or one of ours."""
+
+    __tablename__ = "participants"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "address", name="uq_participants_conversation_address"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    app_id: Mapped[int] = mapped_column(ForeignKey("apps.id"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
+    address: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    added_by: Mapped[str] = mapped_column(String(16))  # customer (their Cc) or agent
+    bounced_at: Mapped[dt.datetime | None]  # a permanent bounce: no longer copied
+    created_at: Mapped[dt.datetime]
+
+    conversation: Mapped[Conversation] = relationship(back_populates="participants")
 
 
 class Message(Base):

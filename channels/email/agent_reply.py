@@ -8,10 +8,11 @@ verified addresses; and, where the channel requires it, an aligned DKIM signatur
 
 Then the quote is cut, commands on the first lines are applied as that agent (`/note`,
 `/assign NAME|me`, `/snooze 2d`, `/priority high`, `/status waiting`, `/resolve`, `/tag refund`,
-`/category billing`) and the rest is posted as a public reply, or as an internal note for
-`/note` or a note token. Any failed check raises `AgentMailRejected`: the caller quarantines the
-mail with the reason and `record_rejection` leaves an event from which the agent's registered
-address (never the From of the mail) is told why.
+`/category billing`, `/cc add pat@example.com`, `/cc remove pat@example.com`) and the rest is
+posted as a public reply, or as an internal note for `/note` or a note token. Any failed check
+raises `AgentMailRejected`: the caller quarantines the mail with the reason and
+`record_rejection` leaves an event from which the agent's registered address (never the From of
+the mail) is told why.
 
 `handle_agent_mail` is what the inbound pipeline calls; it returns None for mail that is not
 agent mail, so the customer path (threading rule 1 with customer tokens and the rest) goes on.
@@ -46,7 +47,7 @@ from channels.email.tokens import (
     peek_kind,
     peek_person_id,
 )
-from tickets import services
+from tickets import participants, services
 from tickets.business_time import DurationTooLong, parse_duration
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
@@ -75,6 +76,7 @@ class AgentMailPolicy:
     require_dkim: bool = False
     trusted_authserv_id: str | None = None
     timezone: str = "UTC"  # for `/snooze monday 9:00`
+    max_participants: int = participants.MAX_PARTICIPANTS  # for `/cc add`
     dns: DnsFunc | None = None  # dkimpy's TXT lookup; None = the system resolver
 
 
@@ -100,7 +102,7 @@ class AgentMailRejected(MessageRejected):
 
 # --- commands ------------------------------------------------------------------------------
 
-COMMANDS = ("note", "assign", "snooze", "priority", "status", "resolve", "tag", "category")
+COMMANDS = ("note", "assign", "snooze", "priority", "status", "resolve", "tag", "category", "cc")
 _COMMAND_LINE = re.compile(r"^/([A-Za-z]+)(?:[ \t]+(.*?))?[ \t]*$")
 _WEEKDAYS = {
     name: i
@@ -164,7 +166,10 @@ def read_reply(text: str) -> Reply:
         if name not in COMMANDS:
             raise CommandError(f"unknown command /{name} (known: /{', /'.join(COMMANDS)})")
         argument = (match.group(2) or "").strip()
-        if name in ("assign", "snooze", "priority", "status", "tag", "category") and not argument:
+        if (
+            name in ("assign", "snooze", "priority", "status", "tag", "category", "cc")
+            and not argument
+        ):
             raise CommandError(f"/{name} needs a value, for example {_EXAMPLES[name]}")
         if name == "resolve" and argument:
             raise CommandError("/resolve takes no value")
@@ -184,6 +189,7 @@ _EXAMPLES = {
     "status": "/status waiting",
     "tag": "/tag refund",
     "category": "/category billing",
+    "cc": "/cc add pat@example.com or /cc remove pat@example.com",
 }
 
 
@@ -276,8 +282,12 @@ def apply_commands(
     commands: Iterable[Command],
     now: dt.datetime,
     timezone: str = "UTC",
+    *,
+    max_participants: int = participants.MAX_PARTICIPANTS,
+    own: Iterable[str] = (),
 ) -> list[str]:
-    """Apply the commands as `agent`; a short description of each, for the processing record."""
+    """Apply the commands as `agent`; a short description of each, for the processing record.
+    `own` are the channel addresses (never a participant), `max_participants` the limit."""
     actor = services.Actor.agent(agent)
     done: list[str] = []
     for command in commands:
@@ -292,6 +302,8 @@ def apply_commands(
                 services.snooze(session, conversation, parse_when(arg, now, timezone), actor, now)
             elif name == "resolve":
                 services.resolve(session, conversation, actor, now)
+            elif name == "cc":
+                _cc(session, conversation, actor, arg, now, max_participants, own)
             else:
                 ticket = conversation.ticket
                 if ticket is None:
@@ -309,6 +321,26 @@ def apply_commands(
             raise CommandError(f"/{name} {arg}".strip() + f": {exc}") from None
         done.append(f"/{name} {arg}".strip())
     return done
+
+
+def _cc(
+    session: Session,
+    conversation: Conversation,
+    actor: services.Actor,
+    argument: str,
+    now: dt.datetime,
+    limit: int,
+    own: Iterable[str],
+) -> None:
+    """`/cc add a@x.test [b@y.test ...]` or `/cc remove a@x.test ...`."""
+    verb, *addresses = argument.replace(",", " ").split()
+    if verb.lower() not in ("add", "remove") or not addresses:
+        raise CommandError(f"/cc {argument}: write {_EXAMPLES['cc']}")
+    for address in addresses:
+        if verb.lower() == "add":
+            participants.add(session, conversation, address, actor, now, limit=limit, own=own)
+        else:
+            participants.remove(session, conversation, address, actor, now)
 
 
 # --- sender checks -------------------------------------------------------------------------
@@ -571,7 +603,14 @@ def _post(
             row.message_id = message.id
     try:
         result.commands = apply_commands(
-            session, conversation, agent, reply.commands, now, policy.timezone
+            session,
+            conversation,
+            agent,
+            reply.commands,
+            now,
+            policy.timezone,
+            max_participants=policy.max_participants,
+            own=policy.addresses,
         )
     except CommandError as exc:
         raise reject("command", str(exc), agent, conversation.id) from None

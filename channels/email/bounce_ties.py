@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from channels.email.bounce import Bounce
 from channels.email.tokens import BounceToken, Keyring, TokenError, bounce_token_in
-from tickets import services
+from tickets import participants, services
 from tickets.models import Conversation, CustomerAddress, Message, Outbox
 
 NOT_TIED = "not tied to our mail"
@@ -115,10 +115,16 @@ def apply(session: Session, tied: Tie, bounce: Bounce, now: dt.datetime) -> str:
                 address.bounced_at = now
                 address.bounce_reason = reason
                 marked.append(address.address)
-        carried = [int(i) for i in row.message_ids or ()]
-        for message in session.scalars(select(Message).where(Message.id.in_(carried))):
-            message.delivery_state = "bounced"
-            message.delivery_error = bounce.diagnostic or "bounced"
+        if row.conversation_id is not None:  # a participant is no longer copied
+            marked += participants.mark_bounced(session, row.conversation_id, tied.recipients, now)
+        # The messages did not reach the customer only if the To did not get them; a copy
+        # to a participant that bounced leaves them delivered.
+        main = str(row.recipients[0]).lower() if row.recipients else ""
+        if main in {r.lower() for r in tied.recipients}:
+            carried = [int(i) for i in row.message_ids or ()]
+            for message in session.scalars(select(Message).where(Message.id.in_(carried))):
+                message.delivery_state = "bounced"
+                message.delivery_error = bounce.diagnostic or "bounced"
     conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
     if conversation is not None:
         kind = "could not be delivered" if bounce.permanent else "is delayed"

@@ -136,6 +136,7 @@ def compose(
     auto_submitted: bool = False,
     extra_headers: Sequence[tuple[str, str]] = (),
     attachments: Sequence[tuple[str, str, bytes]] = (),  # (filename, content type, content)
+    cc: Sequence[str] = (),
 ) -> bytes:
     """The message as bytes with CRLF line ends, ready for the outbox."""
     if not message_id_ok(message_id):
@@ -144,6 +145,8 @@ def compose(
     local, _, domain = from_address.rpartition("@")
     msg["From"] = Address(display_name=header_safe(from_name), username=local, domain=domain)
     msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
     if reply_to:
         msg["Reply-To"] = reply_to
     msg["Subject"] = header_safe(subject, 250)

@@ -28,7 +28,7 @@ from channels.email.render import (
     template_context,
     template_name,
 )
-from tickets import delivery, services
+from tickets import delivery, participants, services
 from tickets.customer_view import customer_view
 from tickets.locale import choose_locale
 from tickets.models import (
@@ -234,6 +234,8 @@ def _queue(
         from_address=from_address,
         from_name=rendered.from_name,
         to=[to],
+        # The people the customer copied stay in the loop (a bounced one no longer).
+        cc=participants.copied_to(conversation),
         subject=rendered.subject,
         text=rendered.text,
         html=rendered.html,

@@ -103,6 +103,8 @@ def _author(message: Message, customer_name: str) -> str:
         return message.agent.name if message.agent else "Agent"
     if message.author_type == AuthorType.SYSTEM:
         return "System"
+    if message.flags.get("participant") and message.from_address:
+        return f"{message.from_address} (Cc)"  # someone the customer copied wrote it
     return customer_name
 
 

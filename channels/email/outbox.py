@@ -57,6 +57,7 @@ def queue_email(
     subject: str,
     text: str,
     now: dt.datetime,
+    cc: Sequence[str] = (),
     html: str | None = None,
     kind: str = "system",
     channel_id: int | None = None,
@@ -77,6 +78,7 @@ def queue_email(
     and other automatic mail, wrong for a person's reply. A `hold_reason` stores the row held
     for an agent instead of pending. For `kind="customer"` rows the Message-ID is recorded as a
     thread reference of the conversation, so the customer's answer threads back into it.
+    `cc` are copied (the conversation's participants): recipients of the row like `to`.
     With a `loop_keyring` the email carries our signed loop mark: should it come back to a
     channel address, even under another Message-ID, it is dropped as our own.
     """
@@ -90,6 +92,7 @@ def queue_email(
         from_name=from_name,
         from_address=from_address,
         to=to,
+        cc=cc,
         subject=subject,
         text=text,
         html=html,
@@ -109,7 +112,7 @@ def queue_email(
         kind=kind,
         message_id_header=message_id,
         mail_from=from_address,
-        recipients=list(to),
+        recipients=[*to, *cc],
         raw=raw,
         message_ids=list(message_ids),
         state=OutboxState.HELD if hold_reason else OutboxState.PENDING,

@@ -9,6 +9,8 @@ mail is quarantined by the caller, with its bytes, and can be reprocessed later.
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -19,13 +21,15 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from channels.email import bounce_ties
+from channels.email.addresses import header_addresses
 from channels.email.agent_forward import AgentForward, finish_agent_forward, read_agent_forward
 from channels.email.agent_reply import AgentMailPolicy, attachment_rows, handle_agent_mail
+from channels.email.headers import header_section
 from channels.email.isolate import parse_isolated
 from channels.email.loop import LOOP_HEADER, has_loop_mark, sent_by_us
 from channels.email.parse import MessageRejected, ParsedMail, ParseLimits
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, TokenError, find_token
-from tickets import services
+from tickets import participants, services
 from tickets.models import (
     App,
     Conversation,
@@ -57,6 +61,8 @@ class ChannelRules:
     keyring: Keyring | None = None
     # Agents answering notifications by email; None: agent tokens are quarantined unhandled.
     agent_mail: AgentMailPolicy | None = None
+    # The most participants (people the customer copies) one conversation keeps.
+    max_participants: int = participants.MAX_PARTICIPANTS
 
 
 class Ref(NamedTuple):
@@ -430,7 +436,7 @@ def step_thread(p: Processing) -> None:
             conversation is not None
             and conversation.app_id == p.app.id
             and conversation.customer_id == p.token.customer_id
-            and _owns(conversation, sender)
+            and _may_write(p, conversation, sender)
         ):
             p.conversation, p.rule = conversation, "reply token"
             _flag_new_topic(p, conversation)
@@ -446,7 +452,7 @@ def step_thread(p: Processing) -> None:
         conversation = p.session.get(Conversation, conversation_id)
         if conversation is None:
             continue
-        if not _owns(conversation, sender):
+        if not _may_write(p, conversation, sender):
             p.flags.setdefault("answers_conversation_of_someone_else", conversation.id)
             continue
         p.conversation = conversation
@@ -503,6 +509,17 @@ def _flag_new_topic(p: Processing, conversation: Conversation) -> None:
 
 def _owns(conversation: Conversation, address: str) -> bool:
     return any(a.address == address for a in conversation.customer.addresses)
+
+
+def _may_write(p: Processing, conversation: Conversation, address: str) -> bool:
+    """The conversation's customer, or one of its participants (flagged: the message is
+    theirs). Only the token and header rules ask this: a subject never lets a participant in."""
+    if _owns(conversation, address):
+        return True
+    if participants.find(conversation, address) is None:
+        return False
+    p.flags["participant"] = True
+    return True
 
 
 def step_store(p: Processing) -> None:
@@ -636,6 +653,56 @@ def _customer_id(p: Processing) -> int:
 _THREAD_REF_INSERT = insert(ThreadRef.__table__)  # type: ignore[arg-type]
 
 
+def step_participants(p: Processing) -> None:
+    """The customer's own mail: whom it copies (Cc, and To beside our address) becomes a
+    participant of the conversation (tickets/participants.py says who never can). A
+    participant's mail gives them the name they write under; it adds nobody."""
+    assert p.parsed and p.conversation is not None
+    parsed, conversation = p.parsed, p.conversation
+    if p.flags.get("participant"):
+        participant = participants.find(conversation, parsed.from_address)
+        if participant is not None and parsed.from_name and not participant.name:
+            participant.name = parsed.from_name[:200]
+        return
+    if parsed.auto_reply is not None:
+        return
+    copied = [
+        address
+        for address in dict.fromkeys((*parsed.to, *parsed.cc))
+        if address != parsed.from_address.lower() and not _ours(address, p.rules)
+    ]
+    if not copied:
+        return  # mail to the support address alone: no query at all
+    names = _display_names(p.row.raw)
+    added = participants.add_copied(
+        p.session,
+        conversation,
+        [(names.get(address), address) for address in copied],
+        services.Actor("customer", conversation.customer_id),
+        p.now,
+        limit=p.rules.max_participants,
+        own=p.rules.channel_addresses,
+    )
+    if added:
+        p.outcome = f"{p.outcome}; copied: {', '.join(added)}"
+
+
+def _ours(address: str, rules: ChannelRules) -> bool:
+    """One of the channel addresses, or a plus form of one (a reply token)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}" in rules.channel_addresses
+
+
+def _display_names(raw: bytes) -> dict[str, str]:
+    message = email.message_from_bytes(header_section(raw), policy=email.policy.compat32)
+    return {
+        m.address.lower(): m.name
+        for header in ("To", "Cc")
+        for m in header_addresses(message, header).mailboxes
+        if m.name
+    }
+
+
 Step = tuple[str, Callable[[Processing], None]]
 
 PIPELINE: tuple[Step, ...] = (
@@ -652,6 +719,10 @@ PIPELINE: tuple[Step, ...] = (
     ("store", step_store),
 )
 
+# Steps that need the stored message's conversation: they run after `store` ended the
+# pipeline, and only then.
+AFTER_STORE: tuple[Step, ...] = (("participants", step_participants),)
+
 
 def run_pipeline(
     session: Session,
@@ -662,17 +733,25 @@ def run_pipeline(
     steps: tuple[Step, ...] = PIPELINE,
     parsed: ParsedMail | None = None,
     index: BatchIndex | None = None,
+    after_store: tuple[Step, ...] = AFTER_STORE,
 ) -> Processing:
     p = Processing(
         session=session, row=row, app=app, rules=rules, now=now, parsed=parsed, index=index
     )
     for name, step in steps:
-        try:
-            step(p)
-        except Exception as exc:
-            exc.add_note(f"pipeline step: {name}")  # for `gateway explain`
-            raise
+        _run_step(p, name, step)
         if p.outcome is not None:
             p.ended_by = name
             break
+    if p.ended_by == "store":
+        for name, step in after_store:
+            _run_step(p, name, step)
     return p
+
+
+def _run_step(p: Processing, name: str, step: Callable[[Processing], None]) -> None:
+    try:
+        step(p)
+    except Exception as exc:
+        exc.add_note(f"pipeline step: {name}")  # for `gateway explain`
+        raise

@@ -27,6 +27,7 @@ from gateway.http.schemas import (
     MessageCreated,
     NoteOut,
     Page,
+    ParticipantIn,
     Priority,
     PriorityIn,
     SnoozeIn,
@@ -42,7 +43,7 @@ from gateway.http.schemas import (
 )
 from gateway.runtime import Runtime
 from gateway.views import conversation_detail, conversation_summary
-from tickets import services
+from tickets import participants, services
 from tickets.business_time import parse_duration
 from tickets.errors import InvalidValue
 from tickets.models import Agent, Conversation, Event
@@ -344,6 +345,44 @@ def remove_tag(
         caller,
         conversation_id,
         lambda w, c: services.remove_tag(w.session, c, clean, _actor(w), w.now),
+    )
+
+
+@router.post("/conversations/{conversation_id}/participants", response_model=ConversationOut)
+def add_participant(
+    runtime: RuntimeDep, caller: CallerDep, conversation_id: ConversationId, body: ParticipantIn
+) -> dict[str, Any]:
+    """Copy someone on the conversation's emails; their answers thread in. Not a support
+    address nor an agent (400); at most `[limits] max_participants` (409)."""
+    limit = runtime.config.limits.max_participants
+    return _ticket_action(
+        runtime,
+        caller,
+        conversation_id,
+        lambda w, c: _add_participant(w, c, body, limit),
+    )
+
+
+def _add_participant(w: Work, c: Conversation, body: ParticipantIn, limit: int) -> None:
+    participants.add(w.session, c, body.email, _actor(w), w.now, name=body.name, limit=limit)
+
+
+@router.delete(
+    "/conversations/{conversation_id}/participants/{email}", response_model=ConversationOut
+)
+def remove_participant(
+    runtime: RuntimeDep,
+    caller: CallerDep,
+    conversation_id: ConversationId,
+    email: Annotated[str, Path(max_length=320)],
+) -> dict[str, Any]:
+    """Copy them no longer; their answers no longer thread in."""
+    clean = _text_query(email) or ""
+    return _ticket_action(
+        runtime,
+        caller,
+        conversation_id,
+        lambda w, c: participants.remove(w.session, c, clean, _actor(w), w.now),
     )
 
 

@@ -161,9 +161,20 @@ class EventOut(BaseModel):
     created_at: dt.datetime | None
 
 
+class ParticipantOut(BaseModel):
+    email: str
+    name: str | None
+    added_by: Literal["customer", "agent"]
+    undeliverable: bool
+    created_at: dt.datetime | None
+
+
 class ConversationOut(ConversationSummaryOut):
     messages: list[MessageOut]
     notes: list[NoteOut]
+    participants: list[ParticipantOut] = Field(
+        default=[], description="Copied on every email of the conversation; answers thread in."
+    )
     ticket: TicketDetailOut | None
     events: list[EventOut] = []
 
@@ -214,6 +225,11 @@ class CategoryIn(Body):
 
 class TagIn(Body):
     tag: str = Field(min_length=1, max_length=100)
+
+
+class ParticipantIn(Body):
+    email: str = Field(min_length=3, max_length=320, json_schema_extra=EMAIL)
+    name: str | None = Field(default=None, max_length=200)
 
 
 class SnoozeIn(Body):

@@ -8,7 +8,6 @@ the new text, in the chat's voice. A /note answer stays internal; commands chang
 
 from __future__ import annotations
 
-import smtplib
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -17,16 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gateway.config import (
-    AppConfig,
-    ChannelConfig,
-    GatewayConfig,
-    NotificationsConfig,
-    embedded_default,
-)
+from gateway.config import AppConfig, ChannelConfig, GatewayConfig
 from gateway.server import Services, start
 from tests.support.agent_mail import HTML_ONLY, STYLES, quoted_reply, quoted_reply_html
-from tests.support.smtp_sink import Received, SmtpSink, free_port
+from tests.support.gateway_e2e import relay_config, send
+from tests.support.smtp_sink import Received, SmtpSink
 from tests.support.waiting import wait_for
 from tickets import services
 from tickets.models import InboundMail, InboundState, Note, Priority, TicketStatus
@@ -36,30 +30,12 @@ SUPPORT = "support@acme.test"
 
 
 def make_config(tmp_path: Path, relay: SmtpSink) -> GatewayConfig:
-    base = embedded_default()
-    return base.model_copy(
-        update={
-            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
-            "data_dir": str(tmp_path),
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
-            "outbound": base.outbound.model_copy(
-                update={"transport": "smtp", "host": relay.host, "port": relay.port}
-            ),
-            "delivery": base.delivery.model_copy(update={"email_grace_seconds": 1}),
-            # The customer writes right after Ana was told of the assignment: a short window.
-            "notifications": NotificationsConfig(coalesce_seconds=1),
-            "sweep_seconds": 0.3,
-            "worker_threads": 2,
-            "apps": [
-                AppConfig(
-                    name="acme",
-                    brand="Acme",
-                    channels=[ChannelConfig(name="support", addresses=[SUPPORT])],
-                )
-            ],
-        }
-    )
+    apps = [
+        AppConfig(
+            name="acme", brand="Acme", channels=[ChannelConfig(name="support", addresses=[SUPPORT])]
+        )
+    ]
+    return relay_config(tmp_path, relay, apps)
 
 
 @pytest.fixture
@@ -68,12 +44,6 @@ def gateway(tmp_path: Path, relay: SmtpSink, monkeypatch) -> Iterator[Services]:
     running = start(make_config(tmp_path, relay), "all")
     yield running
     running.stop()
-
-
-def send(gateway: Services, msg: EmailMessage, to: str) -> None:
-    port = int(gateway.runtime.config.smtp.listen.rpartition(":")[2])
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.send_message(msg, to_addrs=[to])
 
 
 def mails_to(relay: SmtpSink, address: str, subject_part: str = "") -> list[Received]:
