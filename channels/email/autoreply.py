@@ -20,6 +20,7 @@ The input is a ``Message`` parsed with the compat32 policy; the function never r
 
 from __future__ import annotations
 
+import html as _html
 import logging
 import re
 import unicodedata
@@ -85,18 +86,22 @@ _SUBJECT_ANYWHERE_RE = re.compile(_alternatives(phrases.SUBJECT_ANYWHERE), re.I)
 # Lotus Notes: "AUTO: <anything>" in capitals, the way Notes writes it, on a reply.
 _NOTES_AUTO_RE = re.compile(r"^AUTO\s*:")
 
-_BODY_AUTOMATIC_RE = re.compile(_alternatives(phrases.BODY_AUTOMATIC), re.I)
+# The body patterns are matched on lower-cased text without IGNORECASE: several times faster
+# on long openings, and the tables are written in lower case.
+_BODY_AUTOMATIC_RE = re.compile(_alternatives(phrases.BODY_AUTOMATIC))
 # The absence at the start of the text or of a sentence (after a greeting or a thank-you).
 _BODY_ABSENT_RE = re.compile(
-    r"(?:^|[.!?:;,]\s|\n)\s*(?:\W\s*)?" + _alternatives(phrases.BODY_ABSENT), re.I
+    r"(?:^|[.!?:;,]\s|\n)\s*(?:\W\s*)?" + _alternatives(phrases.BODY_ABSENT)
 )
 _BODY_ABSENT_ANYWHERE_RE = re.compile(_alternatives(phrases.BODY_ABSENT_ANYWHERE))
-_BODY_RETURN_RE = re.compile(_alternatives(phrases.BODY_RETURN), re.I)
+_BODY_RETURN_RE = re.compile(_alternatives(phrases.BODY_RETURN))
 # How much of the body's opening is read: responders say what they are in their first lines;
 # a customer who mentions a holiday further down is not one.
 _OPENING_CHARS = 600
 _MAX_PARTS = 200
 _MAX_BODY_BYTES = 64 * 1024
+_INVISIBLE_RE = re.compile(r"(?is)<(style|script|head|title)\b.*?</\1\s*>")
+_TAG_RE = re.compile(r"<[^<>]*>")
 
 
 def _has(msg: Message, name: str) -> bool:
@@ -209,9 +214,13 @@ def _subject_reason(msg: Message) -> str | None:
 
 
 def _body_reason(msg: Message) -> str | None:
-    opening, has_history = _opening(msg)
-    if not opening:
+    plain, html = _text_parts(msg)
+    # A cheap look first (most mail says nothing of the kind); the stripper, which renders
+    # HTML properly and finds the quoted history, only for the few that do.
+    if not _mentions(_rough_text(plain, html)):
         return None
+    opening, has_history = _opening(plain, html)
+    opening = opening.lower()
     if _BODY_AUTOMATIC_RE.search(opening):
         return "automatic-reply text"
     if has_history or "?" in opening or "\uff1f" in opening:
@@ -224,14 +233,20 @@ def _body_reason(msg: Message) -> str | None:
     return None
 
 
+def _mentions(text: str) -> bool:
+    return any(
+        pattern.search(text)
+        for pattern in (_BODY_AUTOMATIC_RE, _BODY_ABSENT_RE, _BODY_ABSENT_ANYWHERE_RE)
+    )
+
+
 def _normal(text: str) -> str:
     return unicodedata.normalize("NFC", " ".join(text.split()))
 
 
-def _opening(msg: Message) -> tuple[str, bool]:
-    """The first lines of the message's own text (its first text part, or the HTML one rendered
-    when there is no plain text) with whitespace runs collapsed, and whether quoted history
-    of an earlier email follows it."""
+def _text_parts(msg: Message) -> tuple[str | None, str | None]:
+    """The message's first text/plain and first text/html part, decoded, outside attachments
+    and attached messages."""
     plain: str | None = None
     html: str | None = None
     for count, part in enumerate(msg.walk()):
@@ -246,6 +261,25 @@ def _opening(msg: Message) -> tuple[str, bool]:
             plain = _decoded(part)
         elif ctype == "text/html" and html is None:
             html = _decoded(part)
+    return plain, html
+
+
+def _rough_text(plain: str | None, html: str | None) -> str:
+    """The first lines of text, HTML tags dropped without rendering: enough to tell whether the
+    opening could say anything a responder says."""
+    if plain and plain.strip():
+        text = plain
+    elif html:
+        text = _html.unescape(_TAG_RE.sub(" ", _INVISIBLE_RE.sub(" ", html)))
+    else:
+        return ""
+    return _normal(text[: _OPENING_CHARS * 2]).lower()
+
+
+def _opening(plain: str | None, html: str | None) -> tuple[str, bool]:
+    """The first lines of the message's own text as the stripper cuts it (plain text, or the
+    HTML rendered when there is none) with whitespace runs collapsed, and whether quoted
+    history of an earlier email follows it."""
     stripped = strip_reply(plain, html)
     lines: list[str] = []
     size = 0
