@@ -54,7 +54,12 @@ class Case:
 
 
 def sources() -> list[str]:
-    return sorted(p.parent.name for p in CORPORA.glob("*/cases") if p.is_dir())
+    """The corpora of replies (a body in .txt or .html beside its answer), not of bounces."""
+    return sorted(
+        p.parent.name
+        for p in CORPORA.glob("*/cases")
+        if any(p.glob("*.txt")) or any(p.glob("*.html"))
+    )
 
 
 def load(source: str) -> list[tuple[str, Case]]:
