@@ -74,10 +74,14 @@ def _alternatives(phrases: tuple[str, ...]) -> str:
 
 _SUBJECT_RE = re.compile(
     # Anchored at the start, after an optional "AUTO:"/"[Auto]"-style tag some clients add; a
-    # phrase must end at a word boundary, a single word must be followed by a colon.
+    # phrase must end at a word boundary, an English one that customers also write must be
+    # followed by a responder's punctuation, a single word by a colon.
     r"^\W*(?:auto\s*:\s*|\[auto[^\]]*\]\s*)?(?:"
     + _alternatives(phrases.SUBJECT_PREFIXES)
     + r"(?!\w)|"
+    + _alternatives(phrases.SUBJECT_PREFIX_TAGGED)
+    + phrases.SUBJECT_TAG_END
+    + "|"
     + _alternatives(phrases.SUBJECT_PREFIX_WORDS)
     + r"\s*:)",
     re.I,

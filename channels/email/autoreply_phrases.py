@@ -17,22 +17,13 @@ from __future__ import annotations
 # end at a word boundary, so "Autoreplyer settings?" or "Auto insurance" do not match.
 SUBJECT_PREFIXES: tuple[str, ...] = (
     # English
-    r"out of (?:the )?office(?: auto ?reply)?",
-    r"out-of-office",
-    r"automatic (?:reply|response|answer)",
-    r"auto[- ]?(?:reply|response|respond|answer)",
-    r"automated (?:reply|response)",
     r"away from (?:the |my )?(?:office|desk)",
-    r"away from\b",
-    r"on (?:annual )?(?:vacation|holidays?|leave)",
     r"vacation (?:reply|response|message|notice)",
     r"holiday (?:reply|notice)",
     r"absence (?:notice|notification)",
     # Acknowledgements of the customer's own helpdesk or shop
     r"we(?: have|'ve)? received your (?:e-?mail|message|request|enquiry|inquiry)",
     r"your (?:e-?mail|message|request|enquiry|inquiry) (?:has been|was) received",
-    r"i am (?:currently )?(?:out of (?:the )?office|away|on leave|on vacation|on holiday)",
-    r"i'm (?:currently )?(?:out of (?:the )?office|away|on leave|on vacation|on holiday)",
     # German
     r"abwesenheitsnotiz",
     r"abwesenheitsmeldung",
@@ -129,6 +120,20 @@ SUBJECT_PREFIXES: tuple[str, ...] = (
     r"स्वचालित उत्तर",
 )
 
+# English phrases that a customer's own subject may also start with ("Out of office hours
+# delivery?", "Auto reply you sent is in English", "On vacation next week"): they count only
+# followed by what a responder puts after them, a colon, a bracket, "Re:", "from", "until".
+SUBJECT_PREFIX_TAGGED: tuple[str, ...] = (
+    r"out of (?:the )?office(?: auto ?reply)?",
+    r"out-of-office",
+    r"automatic (?:reply|response|answer)",
+    r"auto[- ]?(?:reply|response|respond|answer)",
+    r"automated (?:reply|response)",
+    r"on (?:annual )?(?:vacation|holidays?|leave)",
+    r"(?:i am|i'm) (?:currently )?(?:out of (?:the )?office|away|on leave|on vacation|on holiday)",
+)
+SUBJECT_TAG_END = r"(?=\s*(?:[:\-–—(\[\]]|re\b|aw\b|sv\b|from\b|until\b|till\b|returning\b|$))"
+
 # Single words that some responders use as the whole prefix ("Abwesend: Re: ..."), but that a
 # customer may also start a subject with ("Absence de livraison"): they count only followed by
 # a colon, the way clients write a prefix.
@@ -167,13 +172,19 @@ SUBJECT_PREFIX_WORDS: tuple[str, ...] = (
 # Markers that may stand anywhere in the subject: Notes' "John is out of the office",
 # AOL's "Re: topic (Automatic Response)", webmail's "[Autoreply]" or "[Automatyczna odpowiedź]".
 SUBJECT_ANYWHERE: tuple[str, ...] = (
-    r"\b(?:is|est|ist|[eè]|está|esta|is niet) (?:currently |actuellement |derzeit )?"
-    r"(?:out of (?:the )?office|absent(?:e)?|abwesend|au(?:ss|ß)er haus|assente|"
-    r"fuera de la oficina|afwezig|nicht im b[üu]ro)\b",
+    # "Jamie Rivera is out of the office", "Hans ist außer Haus": a place, not a missing item
+    # ("Item is absent from my order" is a customer's subject).
+    r"\b(?:is|est|ist|è|está|esta|is niet) (?:currently |actuellement |derzeit )?"
+    r"(?:out of (?:the )?office|absent(?:e)? du bureau|abwesend|au(?:ss|ß)er haus|"
+    r"fuori (?:sede|ufficio)|fuera de la oficina|nicht im b[üu]ro|niet op kantoor)\b",
+    # Notes: "Jean Dupont est absent(e) (retour le 12/06)", "Mario è assente (rientro ...)".
+    r"\b(?:is|est|ist|è|está|esta|is) (?:absent(?:e)?(?:\(e\))?|assente|ausente|afwezig) "
+    r"\((?:retour|returning|back|r[üu]ckkehr|zur[üu]ck|rientro|regreso|terug)",
     r"[\[(](?:auto[- ]?(?:reply|response)|automatic (?:reply|response)|out of (?:the )?office|"
     r"automatyczna odpowied[źz]|odpowied[źz] automatyczna|r[ée]ponse automatique|"
     r"automatische antwort|respuesta autom[áa]tica|risposta automatica|autosvar|"
-    r"automatisch antwoord|vacation|abwesenheitsnotiz)[^\])]*[\])]",
+    r"automatisch antwoord|vacation (?:reply|response|notice|message)|abwesenheitsnotiz)"
+    r"[^\])]*[\])]",
 )
 
 # Sentences that state outright that the message was written by a machine.  One is enough

@@ -199,6 +199,12 @@ def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
     ("subject", "body"),
     [
         ("Absence de livraison", "Bonjour, ma commande 1042 n'est jamais arrivée."),
+        ("Item is absent from my order", "The charger was not in the box."),
+        ("Out of office hours delivery", "Can you deliver after 6 pm?"),
+        ("Auto reply you sent is in English", "Please write to me in German."),
+        ("On vacation next week", "Please hold my parcel at the depot."),
+        ("Away from home in June", "Please deliver to my office address instead."),
+        ("Booking change (vacation rental)", "Please move my booking to 3 June."),
         ("Automatic renewal", "Please cancel the automatic renewal of my plan."),
         ("Re: Your order 1042", "I'm on vacation next week, could you hold the parcel until then?"),
         ("Re: Your order 1042", "I was out of the office until Monday, so I only saw this now."),
