@@ -55,6 +55,7 @@ from channels.email.bounce.original import original_message_id, returned_message
 from channels.email.bounce.text import (
     clean_addr,
     dedupe,
+    machine_written,
     notification_text,
     sender_is_daemon,
 )
@@ -125,7 +126,8 @@ def _detect(msg: Message) -> Bounce | None:
 
     # Free text is only believed from a mail daemon, or under a report type that vouches for a
     # machine notification: a customer who writes "my mail to you failed" is no bounce.
-    if not typed and not sender_is_daemon(msg):
+    daemon = typed or sender_is_daemon(msg)
+    if not daemon and not machine_written(msg):
         return None
     family = (fingerprint(msg, text) or "rfc3464") if typed else None
     notice = notice_part(text)
@@ -137,7 +139,9 @@ def _detect(msg: Message) -> Bounce | None:
         if result is not None and result[0]:
             return _build(msg, family or name, result, notice, subject, text)
         addressless = addressless or (None if result is None else (name, result))
-    generic = parse_generic(notice, msg)
+    # Only a daemon's notice is read by the generic parser: an out-of-office reply is machine
+    # written too, and may well have an address alone on a line.
+    generic = parse_generic(notice, msg) if daemon else None
     if generic is None:
         # Exim and Gmail name the failed addresses in a header even when the text is
         # localised or customised beyond recognition.
@@ -149,8 +153,12 @@ def _detect(msg: Message) -> Bounce | None:
             generic = (addrs, diagnostic_from(notice))
     if generic is not None:
         return _build(msg, family or "generic", generic, notice, subject, text)
-    found = fallback.failed_recipients(msg)
+    found = fallback.failed_recipients(msg, text)
     if found is None:
+        # Last, from a daemon: every address of a notice that says it failed.
+        loose = parse_generic(notice, msg, any_address=True) if daemon else None
+        if loose is not None:
+            return _build(msg, family or "generic", loose, notice, subject, text)
         if addressless is None:
             return None
         return _build(msg, family or addressless[0], addressless[1], notice, subject, text)

@@ -12,7 +12,9 @@ from email.message import Message
 
 from channels.email.addresses import header_addresses
 from channels.email.bounce.text import (
-    DAEMON_LOCALPARTS,
+    ADDR_RE,
+    DAEMON_LOCAL_RE,
+    RETURN_PATH_LOCAL_RE,
     SMTP_CODE_RE,
     STATUS_RE,
     clean_addr,
@@ -39,7 +41,7 @@ ORIGINAL_MARKER_RE = re.compile(
     r"|-+ ?The header of the original message is following|-+ ?Original message ?-+"
     r"|-+ ?Original Message Headers? ?-+|Original message headers:|-+ ?Returned mail ?-+"
     r"|-+ ?Original message follows|Content-Type: message/rfc822|-+ ?START OF RETURNED MESSAGE"
-    r"|The first \d+ lines of your original message follow)",
+    r"|The first \d+ lines of your original message follow|Original message details:)",
     re.I | re.M,
 )
 
@@ -289,25 +291,53 @@ def parse_exchange(notice: str) -> FreeText | None:
     return recipients, diagnostic_from(body)
 
 
-def parse_generic(notice: str, msg: Message) -> FreeText | None:
-    """Sendmail's address block, else addresses on the lines of a notice that says it failed."""
+# What a notice says when it failed, in the words of the many MTAs without a layout of ours.
+_FAILURE_RE = re.compile(
+    r"could not be delivered|couldn't be delivered|undeliverable|undelivered mail"
+    r"|delivery (?:to the following recipients? )?(?:has )?failed|permanent(?: fatal)? errors?"
+    r"|failed recipient|user unknown|no such user|mailbox (?:unavailable|full|not found)"
+    r"|unable to deliver|not be delivered|delivery status notification|still undelivered"
+    r"|(?:not|n't) (?:been )?(?:able to )?deliver|(?:was|were|been) (?:not|NOT) delivered"
+    r"|delivery (?:failure|problems?|error)|fatal (?:delivery )?errors?|failed addresses"
+    r"|did not reach|(?:unknown|invalid|illegal) (?:user|recipient|mailbox|address|host)"
+    r"|(?:is|was) (?:automatically )?rejected|not (?:known|listed|found)|over ?quota"
+    r"|quota (?:exceeded|violation)|does not exist|no longer (?:valid|exists?)|error[- ]for"
+    r"|returned mail|processing error|has been delayed|delivery delayed|not yet been delivered"
+    r"|no (?:valid|such) (?:recipients?|mailbox|address)|final (?:email )?delivery",
+    re.I,
+)
+# Lines that name other addresses than the failed ones: the returned message's own headers,
+# in the notices that quote them without a marker.
+_NOT_A_RECIPIENT_LINE_RE = re.compile(
+    r"^\W*(?:From|Sender|Reply-To|Return-Path|Message-ID|In-Reply-To|References|Received|"
+    r"Errors-To)\s*:.*$|(?:please )?contact\s.*$|(?:mailto:|https?://)\S*",
+    re.I | re.M,
+)
+
+
+def parse_generic(notice: str, msg: Message, *, any_address: bool = False) -> FreeText | None:
+    """Sendmail's address block, else addresses on the lines of a notice that says it failed.
+
+    With `any_address` (the notice comes from a mail daemon, not merely from some program),
+    a notice that says it failed but has no layout we know names as recipients every address
+    in it that is not the bounce's own, a daemon's or a return path.
+    """
     sendmail = parse_sendmail(notice)
     if sendmail is not None:
         return sendmail
-    if not re.search(
-        r"could not be delivered|couldn't be delivered|undeliverable|undelivered mail"
-        r"|delivery (?:to the following recipients? )?(?:has )?failed|permanent(?: fatal)? errors?"
-        r"|failed recipient|user unknown|no such user|mailbox (?:unavailable|full|not found)"
-        r"|unable to deliver|not be delivered|delivery status notification|still undelivered",
-        notice,
-        re.I,
-    ):
+    if not _FAILURE_RE.search(notice):
         return None
     ours: set[str] = set()
-    for name in ("To", "Cc", "From", "Sender", "Reply-To"):
+    for name in ("To", "Cc", "From", "Sender", "Reply-To", "Return-Path"):
         ours.update(header_addresses(msg, name).addresses)
-    candidates: list[str] = []
-    for pattern in (
+
+    def wanted(addr: str) -> bool:
+        if addr in ours:
+            return False
+        local = addr.rpartition("@")[0]
+        return not DAEMON_LOCAL_RE.search(local) and not RETURN_PATH_LOCAL_RE.search(local)
+
+    patterns = [
         r"^\s*(?:Failed |Original |Final )?Recipient(?:s|\(s\))?:?\s*<?([^\s<>@]+@[^\s<>]+?)>?\s*$",
         r"<([^\s<>@]+@[^\s<>]+)>\.\.\.",  # Sendmail transcript "<addr>... User unknown"
         r"^\s*[<\"]([^\s<>\"@]+@[^\s<>\"]+)[>\"]\s*:?\s*$",
@@ -316,16 +346,17 @@ def parse_generic(notice: str, msg: Message) -> FreeText | None:
         # "The following message, addressed to 'ann@example.com', failed because ..."
         r"(?:addressed to|address(?:es)?|delivered to|recipients?)\s*:?\s*[\"'<]"
         r"([^\s\"'<>@]+@[^\s\"'<>]+)[\"'>]",
-    ):
-        for match in re.finditer(pattern, notice, re.I | re.M):
-            addr = clean_addr(match.group(1))
-            if addr and addr not in ours and addr.split("@")[0] not in DAEMON_LOCALPARTS:
-                candidates.append(addr)
+    ]
+    if any_address:
+        patterns.append(ADDR_RE.pattern)
+    text = _NOT_A_RECIPIENT_LINE_RE.sub("", notice)
+    for pattern in patterns:
+        found = re.finditer(pattern, text, re.I | re.M)
+        addrs = (clean_addr(m.group(m.lastindex or 0)) for m in found)
+        candidates = [a for a in addrs if a is not None and wanted(a)]
         if candidates:
-            break
-    if not candidates:
-        return None
-    return candidates, diagnostic_from(notice)
+            return candidates, diagnostic_from(notice)
+    return None
 
 
 def fingerprint(msg: Message, text: str) -> str | None:

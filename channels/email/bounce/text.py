@@ -31,12 +31,12 @@ DAEMON_LOCALPARTS = frozenset(
 )
 # Local parts and display names that only mail software uses for its notices: the MTA's own
 # daemon, an SMTP service, a gateway's virus scanner, a system administrator account.
-_DAEMON_LOCAL_RE = re.compile(
+DAEMON_LOCAL_RE = re.compile(
     r"mailer[-_.]?daemon|postmaster|mail[-_.]?daemon|mdaemon|microsoftexchange|smtp"
     r"|antivirus|mail[-_.]?(?:delivery|system|service|gateway)|system[-_. ]administrator",
     re.I,
 )
-_RETURN_PATH_LOCAL_RE = re.compile(r"(?:^|[-+_.])bounces?(?:$|[-+_.=])", re.I)
+RETURN_PATH_LOCAL_RE = re.compile(r"(?:^|[-+_.])bounces?(?:$|[-+_.=])", re.I)
 _DAEMON_DISPLAY_RE = re.compile(
     r"mail delivery|mailer[-_ ]daemon|postmaster|mail (?:delivery )?(?:system|subsystem)"
     r"|system administrator|mail administrator",
@@ -151,8 +151,9 @@ def normalise_message_id(value: str) -> str | None:
     return f"<{token}>" if "@" in token else None
 
 
-def sender_is_daemon(msg: Message) -> bool:
-    """Whether the mail says it comes from mail software rather than a person."""
+def machine_written(msg: Message) -> bool:
+    """Whether the mail says a program wrote it (not which): weaker than a daemon's sender,
+    since an out-of-office reply says so too."""
     # RFC 3834's mark of machine-written mail, and the old Precedence of bulk notices.
     if header_text(msg, "Auto-Submitted").strip().lower().startswith("auto-"):
         return True
@@ -160,15 +161,20 @@ def sender_is_daemon(msg: Message) -> bool:
         return True
     # Written to a return path (a list's `-bounces` address, our `bounces+<token>`): people
     # answer the From or Reply-To; only mail software answers the envelope sender.
-    for name in ("To", "Cc"):
-        for addr in header_addresses(msg, name).addresses:
-            if _RETURN_PATH_LOCAL_RE.search(addr.rpartition("@")[0]):
-                return True
+    return any(
+        RETURN_PATH_LOCAL_RE.search(addr.rpartition("@")[0])
+        for name in ("To", "Cc")
+        for addr in header_addresses(msg, name).addresses
+    )
+
+
+def sender_is_daemon(msg: Message) -> bool:
+    """Whether the mail comes from a mail daemon (not merely from a program)."""
     # An empty Return-Path is the SMTP marker for a notification (RFC 5321 4.5.5); a daemon's
     # own address there says the same.
     for value in msg.get_all("Return-Path") or []:
         path = str(value).strip()
-        if path in ("<>", "") or _DAEMON_LOCAL_RE.search(parseaddr(path)[1].rpartition("@")[0]):
+        if path in ("<>", "") or DAEMON_LOCAL_RE.search(parseaddr(path)[1].rpartition("@")[0]):
             return True
     for name in ("From", "Sender"):
         raw = raw_values(msg, name)
@@ -180,7 +186,7 @@ def sender_is_daemon(msg: Message) -> bool:
         addrs = field.addresses or [parseaddr(v)[1] for v in raw]
         for addr in addrs:
             local = addr.rpartition("@")[0] if "@" in addr else addr
-            if _DAEMON_LOCAL_RE.search(local):
+            if DAEMON_LOCAL_RE.search(local):
                 return True
         if _DAEMON_DISPLAY_RE.search(" ".join(m.name for m in field.mailboxes)):
             return True
