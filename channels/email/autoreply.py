@@ -99,6 +99,10 @@ _BODY_ABSENT_RE = re.compile(
 )
 _BODY_ABSENT_ANYWHERE_RE = re.compile(_alternatives(phrases.BODY_ABSENT_ANYWHERE))
 _BODY_RETURN_RE = re.compile(_alternatives(phrases.BODY_RETURN))
+_BODY_CONTEXT_RE = re.compile(_alternatives(phrases.BODY_CONTEXT))
+_BODY_LEAVE_RE = re.compile(_alternatives(phrases.BODY_LEAVE))
+# How far past the absence a holiday word may stand ("Ik ben tot 12 juli met vakantie").
+_LEAVE_REACH = 60
 # How much of the body's opening is read: responders say what they are in their first lines;
 # a customer who mentions a holiday further down is not one.
 _OPENING_CHARS = 600
@@ -232,7 +236,12 @@ def _body_reason(msg: Message) -> str | None:
         # our email below, or asks something.
         return None
     absent = _BODY_ABSENT_RE.search(opening) or _BODY_ABSENT_ANYWHERE_RE.search(opening)
-    if absent and _BODY_RETURN_RE.search(opening, absent.start()):
+    if not absent or not _BODY_RETURN_RE.search(opening, absent.start()):
+        return None
+    # "Away"/"not available" alone is what a customer also says of a delivery; a holiday or
+    # leave, or talk of the office, the mail or a contact, is what a responder says.
+    said = opening[absent.start() : absent.end() + _LEAVE_REACH]
+    if _BODY_LEAVE_RE.search(said) or _BODY_CONTEXT_RE.search(opening):
         return "out-of-office text"
     return None
 

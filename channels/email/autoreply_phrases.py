@@ -257,7 +257,8 @@ BODY_ABSENT: tuple[str, ...] = (
     r"(?:merci|je vous remercie) (?:pour|de) votre (?:message|courriel|e-?mail|mail)[^.!]{0,40}"
     r"[.!,] je (?:suis|serai)",
     # Spanish, Catalan
-    r"(?:estoy|estar[ée]|me encuentro) (?:actualmente |de |fuera|ausente|en )",
+    r"(?:estoy|estar[ée]|me encuentro) (?:actualmente |de (?:vacaciones|viaje|baja|permiso)|"
+    r"fuera|ausente|en (?:vacaciones|viaje|una conferencia))",
     r"(?:gracias|muchas gracias) por (?:su|tu) (?:correo|mensaje|e-?mail)[^.!]{0,40}[.!,]"
     r" (?:estoy|estar[ée]|me encuentro)",
     r"(?:s[óo]c|estic|estar[ée]) (?:fora|absent|de vacances)",
@@ -309,6 +310,42 @@ BODY_ABSENT_ANYWHERE: tuple[str, ...] = (
     r"(?:휴가|출장|부재) ?중입니다",
     r"(?:أنا )?(?:خارج المكتب|في إجازة)",
     r"(?:אני )?(?:מחוץ למשרד|בחופשה)",
+)
+
+# What an out-of-office notice talks about besides the absence: the office, the mail it is
+# answering, who to contact meanwhile. "I'm away until Friday, please deliver then" has none.
+BODY_CONTEXT: tuple[str, ...] = (
+    r"office|e-?mail|message|\bmail\b|contact|urgent|emergenc|colleague",
+    r"b[üu]ro|nachricht|kontakt|dringend|kolleg|vertretung|weitergeleitet",
+    r"bureau|courriel|contact|urgen|coll[èe]gue",
+    r"oficina|correo|mensaje|contact|urgen|compa[ñn]er",
+    r"ufficio|messaggi|contatt|urgen|collega|sede",
+    r"kantoor|bericht|contact|dringend|collega",
+    r"escrit[óo]rio|mensage|contat|urgen|colega",
+    r"biur|wiadomo|kontakt|piln",
+    r"kontor|meddelande|besked|melding|kontakt|br[åa]dskande|haster|akut",
+    r"toimisto|viesti|s[äa]hk[öo]post|kiireelli",
+    r"офис|сообщени|письм|срочн|коллег|обращ",
+    r"メール|連絡|急ぎ|邮件|郵件|联系|聯繫|紧急|緊急|메일|연락|급한",
+    r"[āa]rpus biroja|biroj|zi[ņn]|e-?pasts|kancel|iroda|birou|ured|pisarn|ofis|γραφε|μήνυμα",
+    r"مكتب|رسال|משרד|הודע",
+)
+
+# Words of a holiday or a leave: an absence said with one of them needs no context above.
+BODY_LEAVE: tuple[str, ...] = (
+    r"vacation|holiday|annual leave|\bon leave|out of (?:the )?office",
+    r"urlaub|nicht im b[üu]ro|abwesend|dienstreise|gesch[äa]ftsreise",
+    r"vacances|cong[ée]|absente?\b|hors du bureau",
+    r"vacaciones|ausente|fuera de la oficina|vacances",
+    r"ferie|vacanza|assente|fuori (?:sede|ufficio)",
+    r"vakantie|afwezig|verlof",
+    r"f[ée]rias|licen[çc]a",
+    r"urlop|nieobecn",
+    r"semester|ferie|ledig|fr[åa]nvarande|frav[æa]rende",
+    r"loma|poissa",
+    r"отпуск|командировк|відпустц",
+    r"休暇|不在|出張|休假|出差|휴가|출장|부재",
+    r"dovolen|szabads[áa]g|concediu|godi[šs]nj|dopust|atvaļinājum|atostog|puhkus|izin|tatil|άδεια|διακοπές",
 )
 
 BODY_RETURN: tuple[str, ...] = (

@@ -214,6 +214,8 @@ def test_out_of_office_text_without_headers_is_flagged(body: str) -> None:
         ("Auto: claim 8812", "Here are the photos of the car you asked for."),
         ("Re: Your order 1042", "Ich bin bis Freitag im Urlaub, bitte liefern Sie danach."),
         ("Re: Your order 1042", "We have received your email, thanks. The serial is 1234."),
+        ("Re: Your order 1042", "I'm not available until Friday, please deliver on Saturday."),
+        ("Re: Su pedido", "Estoy de acuerdo, pero el paquete no llegó hasta el lunes."),
         ("I received your message but the link is broken", "It says 404."),
     ],
 )
@@ -226,11 +228,16 @@ def test_people_mentioning_absence_are_not_flagged(subject: str, body: str) -> N
     assert auto_reply_reason(msg) is None
 
 
-def test_a_person_away_until_friday_who_quotes_our_email_is_not_flagged() -> None:
+def test_a_person_who_quotes_our_email_is_not_flagged() -> None:
     quote = (
         "\r\nOn Mon, 3 Jun 2024 at 10:00, Shop Support <support@shop.example> wrote:\r\n"
         "> Your parcel is on its way and should arrive on Thursday.\r\n"
     )
-    body = "I'm away until Friday, please leave the parcel with my neighbour."
+    body = "I am out of the office until Friday, please leave the parcel with my neighbour."
     assert auto_reply_reason(_mail("Re: Your order 1042", body, quote)) is None
     assert auto_reply_reason(_mail("Re: Your order 1042", body)) == "out-of-office text"
+
+
+def test_a_person_away_until_friday_is_not_flagged() -> None:
+    body = "I'm away until Friday, please leave the parcel with my neighbour."
+    assert auto_reply_reason(_mail("Re: Your order 1042", body)) is None
