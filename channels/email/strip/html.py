@@ -87,14 +87,20 @@ _TO_END = "to-end"
 def _container_kind(node: _Node) -> str | None:
     """Classify known quote containers of the mail clients."""
     classes = node.attrs.get("class", "").split()
-    node_id = node.attrs.get("id", "")
-    if node_id in ("divRplyFwdMsg", "appendonsend"):
-        # Outlook web: the header block is a sibling of the quoted body, so
-        # everything from here to the end of the document is history.
+    # Outlook's web and mobile clients prefix the ids and classes they re-render with "x_".
+    node_id = node.attrs.get("id", "").removeprefix("x_")
+    if node_id in ("divRplyFwdMsg", "appendonsend", "OLK_SRC_BODY_SECTION", "zwchr"):
+        # Outlook web and Mac, Zimbra: the header block is a sibling of the quoted
+        # body, so everything from here to the end of the document is history.
         return _TO_END
+    if node.tag == "blockquote" and "gmail_quote" in classes and not _after_attribution(node):
+        # Gmail's own quote button makes this too, for text the customer quotes on purpose.
+        return None
     if (
         "gmail_quote" in classes
         or "gmail_quote_container" in classes
+        or "protonmail_quote" in classes
+        or "zmail_extra" in classes
         or "moz-cite-prefix" in classes
         or "yahoo_quoted" in classes
         or node_id.startswith("yahoo_quoted")
@@ -103,6 +109,15 @@ def _container_kind(node: _Node) -> str | None:
     ):
         return _IN_PLACE
     return None
+
+
+def _after_attribution(node: _Node) -> bool:
+    """True if a Gmail blockquote follows Gmail's attribution div ("On ... wrote:")."""
+    if node.parent is None or len(node.parent.children) > 1000:
+        return False
+    siblings = [c for c in node.parent.children if isinstance(c, _Node)]
+    k = siblings.index(node)
+    return k > 0 and "gmail_attr" in siblings[k - 1].attrs.get("class", "").split()
 
 
 class _Sink:
@@ -284,13 +299,13 @@ def _strip_html(html: str) -> tuple[Stripped, bool]:
     """Strip an HTML body; also report whether it had a known quote container."""
     root = _parse_html(html)
     full = _render(root, remove=False)
-    whole = _strip_text(full.reply)
+    whole = _strip_text(full.reply, markup_quotes=True)
     if whole.forwarded or not full.has_container:
         return whole, full.has_container
     split = _render(root, remove=True)
     if split.interleaved or _container_has_inline_answers(root):
         return whole, True
-    inner = _strip_text(split.reply)
+    inner = _strip_text(split.reply, markup_quotes=True)
     if inner.forwarded:
         return whole, True
     reply_text = inner.reply_text

@@ -6,10 +6,13 @@ the message whatever it contains.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from channels.email.strip.vocab import (
     _ATTRIBUTION_RE,
+    _COLONLESS_ATTRIBUTION_RE,
+    _DATE_HEADER_KEYS,
     _DIGIT_RE,
     _FORWARD_DASHED_PHRASES,
     _FORWARD_INTRO_PHRASES,
@@ -39,23 +42,41 @@ def _is_quoted(line: str) -> bool:
 # cleans each line once, which matters on multi-megabyte bodies.
 
 
-def _is_attribution(cleaned: str) -> bool:
-    line = cleaned.strip("*_ ")
+def _is_attribution(cleaned: str, quote_follows: bool = False) -> bool:
+    """True for a reply attribution line ("On <date>, <name> wrote:" and its kin).
+
+    ``quote_follows`` (the next non-blank line is '>'-quoted) is the evidence that lets the
+    colon-less forms count: "2011/4/7 Name <addr>" and Android's "---- Name wrote ----".
+    """
+    framed = cleaned.startswith("--") and cleaned.endswith("--")
+    line = cleaned.strip("*_ -")
     # Yahoo's mobile app runs the quoted text on after "wrote:" in the same line.
     run_on = line.find(" wrote:  ", 0, _MAX_MARKER_LINE)
     if run_on > 0:
         line = line[: run_on + len(" wrote:")]
-    if len(line) > _MAX_MARKER_LINE or not line.endswith(":"):
+    if len(line) > _MAX_MARKER_LINE or len(line) < 5:
         return False
+    has_at = "@" in line
+    if not line.endswith((":", "：")):
+        return _is_colonless_attribution(line, has_at, quote_follows, framed)
     # A date or an address is what separates an attribution from prose like
     # "On the phone my colleague wrote:".
-    if "@" not in line and _DIGIT_RE.search(line) is None:
+    if not has_at and _DIGIT_RE.search(line) is None:
         return False
     if _ATTRIBUTION_RE.match(line):
         return True
-    if not ("@" in line or _TIME_RE.search(line)):
+    if not (has_at or _TIME_RE.search(line)):
         return False
     return _is_addressed_attribution(line) or _UNANCHORED_ATTRIBUTION_RE.match(line) is not None
+
+
+def _is_colonless_attribution(line: str, has_at: bool, quote_follows: bool, framed: bool) -> bool:
+    if line[-5:].lower() == "wrote":
+        if quote_follows and framed:
+            return True
+        dated = _DIGIT_RE.search(line) is not None and (has_at or _TIME_RE.search(line))
+        return bool(dated) and _COLONLESS_ATTRIBUTION_RE.match(line) is not None
+    return quote_follows and _is_addressed_attribution(line + ":")
 
 
 def _is_addressed_attribution(line: str) -> bool:
@@ -63,10 +84,12 @@ def _is_addressed_attribution(line: str) -> bool:
 
     Checked by hand: as one regex the two open-ended parts backtrack quadratically.
     """
-    if not (line.endswith(">:") or line.endswith("> :")):
+    if not line.endswith((">:", "> :", ">>:")):
         return False
     start = line.rfind("<")
-    addr = line[start + 1 : line.rfind(">")]
+    addr = line[start + 1 : line.find(">", start)].strip()
+    if addr.startswith("mailto:"):
+        addr = addr[len("mailto:") :]
     return (
         start > 3
         and "@" in addr
@@ -78,6 +101,9 @@ def _is_addressed_attribution(line: str) -> bool:
 def _header_key(line: str) -> str | None:
     """Return the lower-cased field name of an Outlook-style 'Key: value' line."""
     idx = line.find(":", 0, 40)
+    wide = line.find("：", 0, 40)  # Chinese and Japanese clients write a full-width colon
+    if wide > 0 and (idx < 0 or wide < idx):
+        idx = wide
     if idx <= 0:
         return None
     # Outlook's plain-text rendering of bold labels is "*From:*".
@@ -87,22 +113,92 @@ def _header_key(line: str) -> str | None:
     return key
 
 
-def _outlook_block_at(lines: list[str], i: int) -> bool:
-    """True if a 'From:' line at i starts a block of at least three header fields."""
+def _header_value(cleaned: str) -> str:
+    return cleaned.split(":", 1)[1].strip(" *") if ":" in cleaned else cleaned.split("：", 1)[1]
+
+
+# A header block may have blank lines between its fields (Outlook's plain text of a
+# table), but never more than this many in a row, nor more than this many lines in all.
+_MAX_BLOCK_GAP = 3
+_MAX_BLOCK_LINES = 14
+
+
+# Field names long enough to be told from prose when they follow another field on its line.
+_INLINE_KEYS = sorted((k for k in _OTHER_HEADER_KEYS if len(k) >= 4), key=len, reverse=True)
+_INLINE_HEADER_RE = re.compile(
+    r"(?:^|\s)(?:" + "|".join(map(re.escape, _INLINE_KEYS)) + r")\s?:", re.IGNORECASE
+)
+
+
+def _header_block_at(lines: list[str], i: int) -> bool:
+    """True if a header block of a quoted message starts at line i.
+
+    Either "From: <sender>" with two more fields of the same block (Outlook, in any of the
+    languages), or a dated "Date:"/"Sent:" with another field, one of them naming an address
+    (Hotmail and ticket systems start with the date).
+    """
     cleaned = _clean_line(lines[i])
-    if _header_key(cleaned) not in _FROM_KEYS:
+    key = _header_key(cleaned)
+    is_from = key in _FROM_KEYS
+    is_date = key in _DATE_HEADER_KEYS
+    if not (is_from or is_date):
         return False
-    if not cleaned.split(":", 1)[1].strip(" *"):
+    value = _header_value(cleaned)
+    if not value or (is_date and not is_from and _DIGIT_RE.search(value) is None):
         return False
-    others = 0
-    for j in range(i + 1, min(i + 9, len(lines))):
-        if not lines[j].strip():
+    others, gap, addressed = 0, 0, "@" in value
+    if is_from:
+        # Outlook's header collapsed onto one line: "From: <sender> Sent: <date> To: ...".
+        others = len(_INLINE_HEADER_RE.findall(value))
+        if others >= 1 and _DIGIT_RE.search(value) is not None:
+            return True
+    prev_continued = False
+    for j in range(i + 1, min(i + _MAX_BLOCK_LINES, len(lines))):
+        line = _clean_line(lines[j])
+        if not line:
+            gap += 1
+            if gap > _MAX_BLOCK_GAP:
+                break
+            continue
+        gap = 0
+        other = _header_key(line)
+        if other not in _OTHER_HEADER_KEYS and other not in _FROM_KEYS:
+            if "@" in line and len(line) <= 120 and not prev_continued:
+                # A long sender wrapped onto the next line ("From: Name\n<addr>").
+                prev_continued = True
+                continue
             break
-        if _header_key(_clean_line(lines[j])) in _OTHER_HEADER_KEYS:
-            others += 1
-            if others >= 2:
-                return True
+        prev_continued = False
+        others += 1
+        addressed = addressed or "@" in line
+        if is_from and others >= 2:
+            return True
+        if is_date and addressed and others >= 1:
+            return True
     return False
+
+
+def _block_top(lines: list[str], i: int) -> int:
+    """Walk up from a header block over the rules and dated lines clients put above it.
+
+    ("________", "====", "-----Original Message-----", "Message du : <date>".)
+    """
+    top = i
+    j = i - 1
+    while j >= 0:
+        cleaned = _clean_line(lines[j])
+        if not cleaned:
+            j -= 1
+            if top - j > _MAX_BLOCK_GAP:
+                break
+            continue
+        key = _header_key(cleaned)
+        dated_line = key in _DATE_HEADER_KEYS and _DIGIT_RE.search(cleaned) is not None
+        if not (_is_rule_line(cleaned) or _is_original_message(cleaned) or dated_line):
+            break
+        top = j
+        j -= 1
+    return top
 
 
 def _dash_framed_phrase(cleaned: str) -> str | None:
@@ -126,7 +222,8 @@ def _is_original_message(cleaned: str) -> bool:
 
 
 def _is_rule_line(cleaned: str) -> bool:
-    return len(cleaned) >= 10 and not cleaned.strip("_")
+    """A line drawn with one character ("_____", "=====", "-----")."""
+    return len(cleaned) >= 3 and cleaned[0] in "_=-~*" and not cleaned.strip(cleaned[0])
 
 
 # --- the same markers, for readers of a forward (channels/email/forwarded.py) ---------------
@@ -158,18 +255,98 @@ class _Marker:
     kind: str  # "forward", "outlook" or "attribution"
     index: int
     width: int = 1
+    prefix: str = ""  # reply text that shares the attribution's line ("reply On ... wrote:")
+
+
+# A wrapped attribution spans at most this many lines (Polymail: "On <date> <name>",
+# blank, "<", "mailto:<name> <addr>", "> wrote:").
+_WRAP_LINES = 5
+# The words an attribution starts with, for finding one that follows reply text on its line.
+_OPENER_RE = re.compile(r"(?:(?<=\s)|(?<=-))(?:On|Am|Le|El|Em|Il|Op|På|Den|In data|W dniu)\s")
+
+
+def _ends_marker(line: str) -> bool:
+    tail = line.rstrip(" -*")
+    return tail.endswith((":", "：")) or tail[-5:].lower() == "wrote"
+
+
+def _quote_follows(lines: list[str], quoted: list[bool], j: int) -> bool:
+    """True if the first non-blank line from j on is '>'-quoted."""
+    for k in range(j, min(j + 4, len(lines))):
+        if lines[k].strip():
+            return quoted[k]
+    return False
+
+
+def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
+    """Width of an attribution that starts at line i and wraps over following lines, or 0."""
+    n = len(lines)
+    parts = [_clean_line(lines[i])]
+    if _DIGIT_RE.search(parts[0]) is None and not _starts_attribution(parts[0]):
+        return 0
+    total = len(parts[0])
+    for j in range(i + 1, min(i + _WRAP_LINES, n)):
+        line = lines[j]
+        if quoted[j]:
+            # Only Polymail's "> wrote:" may look quoted inside an attribution.
+            inner = line.strip().lstrip(">").strip()
+            if len(inner) > 12 or not _ends_marker(inner):
+                return 0
+            line = inner
+        cleaned = _clean_line(line)
+        if not cleaned:
+            continue
+        parts.append(cleaned)
+        total += len(cleaned) + 1
+        if total > _MAX_MARKER_LINE:
+            return 0
+        if not _ends_marker(cleaned):
+            continue
+        follows = _quote_follows(lines, quoted, j + 1)
+        if not _is_attribution(" ".join(parts), follows):
+            continue
+        # The attribution may start on a later line: "Lorem" above "Den ... skrev:" is reply.
+        if _starts_attribution(parts[1]) and _is_attribution(" ".join(parts[1:]), follows):
+            return 0
+        return j - i + 1
+    return 0
+
+
+def _starts_attribution(cleaned: str) -> bool:
+    """True if a line begins the way attributions do: a date, or an opener word."""
+    return cleaned[:1].isdigit() or _OPENER_RE.match(" " + cleaned) is not None
+
+
+def _split_run_on(cleaned: str) -> str | None:
+    """The reply text before an attribution that shares its line, or None."""
+    for m in _OPENER_RE.finditer(cleaned, 1):
+        prefix = cleaned[: m.start()].rstrip(" -")
+        if prefix and _is_attribution(cleaned[m.start() :], True):
+            return prefix
+    return None
 
 
 def _first_marker(lines: list[str], quoted: list[bool]) -> _Marker | None:
     """Find the earliest line that starts history or marks a forward."""
     n = len(lines)
+    # The nearest line at or after each one that ends like an attribution: a wrapped
+    # attribution can only start within reach of one.
+    next_end = [n] * (n + 1)
+    for j in range(n - 1, -1, -1):
+        next_end[j] = j if _ends_marker(lines[j][-40:]) else next_end[j + 1]
     for i in range(n):
         line = lines[i]
-        # Every marker has a colon, a dash rule or an underscore rule (a wrapped
-        # attribution has its colon on the next line). Cheap gates first keep
-        # the scan fast on huge bodies.
-        nxt_colon = i + 1 < n and lines[i + 1].rstrip().endswith(":")
-        if ":" not in line and "--" not in line and "__" not in line and not nxt_colon:
+        in_reach = next_end[i] < i + _WRAP_LINES
+        # Every marker has a colon, a rule, an address or a line ending like an
+        # attribution within reach. Cheap gates first keep the scan fast on huge bodies.
+        if (
+            not in_reach
+            and ":" not in line
+            and "--" not in line
+            and "__" not in line
+            and "==" not in line
+            and "@" not in line
+        ):
             continue
         cleaned = _clean_line(line)
         if not cleaned:
@@ -189,26 +366,25 @@ def _first_marker(lines: list[str], quoted: list[bool]) -> _Marker | None:
                 return _Marker("forward", i)
             if _is_original_message(cleaned):
                 return _Marker("outlook", i)
-            if _is_rule_line(cleaned):
-                # Outlook puts a line of underscores above the header block.
-                j = i + 1
-                while j < n and j <= i + 2 and not lines[j].strip():
-                    j += 1
-                if j < n and _outlook_block_at(lines, j):
-                    return _Marker("outlook", i)
-                continue
-        if _header_key(cleaned) in _FROM_KEYS and _outlook_block_at(lines, i):
-            return _Marker("outlook", i)
+        if _header_key(cleaned) is not None and _header_block_at(lines, i):
+            return _Marker("outlook", _block_top(lines, i))
+        if len(cleaned) > _MAX_MARKER_LINE + 20:
+            continue
         dated = "@" in cleaned or _DIGIT_RE.search(cleaned) is not None
-        if dated and (ends_colon or " wrote:  " in cleaned) and _is_attribution(cleaned):
-            return _Marker("attribution", i)
-        if (
-            nxt_colon
-            and not ends_colon
-            and not quoted[i + 1]
-            and len(line) + len(lines[i + 1]) < _MAX_MARKER_LINE
-            and (dated or "@" in lines[i + 1] or _DIGIT_RE.search(lines[i + 1]) is not None)
-            and _is_attribution(cleaned + " " + _clean_line(lines[i + 1]))
-        ):
-            return _Marker("attribution", i, 2)
+        if not dated and cleaned[0] not in "-*":
+            continue
+        ends = _ends_marker(cleaned)
+        if ends or " wrote:  " in cleaned or "@" in cleaned:
+            follows = _quote_follows(lines, quoted, i + 1)
+            if (ends or " wrote:  " in cleaned or follows) and _is_attribution(cleaned, follows):
+                return _Marker("attribution", i)
+            if follows and ends:
+                prefix = _split_run_on(cleaned)
+                if prefix is not None:
+                    return _Marker("attribution", i, prefix=prefix)
+        # A line that ends like an attribution is not the first of a wrapped one.
+        if not ends and in_reach:
+            width = _wrapped_attribution(lines, quoted, i)
+            if width:
+                return _Marker("attribution", i, width)
     return None

@@ -38,8 +38,10 @@ def _split_signature(lines: list[str]) -> tuple[list[str], list[str]]:
         last -= 1
     if last < 0:
         return lines, []
-    if _is_mobile_line(lines[last]):
-        start = last
+    # A phone client writes its "Sent from my ..." line below what was typed: anything after
+    # it is the history the client appended (Outlook for Android, without a marker).
+    first_text = next(i for i, x in enumerate(lines) if x.strip())
+    start = next((i for i in range(first_text + 1, last + 1) if _is_mobile_line(lines[i])), None)
     # Last delimiter wins: an earlier "--" is more likely part of the content.
     for i in range(last, -1, -1):
         if lines[i].rstrip() == "--" and lines[i].strip() == "--":
@@ -60,7 +62,9 @@ def _keep_all(text: str, forwarded: bool = False) -> Stripped:
     return Stripped(reply_text=text.strip(), quoted="", signature="", forwarded=forwarded)
 
 
-def _split_quote_blocks(lines: list[str], quoted: list[bool]) -> tuple[list[str], list[str]] | None:
+def _split_quote_blocks(
+    lines: list[str], quoted: list[bool], markup_quotes: bool
+) -> tuple[list[str], list[str]] | None:
     """Handle '>' quoting without attribution: one block at the end or at the start.
 
     Returns (reply, quoted) or None when the quoting is interleaved with answers,
@@ -71,16 +75,71 @@ def _split_quote_blocks(lines: list[str], quoted: list[bool]) -> tuple[list[str]
     if not quote_idx or not text_idx:
         return None
     first_t, last_t = text_idx[0], text_idx[-1]
+    block = range(quote_idx[0], quote_idx[-1] + 1)
+    # One quote block, with no answer between its lines.
+    solid = not any(lines[k].strip() and not quoted[k] for k in block)
+    after = lines[block.stop :]
+    if solid and first_t < block.start and _only_signature(after):
+        # One quote block followed only by the signature: the quote is the history.
+        return lines[: block.start] + after, lines[block.start : block.stop]
     if quote_idx[0] > last_t:
+        if sum(1 for i in quote_idx if lines[i].strip(" \t>")) < 2:
+            return None  # One quoted line alone is thin evidence of history: keep it.
         return lines[: last_t + 1], lines[last_t + 1 :]
     if quote_idx[-1] < first_t:
         return lines[first_t:], lines[:first_t]
+    above = [k for k in text_idx if k < block.start]
+    if solid and markup_quotes and above and not lines[above[-1]].rstrip().endswith(":"):
+        # One HTML blockquote inside the reply ("message, quote, closing words") that the
+        # customer did not introduce ("Your terms say:") as a citation: the quote is history.
+        return lines[: block.start] + lines[block.stop :], lines[block.start : block.stop]
     return None
 
 
-def _strip_text(text: str) -> Stripped:
+def _only_signature(lines: list[str]) -> bool:
+    body, signature = _split_signature(lines)
+    return bool(signature) and not any(x.strip() for x in body)
+
+
+def _mailing_list_footer(lines: list[str]) -> int | None:
+    """Where a list server's footer ("____", "<list> mailing list") starts, if it ends the text."""
+    last = len(lines) - 1
+    while last >= 0 and not lines[last].strip():
+        last -= 1
+    for i in range(last - 1, max(last - 6, 0) - 1, -1):
+        rule = lines[i].strip()
+        if (
+            len(rule) >= 2
+            and not rule.strip("_")
+            and lines[i + 1].strip().lower().endswith("mailing list")
+        ):
+            return i
+    return None
+
+
+def _mark_link_debris(lines: list[str], quoted: list[bool]) -> None:
+    """Count as quoted the stray pieces of a wrapped link between two quoted lines.
+
+    Clients that wrap a long quoted URL leave its tail without the '>' prefix; taken as
+    text, it would make the history look like an inline answer.
+    """
+    for i in range(1, len(lines) - 1):
+        if quoted[i] or not quoted[i - 1] or not quoted[i + 1]:
+            continue
+        line = lines[i].strip()
+        if "://" in line or (line and " " not in line and "=" in line):
+            quoted[i] = True
+
+
+def _strip_text(text: str, markup_quotes: bool = False) -> Stripped:
+    """Strip a plain-text body; ``markup_quotes`` when its '>' lines were HTML blockquotes."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    footer: list[str] = []
+    footer_at = _mailing_list_footer(lines)
+    if footer_at is not None:
+        lines, footer = lines[:footer_at], lines[footer_at:]
     quoted = [_is_quoted(line) for line in lines]
+    _mark_link_debris(lines, quoted)
     marker = _first_marker(lines, quoted)
 
     if marker is not None and marker.kind == "forward":
@@ -95,25 +154,31 @@ def _strip_text(text: str) -> Stripped:
         reply, cut = lines[: marker.index], lines[marker.index :]
     elif marker is not None:
         h, w = marker.index, marker.width
+        above = [*lines[:h], marker.prefix] if marker.prefix else lines[:h]
         rest = range(h + w, len(lines))
         first = next((j for j in rest if lines[j].strip()), None)
         if first is None or not quoted[first]:
             # Unprefixed history (Outlook, Yahoo) or nothing: all of it is quoted.
-            reply, cut = lines[:h], lines[h:]
+            reply, cut = above, lines[h:]
         else:
             end = next((j for j in rest if j > first and lines[j].strip() and not quoted[j]), None)
             if end is None:
-                reply, cut = lines[:h], lines[h:]
-            elif not any(x.strip() for x in lines[:h]) and not any(quoted[end:]):
+                reply, cut = above, lines[h:]
+            elif any(quoted[end:]):
+                pass  # The reply is interleaved with the quote: keep everything.
+            elif not any(x.strip() for x in above):
                 # Bottom-posting: history on top, the answer below it.
                 reply, cut = lines[end:], lines[:end]
-            # Otherwise the reply is interleaved with the quote: keep everything.
+            else:
+                # One quote inside the reply ("answer, quote, closing words"): cut the quote.
+                reply, cut = above + lines[end:], lines[h:end]
     else:
-        blocks = _split_quote_blocks(lines, quoted)
+        blocks = _split_quote_blocks(lines, quoted, markup_quotes)
         if blocks is not None:
             reply, cut = blocks
 
     body, signature = _split_signature(reply)
+    signature += footer
     reply_text = _join(body)
     if not reply_text:
         return _keep_all(text)
