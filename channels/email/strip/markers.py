@@ -306,7 +306,10 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
         if not _is_attribution(" ".join(parts), follows):
             continue
         # The attribution may start on a later line: "Lorem" above "Den ... skrev:" is reply.
-        if _starts_attribution(parts[1]) and _is_attribution(" ".join(parts[1:]), follows):
+        if any(
+            _starts_attribution(parts[k]) and _is_attribution(" ".join(parts[k:]), follows)
+            for k in range(1, len(parts))
+        ):
             return 0
         return j - i + 1
     return 0
@@ -314,7 +317,7 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
 
 def _starts_attribution(cleaned: str) -> bool:
     """True if a line begins the way attributions do: a date, or an opener word."""
-    return cleaned[:1].isdigit() or _OPENER_RE.match(" " + cleaned) is not None
+    return cleaned[:1].isdigit() or _OPENER_RE.match(" " + cleaned, 1) is not None
 
 
 def _split_run_on(cleaned: str) -> str | None:
