@@ -53,6 +53,7 @@ from channels.email.bounce.freetext import (
 )
 from channels.email.bounce.original import original_message_id, returned_message_ids
 from channels.email.bounce.text import (
+    CHALLENGE_RE,
     clean_addr,
     dedupe,
     machine_written,
@@ -159,9 +160,16 @@ def _detect(msg: Message) -> Bounce | None:
         loose = parse_generic(notice, msg, any_address=True) if daemon else None
         if loose is not None:
             return _build(msg, family or "generic", loose, notice, subject, text)
-        if addressless is None:
+        if addressless is not None:
+            return _build(msg, family or addressless[0], addressless[1], notice, subject, text)
+        if not typed:
             return None
-        return _build(msg, family or addressless[0], addressless[1], notice, subject, text)
+        # Typed a delivery report but unreadable (cut off, no boundary): a bounce that a return
+        # path can still tie, never a verdict on the address we cannot read.
+        bounce = _build(
+            msg, family or "rfc3464", ([], diagnostic_from(notice)), notice, subject, text
+        )
+        return dataclasses.replace(bounce, permanent=False)
     addresses, permanent = found
     bounce = _build(
         msg,
@@ -198,6 +206,7 @@ def _from_dsn(msg: Message, rcpts: list[DsnRecipient], text: str) -> Bounce | No
     # Report only the recipients matching the overall verdict, so a mixed report does not
     # make a merely delayed address look dead.
     chosen = [r for r, p in failures if p == permanent]
+    permanent = permanent and not any(CHALLENGE_RE.search(r.diagnostic) for r in chosen)
     diagnostic = next((r.diagnostic for r in chosen if r.diagnostic), "") or next(
         (r.status for r in chosen if r.status), ""
     )

@@ -13,6 +13,7 @@ from email.message import Message
 from channels.email.addresses import header_addresses
 from channels.email.bounce.text import (
     ADDR_RE,
+    CHALLENGE_RE,
     DAEMON_LOCAL_RE,
     RETURN_PATH_LOCAL_RE,
     SMTP_CODE_RE,
@@ -73,6 +74,8 @@ def diagnostic_from(text: str) -> str:
 
 def permanence(notice: str, subject: str, diagnostic: str) -> bool:
     if WARNING_SUBJECT_RE.search(subject) or WARNING_RE.search(notice):
+        return False
+    if CHALLENGE_RE.search(notice):
         return False
     status = STATUS_RE.search(diagnostic)
     code = status.group(1) if status else None
@@ -303,7 +306,8 @@ _FAILURE_RE = re.compile(
     r"|(?:is|was) (?:automatically )?rejected|not (?:known|listed|found)|over ?quota"
     r"|quota (?:exceeded|violation)|does not exist|no longer (?:valid|exists?)|error[- ]for"
     r"|returned mail|processing error|has been delayed|delivery delayed|not yet been delivered"
-    r"|no (?:valid|such) (?:recipients?|mailbox|address)|final (?:email )?delivery",
+    r"|no (?:valid|such) (?:recipients?|mailbox|address)|final (?:email )?delivery"
+    r"|not a valid (?:user|recipient|address|mailbox)",
     re.I,
 )
 # Lines that name other addresses than the failed ones: the returned message's own headers,

@@ -105,7 +105,10 @@ def notification_text(msg: Message) -> str:
     html: list[str] = []
     for part in walk_outer(msg):
         ctype = content_type(part)
-        if ctype == "text/plain":
+        # A multipart whose boundary is missing or never used is one undivided text.
+        if ctype == "text/plain" or (
+            ctype.startswith("multipart/") and isinstance(raw_payload(part), str)
+        ):
             texts.append(part_text(part))
         elif ctype == "text/html":
             html.append(part_text(part))
@@ -191,3 +194,12 @@ def sender_is_daemon(msg: Message) -> bool:
         if _DAEMON_DISPLAY_RE.search(" ".join(m.name for m in field.mailboxes)):
             return True
     return False
+
+
+# A challenge-response filter's refusal: the address exists and waits for the sender to
+# confirm, so it is no verdict on the address.
+CHALLENGE_RE = re.compile(
+    r"requires? (?:your )?confirmation|whitelist|challenge[-/ ]response"
+    r"|confirm (?:this|your) (?:mail server|sender|address|e-?mail|message)",
+    re.I,
+)
