@@ -67,6 +67,10 @@ def _is_attribution(cleaned: str, quote_follows: bool = False) -> bool:
         return True
     if not (has_at or _TIME_RE.search(line)):
         return False
+    if quote_follows and _OPENER_RE.match(" " + line, 1) and _DIGIT_RE.search(line):
+        # "El <date>, <name> (<addr>) <verb>:" over a quote, whatever the verb's spelling
+        # (a client's charset, or a language not listed).
+        return True
     return _is_addressed_attribution(line) or _UNANCHORED_ATTRIBUTION_RE.match(line) is not None
 
 
@@ -295,6 +299,9 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
             line = inner
         cleaned = _clean_line(line)
         if not cleaned:
+            # Only Polymail breaks an attribution with a blank line, before a lone "<".
+            if j + 1 < n and lines[j + 1].strip() != "<":
+                return 0
             continue
         parts.append(cleaned)
         total += len(cleaned) + 1
@@ -317,7 +324,10 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
 
 def _starts_attribution(cleaned: str) -> bool:
     """True if a line begins the way attributions do: a date, or an opener word."""
-    return cleaned[:1].isdigit() or _OPENER_RE.match(" " + cleaned, 1) is not None
+    if cleaned[:1].isdigit() or _OPENER_RE.match(" " + cleaned, 1) is not None:
+        return True
+    # Gmail starts with the weekday in many languages ("ons 4 dec. 2024 kl. 20:42 skrev").
+    return cleaned[:1].isalpha() and _YEAR_RE.search(cleaned, 0, 40) is not None
 
 
 def _split_run_on(cleaned: str) -> str | None:

@@ -48,7 +48,7 @@ _UNANCHORED_ATTRIBUTION_RE = re.compile(
             r"^.{3,300}\s(?:написав|написала)\s?:$",  # Ukrainian
             r"^.{3,300}\skirjoitti\s?:$",  # Finnish
             r"^.{3,300}\skirjutas\s?:$",  # Estonian
-            r"^.{3,300}\s(?:ezt\s)?írta\s?:$",  # Hungarian
+            r"^.{3,300}\s(?:ezt\s)?írta(?:\s\(időpont:\s.{3,100}\))?\s?:$",  # Hungarian
             r"^.{3,300}\snaps(?:al|ala|al\(a\))\s?:$",  # Czech
             r"^.{3,300}\snapísal(?:a|\(a\))?\s?:$",  # Slovak
             r"^.{3,300}\sje\snapisa(?:o|la|l|la\s?\(a\))\s?:$",  # Croatian, Serbian, Slovenian
@@ -80,7 +80,7 @@ _HEADER_NAMES = {
     "发件人|寄件者|差出人|보낸 사람",
     "date": "sent|date|gesendet|datum|envoyé|enviado|enviada|enviado el|fecha|data|inviato|"
     "verzonden|skickat|sendt|dato|wysłano|wysłane|отправлено|дата|date d'envoi|"
-    "message du|inviato il|enviat|lähetetty|päivämäärä|saadetud|odesláno|odoslané|"
+    "message du|inviato il|enviat|enviada em|enviado em|data de envio|lähetetty|päivämäärä|saadetud|odesláno|odoslané|"
     "poslano|elküldve|dátum|trimis|gönderildi|tarih|στάλθηκε|надіслано|відправлено|"
     "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜",
     "to": "to|an|à|para|a|aan|till|til|do|кому|pour|per a|vastaanottaja|saaja|komu|za|"
