@@ -80,7 +80,8 @@ _HEADER_NAMES = {
     "发件人|寄件者|差出人|보낸 사람",
     "date": "sent|date|gesendet|datum|envoyé|enviado|enviada|enviado el|fecha|data|inviato|"
     "verzonden|skickat|sendt|dato|wysłano|wysłane|отправлено|дата|date d'envoi|"
-    "message du|inviato il|enviat|enviada em|enviado em|data de envio|lähetetty|päivämäärä|saadetud|odesláno|odoslané|"
+    "message du|inviato il|enviat|enviada em|enviado em|data de envio|lähetetty|"
+    "päivämäärä|saadetud|odesláno|odoslané|"
     "poslano|elküldve|dátum|trimis|gönderildi|tarih|στάλθηκε|надіслано|відправлено|"
     "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜",
     "to": "to|an|à|para|a|aan|till|til|do|кому|pour|per a|vastaanottaja|saaja|komu|za|"
