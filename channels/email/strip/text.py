@@ -9,6 +9,7 @@ from channels.email.strip.vocab import (
     _MAX_MOBILE_LINE,
     _MAX_SIGNATURE_LINES,
     _MOBILE_DEVICE_RE,
+    _MOBILE_GENERIC_RE,
     _MOBILE_PREFIX_RE,
 )
 
@@ -21,12 +22,15 @@ class Stripped:
     forwarded: bool  # True if the message was recognised as a forward (then nothing is cut)
 
 
-def _is_mobile_line(line: str) -> bool:
+def _is_mobile_line(line: str, last: bool = False) -> bool:
     cleaned = _clean_line(line)
     return (
         len(cleaned) <= _MAX_MOBILE_LINE
         and _MOBILE_PREFIX_RE.match(cleaned) is not None
-        and _MOBILE_DEVICE_RE.search(cleaned) is not None
+        and (
+            _MOBILE_DEVICE_RE.search(cleaned) is not None
+            or (last and _MOBILE_GENERIC_RE.match(cleaned) is not None)
+        )
     )
 
 
@@ -41,7 +45,9 @@ def _split_signature(lines: list[str]) -> tuple[list[str], list[str]]:
     # A phone client writes its "Sent from my ..." line below what was typed: anything after
     # it is the history the client appended (Outlook for Android, without a marker).
     first_text = next(i for i, x in enumerate(lines) if x.strip())
-    start = next((i for i in range(first_text + 1, last + 1) if _is_mobile_line(lines[i])), None)
+    start = next(
+        (i for i in range(first_text + 1, last + 1) if _is_mobile_line(lines[i], i == last)), None
+    )
     # Last delimiter wins: an earlier "--" is more likely part of the content.
     for i in range(last, -1, -1):
         if lines[i].rstrip() == "--" and lines[i].strip() == "--":

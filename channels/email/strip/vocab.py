@@ -225,10 +225,12 @@ _MOBILE_DEVICE_RE = re.compile(
     r"iphone|ipad|android|samsung|galaxy|pixel|huawei|xiaomi|blackberry|mobile|"
     r"smartphone|handy|tablet|outlook|yahoo|mail|telefon|teléfono|móvil|celular|"
     r"cellulare|телефон|ios\b|aol|proton|gmx|web\.de|"
-    # An app's plain-text link ("Sent from TypeApp<http://...>"), or "Sent from my <device>".
-    r"[<(]https?://|^sent from my(?:\s[\w.-]+){1,4}$",
+    # An app's name with its link glued on, ending the line ("Sent from TypeApp<http://...>").
+    r"\w\s?[<(]https?://[^\s<>()]+[>)]$",
     re.IGNORECASE,
 )
+# "Sent from my <device>" with a device we do not know: a signature only as the last line.
+_MOBILE_GENERIC_RE = re.compile(r"^sent from my(?:\s[\w-]+){1,4}$", re.IGNORECASE)
 _MAX_MOBILE_LINE = 120
 # A "-- " block longer than this is more likely content than a signature.
 _MAX_SIGNATURE_LINES = 15
