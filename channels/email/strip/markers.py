@@ -292,11 +292,16 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
     for j in range(i + 1, min(i + _WRAP_LINES, n)):
         line = lines[j]
         if quoted[j]:
-            # Only Polymail's "> wrote:" may look quoted inside an attribution.
+            # Inside an attribution, a line may start with the '>' that closes the address
+            # the line above opened ("... <addr" / "> a écrit :"), or be Polymail's "> wrote:".
+            head = " ".join(parts)
             inner = line.strip().lstrip(">").strip()
-            if len(inner) > 12 or not _ends_marker(inner):
+            if head.count("<") > head.count(">") and len(line) <= 120:
+                line = "> " + inner
+            elif len(inner) > 12 or not _ends_marker(inner):
                 return 0
-            line = inner
+            else:
+                line = inner
         cleaned = _clean_line(line)
         if not cleaned:
             # Only Polymail breaks an attribution with a blank line, before a lone "<".
