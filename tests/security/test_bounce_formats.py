@@ -25,7 +25,7 @@ from tests.understanding.score import CORPORA
 PERMANENT = (
     "flufl_bounce/postfix/postfix_01.txt",
     "flufl_bounce/qmail/qmail_01.txt",
-    "flufl_bounce/yahoo/yahoo_01.txt",
+    "flufl_bounce/yahoo/yahoo_03.txt",
     "flufl_bounce/groupwise/groupwise_01.txt",
     "flufl_bounce/other/smtp32_01.txt",
     "flufl_bounce/simple-match/simple_20.txt",

@@ -195,7 +195,7 @@ def parse_qmail(notice: str) -> FreeText | None:
 def parse_yahoo(notice: str) -> FreeText | None:
     if not re.search(
         r"(?:Sorry, we were|We have been) unable to deliver your message to the following"
-        r"|Message from yahoo\.com",
+        r"|Message from\s+yahoo\.com",
         notice,
         re.I,
     ):
@@ -307,7 +307,7 @@ _FAILURE_RE = re.compile(
     r"|quota (?:exceeded|violation)|does not exist|no longer (?:valid|exists?)|error[- ]for"
     r"|returned mail|processing error|has been delayed|delivery delayed|not yet been delivered"
     r"|no (?:valid|such) (?:recipients?|mailbox|address)|final (?:email )?delivery"
-    r"|not a valid (?:user|recipient|address|mailbox)",
+    r"|not a valid (?:user|recipient|address|mailbox)|full mailbox|(?:has been|was) postponed",
     re.I,
 )
 # Lines that name other addresses than the failed ones: the returned message's own headers,
@@ -329,6 +329,11 @@ def parse_generic(notice: str, msg: Message, *, any_address: bool = False) -> Fr
     sendmail = parse_sendmail(notice)
     if sendmail is not None:
         return sendmail
+    # qmail's "<addr>:" blocks are a layout of their own, copied by other MTAs (Sina, vpopmail
+    # hosts) without qmail's banner and in any language.
+    blocks = parse_colon_blocks(notice)
+    if blocks is not None:
+        return blocks
     if not _FAILURE_RE.search(notice):
         return None
     ours: set[str] = set()

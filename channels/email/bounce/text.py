@@ -187,6 +187,8 @@ def sender_is_daemon(msg: Message) -> bool:
         field = header_addresses(msg, name)
         # Some daemons write a name without a domain (`<MAILER-DAEMON>`): the raw text counts.
         addrs = field.addresses or [parseaddr(v)[1] for v in raw]
+        # `<Postmaster\@host@relay>` reads as no address at all: its words still count.
+        addrs = [a for a in addrs if a] or [v.rpartition("@")[0] for v in field.unreadable]
         for addr in addrs:
             local = addr.rpartition("@")[0] if "@" in addr else addr
             if DAEMON_LOCAL_RE.search(local):
