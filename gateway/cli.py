@@ -39,7 +39,7 @@ from tickets.models import App, Conversation, Event
 from tickets.stats import status_counts
 
 if TYPE_CHECKING:
-    from channels.email.process import Processing
+    from channels.email.process_record import Processing
 
 
 class GatewayGroup(click.Group):

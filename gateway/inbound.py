@@ -19,13 +19,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from channels.email.agent_reply import (
-    AgentMailPolicy,
-    AgentMailRejected,
-    DnsFunc,
-    record_rejection,
-    resolver_txt,
-)
+from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected, record_rejection
+from channels.email.batch_index import BatchIndex
 from channels.email.imap import ImapAccount, ImapPoller
 from channels.email.isolate import parse_many_isolated
 from channels.email.parse import (
@@ -34,7 +29,9 @@ from channels.email.parse import (
     ParseLimits,
     header_message_ids,
 )
-from channels.email.process import BatchIndex, ChannelRules, Processing, run_pipeline
+from channels.email.process import run_pipeline
+from channels.email.process_record import ChannelRules, Processing
+from channels.email.sender_auth import DnsFunc, resolver_txt
 from channels.email.smtp import Route, base_address
 from channels.email.tokens import TokenError, bounce_token_in
 from gateway.config import ConfigError, GatewayConfig
@@ -206,7 +203,6 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         for channel in app.channels
         for address in channel.addresses
     }
-    own = {address.rpartition("@")[2] for address in addresses}
     settings = {}
     if row.channel_id is not None:
         channel = session.get(Channel, row.channel_id)
@@ -224,7 +220,6 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         max_participants=runtime.config.limits.max_participants,
     )
     return ChannelRules(
-        own_domains=frozenset(own),
         subject_threading=bool(settings.get("subject_threading", True)),
         subject_threading_days=int(settings.get("subject_threading_days", 14)),
         limits=parse_limits(runtime),

@@ -9,7 +9,7 @@ Who may do this: a mail to the support address carries no signed token, so the F
 would let anyone open conversations for any customer by forging an agent's address. A forward
 is followed only when its sender is an active agent's verified address *and* the sender's domain
 vouches for the mail (an aligned DKIM signature passes, or the channel's edge says DKIM or DMARC
-passed), the check agent mail gets where a channel requires it (channels/email/agent_reply.py).
+passed), the check agent mail gets where a channel requires it (channels/email/sender_auth.py).
 Anything else is the sender's own mail, as before; when it came from an agent's address the
 reason it was not followed is kept in the message's flags (and `gateway explain` prints it).
 
@@ -27,10 +27,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from channels.email.agent_reply import AgentMailPolicy, agent_by_address, sender_authenticated
+from channels.email.agent_reply import AgentMailPolicy, agent_by_address
 from channels.email.forwarded import Forwarded, parse_forwarded, subject_without_forward_prefix
 from channels.email.isolate import parse_isolated
 from channels.email.parse import ParsedMail, ParseLimits
+from channels.email.sender_auth import sender_authenticated
 from channels.email.strip import is_forward_subject, strip_reply
 from tickets import services
 from tickets.models import Agent, App, Conversation, InboundMail, Message
@@ -86,7 +87,7 @@ def read_agent_forward(
     agent = agent_by_address(session, app.id, sender)
     if agent is None:
         return None
-    if not sender_authenticated(row.raw, sender, policy):
+    if not sender_authenticated(row.raw, sender, policy.trusted_authserv_id, policy.dns):
         domain = sender.rpartition("@")[2]
         return NotFollowed(
             f"sent from agent {agent.email}'s address, but nothing proves it came from them: no "

@@ -22,7 +22,7 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from channels.email.agent_reply import REPLY_MARKER
+from channels.email.agent_commands import REPLY_MARKER
 from channels.email.render import default_root, nl2br
 from channels.email.tokens import Keyring, agent_token, reply_address
 from tickets.models import (

@@ -26,6 +26,7 @@ from channels.email.autoreply import auto_reply_reason
 from channels.email.bounce import Bounce, detect_bounce
 from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
+from tickets.models import Attachment
 from tickets.text import clipped, storable
 
 # At most 998 characters (a header line's limit, and the columns'): a longer one is no id.
@@ -410,3 +411,18 @@ def parse_message(
         original_message_ids=originals,
         sender_problem=sender_problem,
     )
+
+
+def attachment_rows(parsed: ParsedMail) -> list[Attachment]:
+    """The mail's attachments as rows to hang on its message."""
+    return [
+        Attachment(
+            filename=a.filename,
+            content_type=a.content_type,
+            size=a.size,
+            content_id=a.content_id,
+            inline=a.inline,
+            content=a.content,
+        )
+        for a in parsed.attachments
+    ]

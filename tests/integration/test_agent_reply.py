@@ -12,15 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from channels.email.agent_reply import (
-    AgentMailPolicy,
-    AgentMailRejected,
-    CommandError,
-    parse_when,
-    read_reply,
-    resolver_txt,
-)
-from channels.email.process import ChannelRules, run_pipeline
+from channels.email.agent_commands import CommandError, parse_when, read_reply
+from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected
+from channels.email.process import run_pipeline
+from channels.email.process_record import ChannelRules
+from channels.email.sender_auth import resolver_txt
 from channels.email.tokens import Keyring, agent_token, reply_address
 from tests.support.agent_mail import STYLES, DkimKeys, agent_mail
 from tests.support.dns_server import TxtServer
@@ -93,7 +89,7 @@ def process(session: Session, world: World, raw: bytes, **kw):
     )
     session.add(row)
     session.flush()
-    rules = ChannelRules(own_domains=frozenset({"acme.test"}), agent_mail=policy(**kw))
+    rules = ChannelRules(agent_mail=policy(**kw))
     with session.begin_nested():
         return run_pipeline(session, row, world.app, rules, world.now)
 

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from channels.email.loop import loop_mark
-from channels.email.process import AgentReplyUnhandled, ChannelRules, Processing, run_pipeline
+from channels.email.process import AgentReplyUnhandled, run_pipeline
+from channels.email.process_record import ChannelRules, Processing
 from channels.email.tokens import AgentToken, CustomerToken, Keyring, reply_address
 from tickets import services
 from tickets.inbound import IncomingMail, store_incoming
@@ -34,7 +35,7 @@ from tickets.models import (
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-RULES = ChannelRules(own_domains=frozenset({"acme-help.example"}))
+RULES = ChannelRules()
 OURS = "<reply-1@acme-help.example>"
 
 
@@ -276,7 +277,7 @@ def test_subject_rule_window_and_channel_switch(session, app, now, first):
     raw = mail(
         "carol@example.com", "Parcel never arrived", "Again.", message_id="<carol-9@example.com>"
     )
-    off = ChannelRules(own_domains=RULES.own_domains, subject_threading=False)
+    off = ChannelRules(subject_threading=False)
     assert deliver(session, app, raw, later(now), rules=off).rule == "new conversation"
     raw = mail(
         "carol@example.com", "Parcel never arrived", "Later.", message_id="<carol-10@example.com>"
@@ -459,7 +460,6 @@ def test_a_customer_quoting_our_loop_header_in_the_body_is_still_a_customer(sess
 
 KEYRING = Keyring(b"a test key that is long enough to sign tokens")
 TOKEN_RULES = ChannelRules(
-    own_domains=RULES.own_domains,
     channel_addresses=frozenset({"support@acme-help.example"}),
     keyring=KEYRING,
 )
