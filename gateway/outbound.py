@@ -15,10 +15,11 @@ from email.utils import getaddresses
 from pathlib import Path
 
 from channels.chat.widget import conversation_token
-from channels.email import outbox
+from channels.email import envelopes, outbox
 from channels.email.check import SmtpTarget
 from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
 from channels.email.headers import header_section
+from channels.email.outbox import ACCEPTED, PENDING, REFUSED, UNKNOWN
 from channels.email.render import EmailTemplates
 from channels.email.tokens import Keyring, reply_address
 from channels.email.transport import (
@@ -213,7 +214,9 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
     """One attempt at one outbox row; None if there was nothing to do (safe to run twice).
 
     Returns the row's state after the attempt. Stale `sending` rows (the process died) are
-    settled first, by asking the transport whether the message arrived.
+    settled first, by asking the transport whether the message arrived. Each recipient not
+    yet accepted gets a transaction of its own (channels/email/envelopes.py); each result is
+    committed before the next transaction starts.
     """
     ob = outbound_for(runtime)
     now = runtime.clock()
@@ -228,10 +231,13 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
             except ConfigError as exc:
                 log.error("outbox %s: cannot settle a stale claim: %s", outbox_id, exc)
                 return None
-            settled = outbox.recover_stale(session, outbox_id, now - ob.stale_after, delivered, now)
+            settled = envelopes.recover_stale(
+                session, outbox_id, now - ob.stale_after, delivered, now
+            )
             if settled != OutboxState.PENDING:
                 return settled
     attempt = uuid.uuid4().hex
+    planned: list[envelopes.Envelope] = []
     with runtime.unit_of_work() as session:
         claimed = outbox.claim(session, outbox_id, attempt, now)
         if claimed is None:
@@ -244,47 +250,60 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
             log.warning("outbox %s: held: %s", outbox_id, refusal)
             outbox.give_up(session, claimed, OutboxState.HELD, refusal, now)
             return OutboxState.HELD
-        sender, recipients = outbox.return_path(runtime.keyring, claimed), list(claimed.recipients)
         message_id = claimed.message_id_header
         channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
         prepared = _prepare(ob, channel, claimed.raw)
-    try:
-        if isinstance(prepared, DeliveryError):
-            raise prepared
-        transport, raw = prepared
-        transport.send(sender, recipients, raw, message_id)
-    except DeliveryError as exc:
-        log.warning(
-            "outbox %s: attempt failed (%s): %s",
-            outbox_id,
-            "permanent" if exc.permanent else "temporary",
-            exc,
-        )
+        if not isinstance(prepared, DeliveryError):
+            per_recipient = prepared[0].per_recipient
+            planned = envelopes.envelopes(runtime.keyring, claimed, per_recipient=per_recipient)
+            if planned:
+                envelopes.start(claimed, planned[0])
+    if isinstance(prepared, DeliveryError):
+        log.warning("outbox %s: cannot send: %s", outbox_id, prepared)
         with runtime.unit_of_work() as session:
             return outbox.attempt_failed(
                 session,
                 outbox_id,
                 attempt,
-                str(exc),
-                permanent=exc.permanent,
+                str(prepared),
+                permanent=prepared.permanent,
                 policy=ob.policy,
                 now=runtime.clock(),
             )
-    except DeliveryUnknown as exc:
-        log.error("outbox %s: delivery unknown, held for an agent: %s", outbox_id, exc)
+    transport, raw = prepared
+    for index, envelope in enumerate(planned):
+        result = _transaction(transport, envelope, raw, message_id, outbox_id)
+        goes_on = result.state != PENDING or result.at_rcpt  # else the relay itself is away
+        following = planned[index + 1] if goes_on and index + 1 < len(planned) else None
         with runtime.unit_of_work() as session:
-            row = session.get(Outbox, outbox_id, with_for_update=True)
-            if row is not None and row.attempt_id == attempt:
-                outbox.give_up(
-                    session, row, OutboxState.HELD, f"delivery unknown: {exc}", runtime.clock()
-                )
-            return OutboxState.HELD
+            kept = envelopes.record(
+                session, outbox_id, attempt, envelope, result, runtime.clock(), following
+            )
+        if not kept or following is None:
+            break
     with runtime.unit_of_work() as session:
-        outbox.mark_sent(session, outbox_id, attempt, runtime.clock())
-        following = outbox.next_in_conversation(session, outbox_id, runtime.clock())
-    if following is not None:
-        send_soon(following)
-    return OutboxState.SENT
+        state = envelopes.finish(session, outbox_id, attempt, ob.policy, runtime.clock())
+        following_row = outbox.next_in_conversation(session, outbox_id, runtime.clock())
+    if state is not None and following_row is not None:
+        send_soon(following_row)
+    return state
+
+
+def _transaction(
+    transport: Transport, envelope: envelopes.Envelope, raw: bytes, message_id: str, row: int
+) -> envelopes.Result:
+    """One SMTP transaction (or file write) and how it ended."""
+    to = ", ".join(envelope.recipients)
+    try:
+        transport.send(envelope.sender, list(envelope.recipients), raw, message_id)
+    except DeliveryError as exc:
+        kind = "permanent" if exc.permanent else "temporary"
+        log.warning("outbox %s: to %s failed (%s): %s", row, to, kind, exc)
+        return envelopes.Result(REFUSED if exc.permanent else PENDING, str(exc), exc.at_rcpt)
+    except DeliveryUnknown as exc:
+        log.error("outbox %s: to %s: delivery unknown, held for an agent: %s", row, to, exc)
+        return envelopes.Result(UNKNOWN, f"delivery unknown: {exc}")
+    return envelopes.Result(ACCEPTED)
 
 
 def _from_addresses(raw: bytes) -> list[str]:

@@ -626,6 +626,9 @@ class Outbox(Base):
     recipients: Mapped[list[Any]] = mapped_column(default=list)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     message_ids: Mapped[list[Any]] = mapped_column(default=list)  # the messages this email carries
+    # Where each recipient stands (channels/email/outbox.py): one SMTP transaction each, so a
+    # retry goes only to those the relay has not yet accepted. None on rows queued before.
+    recipient_states: Mapped[list[Any] | None]
     state: Mapped[OutboxState] = mapped_column(_enum(OutboxState), default=OutboxState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None]

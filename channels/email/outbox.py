@@ -4,7 +4,10 @@
 it composes the message and adds the row in the caller's transaction. After the commit, the
 caller enqueues `send_outbound(row.id)`, or leaves it to the scheduler's sweep.
 
-At most one email per row. An attempt first *claims* the row (pending -> sending, with a fresh
+At most one email per row and recipient: each recipient of a row is one SMTP transaction of its
+own, under a return path naming the row and that recipient, and the row keeps which recipients
+the relay accepted (channels/email/envelopes.py), so a retry never reaches one twice. An attempt
+first *claims* the row (pending -> sending, with a fresh
 attempt id, in its own short transaction), then talks to the relay with no transaction open, then
 finishes the row only if its claim still holds. If the process dies in between, the row stays
 `sending`; once the claim is stale the sweep asks the transport whether the message arrived. The
@@ -14,7 +17,7 @@ re-queue it (`gateway outbox retry ID`). We choose a possibly missing email, whi
 told about, over a possibly duplicated one, which nobody can take back.
 
 Rows of one conversation go out in order: a row is not claimed while an earlier row of its
-conversation is still pending or sending.
+conversation is still pending or sending and has not yet reached the customer.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ from tickets.errors import NotAllowed, NotFound
 from tickets.models import Conversation, Message, Outbox, OutboxState, ThreadRef
 
 UNFINISHED = (OutboxState.PENDING, OutboxState.SENDING)
+
+# Where each recipient of a row stands (`Outbox.recipient_states`, in the order of
+# `recipients`; see channels/email/envelopes.py): not yet accepted; in a transaction now;
+# accepted by the relay; refused for good; in a transaction that broke after the message went
+# out (the relay may have it: never sent again automatically).
+PENDING, SENDING, ACCEPTED, REFUSED, UNKNOWN = (
+    "pending",
+    "sending",
+    "accepted",
+    "refused",
+    "unknown",
+)
 
 
 @dataclass(frozen=True)
@@ -139,12 +154,11 @@ def queue_email(
     return row
 
 
-def return_path(keyring: Keyring, row: Outbox) -> str:
-    """The envelope sender of a row: `bounces+<token>@<its channel's domain>` (VERP), the
-    token naming the row and its recipient, so a bounce to it is tied to exactly that email
-    and recipient whatever the bounce says. One transaction carries one envelope sender: a row
-    for several recipients gets a token that names the row only."""
-    recipient = 0 if len(row.recipients) == 1 else None
+def return_path(keyring: Keyring, row: Outbox, recipient: int | None) -> str:
+    """The envelope sender of a transaction of a row: `bounces+<token>@<its channel's domain>`
+    (VERP), the token naming the row and the recipient (its index in `recipients`), so a bounce
+    to it is tied to exactly that email and recipient whatever the bounce says. A transaction
+    for several recipients at once (the file transport) gets a token naming the row only."""
     token = keyring.sign(BounceToken(row.app_id, row.id, recipient))
     return bounce_address(token, row.mail_from.rpartition("@")[2].lower())
 
@@ -157,6 +171,8 @@ def _earlier_unfinished() -> Exists:
             earlier.conversation_id == Outbox.conversation_id,
             earlier.id < Outbox.id,
             earlier.state.in_(UNFINISHED),
+            # Once the customer has it, a copy still retried for a participant holds up nothing.
+            earlier.sent_at.is_(None),
         )
         .exists()
     )
@@ -234,33 +250,26 @@ def claim(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -
     return row
 
 
-def _held_by(session: Session, outbox_id: int, attempt_id: str) -> Outbox | None:
+def held_by(session: Session, outbox_id: int, attempt_id: str) -> Outbox | None:
     row = session.get(Outbox, outbox_id, with_for_update=True, populate_existing=True)
     if row is None or row.state != OutboxState.SENDING or row.attempt_id != attempt_id:
         return None
     return row
 
 
-def _messages(session: Session, row: Outbox) -> list[Message]:
+def carried(session: Session, row: Outbox) -> list[Message]:
     if not row.message_ids:
         return []
     return list(session.scalars(select(Message).where(Message.id.in_(row.message_ids))))
 
 
-def mark_sent(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -> bool:
-    row = _held_by(session, outbox_id, attempt_id)
-    if row is None:
-        return False
-    _sent(session, row, now)
-    return True
-
-
-def _sent(session: Session, row: Outbox, now: dt.datetime) -> None:
+def sent(session: Session, row: Outbox, now: dt.datetime) -> None:
+    """Every recipient has it, or was refused for good with the customer's copy delivered."""
     row.state = OutboxState.SENT
-    row.sent_at = now
+    row.sent_at = row.sent_at or now
     row.last_error = None
     row.next_attempt_at = None
-    for message in _messages(session, row):
+    for message in carried(session, row):
         if message.delivery_state in (None, "waiting", "queued", "failed", "held"):
             message.delivery_state = "sent"
             message.delivery_error = None
@@ -277,7 +286,7 @@ def attempt_failed(
     now: dt.datetime,
 ) -> OutboxState | None:
     """Record a failed attempt: back to pending with the next time, or failed for good."""
-    row = _held_by(session, outbox_id, attempt_id)
+    row = held_by(session, outbox_id, attempt_id)
     if row is None:
         return None
     row.last_error = reason[:2000]
@@ -288,25 +297,33 @@ def attempt_failed(
         return OutboxState.FAILED
     row.state = OutboxState.PENDING
     row.next_attempt_at = next_at
-    for message in _messages(session, row):
+    for message in carried(session, row):
         message.delivery_error = f"retrying: {reason}"[:2000]
     return OutboxState.PENDING
 
 
 def give_up(
-    session: Session, row: Outbox, state: OutboxState, reason: str, now: dt.datetime
+    session: Session,
+    row: Outbox,
+    state: OutboxState,
+    reason: str,
+    now: dt.datetime,
+    recipients: Sequence[str] | None = None,
 ) -> None:
-    """A final failure (or a held row): the agents see it on the messages, in a note and in an
-    event that notifies the assignee."""
+    """A final failure (or a held row) for these recipients (all by default): the agents see
+    it on the messages (unless the customer has them), in a note and in an event that
+    notifies the assignee."""
+    concerned = [str(r) for r in row.recipients] if recipients is None else list(recipients)
     row.state = state
     row.last_error = reason[:2000]
     row.next_attempt_at = None
-    for message in _messages(session, row):
-        message.delivery_state = "failed" if state == OutboxState.FAILED else "held"
-        message.delivery_error = reason[:2000]
+    if row.sent_at is None:
+        for message in carried(session, row):
+            message.delivery_state = "failed" if state == OutboxState.FAILED else "held"
+            message.delivery_error = reason[:2000]
     conversation = session.get(Conversation, row.conversation_id) if row.conversation_id else None
     if conversation is not None and row.kind == "customer":
-        to = ", ".join(row.recipients)
+        to = ", ".join(concerned)
         what = "could not be delivered" if state == OutboxState.FAILED else "was held, not sent"
         services.add_note(session, conversation, None, f"Email to {to} {what}: {reason}", now)
     ticket = conversation.ticket if conversation is not None else None
@@ -324,40 +341,6 @@ def give_up(
     )
 
 
-def recover_stale(
-    session: Session,
-    outbox_id: int,
-    claimed_before: dt.datetime,
-    delivered: bool | None,
-    now: dt.datetime,
-) -> OutboxState | None:
-    """Settle a row whose attempt died mid-send, by what the transport can tell about it."""
-    row = session.get(Outbox, outbox_id, with_for_update=True, populate_existing=True)
-    if (
-        row is None
-        or row.state != OutboxState.SENDING
-        or row.claimed_at is None
-        or row.claimed_at >= claimed_before
-    ):
-        return None
-    row.attempt_id = None
-    if delivered is True:
-        _sent(session, row, now)
-    elif delivered is False:
-        row.state = OutboxState.PENDING
-        row.next_attempt_at = now
-    else:
-        give_up(
-            session,
-            row,
-            OutboxState.HELD,
-            "delivery unknown: the sending process stopped after handing the message to the "
-            "relay and before it answered; check with the customer, then retry it if needed",
-            now,
-        )
-    return row.state
-
-
 def retry(session: Session, outbox_id: int, now: dt.datetime) -> Outbox:
     """An agent re-queues a failed or held row; it goes out at the next sweep."""
     row = session.get(Outbox, outbox_id)
@@ -368,7 +351,11 @@ def retry(session: Session, outbox_id: int, now: dt.datetime) -> Outbox:
     row.state = OutboxState.PENDING
     row.next_attempt_at = now
     row.attempt_id = None
-    for message in _messages(session, row):
+    if row.recipient_states is not None:  # again to all but those the relay accepted
+        row.recipient_states = [
+            ACCEPTED if state == ACCEPTED else PENDING for state in row.recipient_states
+        ]
+    for message in carried(session, row):
         message.delivery_state = "queued"
         message.delivery_error = None
     return row

@@ -29,11 +29,13 @@ from channels.email.egress import HostPolicy, HostRefused, smtp_client
 
 
 class DeliveryError(Exception):
-    """The message was not accepted; `permanent` says whether a retry could change that."""
+    """The message was not accepted; `permanent` says whether a retry could change that, and
+    `at_rcpt` whether the relay refused the recipients (RCPT TO) rather than the message."""
 
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, at_rcpt: bool = False) -> None:
         super().__init__(reason)
         self.permanent = permanent
+        self.at_rcpt = at_rcpt
 
 
 class DeliveryUnknown(Exception):
@@ -41,6 +43,9 @@ class DeliveryUnknown(Exception):
 
 
 class Transport(Protocol):
+    # Whether each recipient can be its own transaction under its own return path (VERP).
+    per_recipient: bool
+
     def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
         """Deliver or raise DeliveryError / DeliveryUnknown."""
 
@@ -61,8 +66,11 @@ class FileTransport:
     The file appears by an atomic rename, so after a crash it either exists whole (the message
     was delivered) or not at all (safe to write again): `delivered` can always tell. The
     envelope sender goes in front as `Return-Path`, as a delivering MTA writes it. Mail is
-    customers' data: the files are the gateway user's only (0600, the folder 0700).
+    customers' data: the files are the gateway user's only (0600, the folder 0700). One file
+    per message, so one transaction for all its recipients: nothing bounces back to a folder.
     """
+
+    per_recipient = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -120,6 +128,8 @@ class SmtpTransport:
     Authentication and TLS failures count as temporary: they are the relay's configuration,
     not this message's fault, and a fixed password should still let queued mail through.
     """
+
+    per_recipient = True
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
@@ -212,6 +222,7 @@ class SmtpTransport:
                 raise DeliveryError(
                     "RCPT TO: " + "; ".join(r for _, r in refused),
                     permanent=all(c >= 500 for c, _ in refused),
+                    at_rcpt=True,
                 )
             conn.putcmd("data")
             code, text = conn.getreply()

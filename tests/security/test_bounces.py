@@ -388,6 +388,8 @@ from gateway.config import GatewayConfig
 from gateway.runtime import Runtime
 
 class FullDisk:
+    per_recipient = False
+
     def __init__(self, inner):
         self.inner = inner
 

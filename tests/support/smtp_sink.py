@@ -1,8 +1,9 @@
 """A real SMTP relay stand-in for tests: aiosmtpd on loopback, keeping every message it accepts.
 
 It can be stopped and started again on the same port (a relay outage), and told to answer DATA
-with a given reply (a 4xx or 5xx) instead of accepting. With `record_logins` it offers AUTH
-(without TLS, as an attacker's server would) and keeps every user name and password it is sent.
+with a given reply (a 4xx or 5xx) instead of accepting, or RCPT TO for given addresses. With
+`record_logins` it offers AUTH (without TLS, as an attacker's server would) and keeps every user
+name and password it is sent.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ class _Handler:
         session.host_name = hostname
         return responses
 
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        refusal = self.sink.refuse_rcpt.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.sink.answer is not None:
             return self.sink.answer
@@ -68,6 +78,8 @@ class SmtpSink:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     answer: str | None = None  # e.g. "451 try later" or "550 no such user"
+    # An answer to RCPT TO per address (lowercase), e.g. {"pat@example.org": "550 no such user"}
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     record_logins: bool = False
