@@ -6,7 +6,8 @@ sent, and then only for that email's recipients:
 
 1. It came back to the email's VERP return path (`bounces+<token>@domain`, a bounce token we
    signed naming the outbox row and its recipient): attributed exactly to that row and
-   recipient, whatever the report says or fails to say.
+   recipient, whatever the report says or fails to say; a mail daemon's notice in a layout we
+   cannot read, naming no address at all, counts there too (`reported`).
 2. Otherwise its returned headers (the attached original, its headers, the original quoted in
    the text) carry the Message-ID of one of our outbox rows: it counts for those of that row's
    recipients that the report names.
@@ -27,6 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from channels.email.bounce import Bounce
+from channels.email.bounce.freetext import diagnostic_from, notice_part, permanence
+from channels.email.bounce.text import DAEMON_LOCAL_RE
+from channels.email.parse import ParsedMail
 from channels.email.tokens import BounceToken, Keyring, TokenError, bounce_token_in
 from tickets import participants, services
 from tickets.models import Conversation, CustomerAddress, Message, Outbox
@@ -61,6 +65,25 @@ def return_path_token(
         if token.app_id == app_id:
             return token
     return None
+
+
+def reported(token: BounceToken | None, parsed: ParsedMail) -> Bounce | None:
+    """The bounce a mail reports: as its layout reads; or, when a mail daemon writes to a
+    return path naming one recipient, that recipient's failure even if no layout we know reads
+    the notice (the return path says whose it is, the notice only whether it is final)."""
+    if parsed.bounce is not None or token is None or token.recipient is None:
+        return parsed.bounce
+    sender = parsed.from_address or parsed.from_name
+    if not DAEMON_LOCAL_RE.search(sender.rpartition("@")[0] or sender):
+        return None  # a person, or their out-of-office, answering the envelope sender
+    diagnostic = diagnostic_from(parsed.text)
+    return Bounce(
+        permanent=permanence(notice_part(parsed.text), parsed.subject, diagnostic),
+        recipients=(),
+        family="unread notice",
+        original_message_id=None,
+        diagnostic=diagnostic,
+    )
 
 
 def tie(

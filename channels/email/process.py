@@ -82,7 +82,7 @@ def step_bounce(p: Processing) -> None:
     assert p.parsed
     recipients = [*map(str, p.row.envelope_to or ()), *p.parsed.to, *p.parsed.cc]
     token = bounce_ties.return_path_token(p.rules.keyring, p.app.id, recipients)
-    bounce = p.parsed.bounce
+    bounce = bounce_ties.reported(token, p.parsed)
     if bounce is None and token is None:
         return
     tied = bounce_ties.tie(p.session, p.app.id, token, bounce)

@@ -33,8 +33,8 @@ from tests.support.agent_mail import quoted_reply
 from tests.support.gateway_e2e import relay_config, send
 from tests.support.smtp_sink import Received, SmtpSink
 from tests.support.waiting import wait_for
-from tickets import services
-from tickets.models import Conversation, CustomerAddress, Message
+from tickets import participants, services
+from tickets.models import Conversation, CustomerAddress, InboundMail, Message
 
 SUPPORT = "support@acme.test"
 HELP = "help@acme.test"  # a second address of the app's channel
@@ -461,7 +461,9 @@ def test_a_participant_that_bounces_is_copied_no_longer(gateway, relay):
     conversation_id = sam_writes_copying_pat(gateway, "My order has not arrived, please help.")
     agent_replies(gateway, conversation_id, "We are looking into it.")
     ours = email_with(relay, "We are looking into it.")
-    send(gateway, dsn(ours.mail_from, "pat@example.org"), ours.mail_from)
+    # Pat's copy went in a transaction of its own, under a return path naming Pat.
+    (to_pat,) = [m for m in transactions_of(relay, ours, 2) if m.rcpt_tos == ["pat@example.org"]]
+    send(gateway, dsn(to_pat.mail_from, "pat@example.org"), to_pat.mail_from)
 
     def bounced() -> list[dict[str, Any]] | None:
         found = detail(gateway, conversation_id)["participants"]
@@ -478,3 +480,54 @@ def test_a_participant_that_bounces_is_copied_no_longer(gateway, relay):
     agent_replies(gateway, conversation_id, "Pat's address bounced, so only you get this.")
     sent = email_with(relay, "only you get this")
     assert sent.rcpt_tos == ["sam@example.com"] and addresses(sent, "Cc") == []
+
+
+def test_a_notice_naming_nobody_to_a_participants_return_path_marks_that_participant(
+    gateway, relay
+):
+    conversation_id = sam_writes_copying_pat(gateway, "My order has not arrived, please help.")
+    with gateway.runtime.unit_of_work() as s:
+        conversation = s.get(Conversation, conversation_id)
+        participants.add(s, conversation, "lee@example.net", services.SYSTEM, s_now(gateway))
+    agent_replies(gateway, conversation_id, "We are looking into it.")
+    ours = email_with(relay, "We are looking into it.")
+    (to_pat,) = [m for m in transactions_of(relay, ours, 3) if m.rcpt_tos == ["pat@example.org"]]
+    # No layout we know, no address, no report part: only the return path says whose it is.
+    notice = (
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\r\n"
+        f"To: {to_pat.mail_from}\r\n"
+        "Subject: Delivery failure\r\n"
+        f"Message-ID: {make_msgid(domain='mx.example.org')}\r\n\r\n"
+        "Your message could not be delivered. The mailbox is unavailable.\r\n"
+    ).encode()
+    send(gateway, notice, to_pat.mail_from)
+
+    def bounced() -> dict[str, bool] | None:
+        found = {
+            p["email"]: p["undeliverable"] for p in detail(gateway, conversation_id)["participants"]
+        }
+        return found if found.get("pat@example.org") else None
+
+    assert wait_for(bounced) == {"pat@example.org": True, "lee@example.net": False}
+    data = detail(gateway, conversation_id)
+    assert data["customer"]["undeliverable"] == []
+    assert [m["delivery_state"] for m in data["messages"] if m["author_type"] == "agent"] == [
+        "sent"
+    ]
+    # A person answering the same return path (an out-of-office) marks nobody.
+    away = mail("Lee <lee@example.net>", to_pat.mail_from, "I am away until Monday.")
+    send(gateway, away, to_pat.mail_from)
+    assert "not applied" in wait_for(lambda: inbound_outcome(gateway, "away until Monday"))
+    assert detail(gateway, conversation_id)["participants"][1]["undeliverable"] is False
+
+
+def s_now(gateway: Services) -> Any:
+    return gateway.runtime.clock()
+
+
+def inbound_outcome(gateway: Services, text: str) -> str | None:
+    with gateway.runtime.unit_of_work() as s:
+        for row in s.scalars(select(InboundMail).where(InboundMail.processed_at.is_not(None))):
+            if text.encode() in row.raw:
+                return str(row.reason)
+    return None
