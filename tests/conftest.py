@@ -1,5 +1,12 @@
 """Shared fixtures: databases (SQLite always, PostgreSQL when GATEWAY_TEST_DATABASE_URL is set)
-and a session per test inside a transaction that is rolled back afterwards."""
+and a session per test inside a transaction that is rolled back afterwards.
+
+The whole suite runs on two processes (pytest-xdist, `-n 2` in the README command). Each worker
+gets what the tests reset or purge to itself: its own PostgreSQL database beside the configured
+one (`test` -> `test_gw0`), created here and put back in GATEWAY_TEST_DATABASE_URL before any
+test module reads it; its own temporary directories and free ports. The shared Redis and
+RabbitMQ servers are purged by the broker tests, which take turns on them through a lock file
+(tests/support/brokers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
 from gateway.db import make_engine, upgrade
@@ -24,7 +31,38 @@ pytest_plugins = [
 
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
 
-PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+
+def worker_database_url(url: str | None, worker: str | None) -> str | None:
+    """The PostgreSQL database of this xdist worker: the configured name plus the worker id."""
+    if not url or not worker:
+        return url
+    configured = make_url(url)
+    return configured.set(database=f"{configured.database}_{worker}").render_as_string(
+        hide_password=False
+    )
+
+
+def create_database(configured: str, wanted: str) -> None:
+    """Create the database of `wanted` unless it exists, connected to the configured one."""
+    name = make_url(wanted).database
+    if name == make_url(configured).database:
+        return
+    admin = create_engine(configured, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+                quoted = conn.dialect.identifier_preparer.quote(str(name))
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+    finally:
+        admin.dispose()
+
+
+CONFIGURED_PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
+PG_URL = worker_database_url(CONFIGURED_PG_URL, os.environ.get("PYTEST_XDIST_WORKER"))
+if CONFIGURED_PG_URL and PG_URL:
+    # Test modules read the variable when they are imported, after this conftest.
+    create_database(CONFIGURED_PG_URL, PG_URL)
+    os.environ["GATEWAY_TEST_DATABASE_URL"] = PG_URL
 DATABASES = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 

@@ -22,7 +22,8 @@ from sqlalchemy import func, select, update
 from gateway.broker import setup_broker
 from gateway.config import SlaPolicyConfig, embedded_default
 from gateway.runtime import Runtime
-from tests.integration.test_scheduler import BROKERS, Clock, runtime  # noqa: F401 - fixture
+from tests.integration.test_scheduler import Clock, runtime  # noqa: F401 - fixture
+from tests.support.brokers import BROKERS, exclusive
 from tickets import services
 from tickets.models import Channel, Event, SlaTimer, Ticket, TimerState
 
@@ -283,10 +284,11 @@ def restartable(request, tmp_path) -> Iterator[tuple[str, str, OwnRedis | None]]
         url = "stub://"
     else:
         url = next(u for u in BROKERS if u.startswith(mode.removeprefix("env-")))
-    yield mode, url, own
-    if own is not None:
-        own.kill()
-    setup_broker("stub://")
+    with exclusive(url):  # a shared Redis or RabbitMQ: one test at a time
+        yield mode, url, own
+        if own is not None:
+            own.kill()
+        setup_broker("stub://")
 
 
 @pytest.mark.slow

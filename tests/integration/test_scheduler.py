@@ -4,7 +4,6 @@ broker (and on Redis / RabbitMQ when their URLs are set)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 
 import dramatiq
@@ -14,14 +13,9 @@ from sqlalchemy import func, select
 from gateway.broker import setup_broker
 from gateway.config import embedded_default
 from gateway.runtime import Runtime
+from tests.support.brokers import BROKERS, exclusive
 from tickets import services
 from tickets.models import Conversation, ConversationState, Event
-
-BROKERS = ["stub://"] + [
-    url
-    for url in (os.environ.get("GATEWAY_TEST_REDIS_URL"), os.environ.get("GATEWAY_TEST_AMQP_URL"))
-    if url
-]
 
 
 class Clock:
@@ -34,21 +28,22 @@ class Clock:
 
 @pytest.fixture(params=BROKERS, ids=lambda u: u.split(":")[0])
 def runtime(request, tmp_path) -> Iterator[tuple[Runtime, dramatiq.Broker, Clock]]:
-    broker = setup_broker(request.param)
-    from gateway import actors
+    with exclusive(request.param):  # a shared Redis or RabbitMQ: one test at a time
+        broker = setup_broker(request.param)
+        from gateway import actors
 
-    config = embedded_default().model_copy(
-        update={"database_url": f"sqlite:///{tmp_path / 'gw.db'}", "broker_url": request.param}
-    )
-    rt = Runtime.create(config)
-    clock = Clock(dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC))
-    rt.clock = clock  # type: ignore[method-assign]
-    actors.bind(rt)
-    broker.flush_all()
-    yield rt, broker, clock
-    broker.flush_all()
-    rt.close()
-    setup_broker("stub://")
+        config = embedded_default().model_copy(
+            update={"database_url": f"sqlite:///{tmp_path / 'gw.db'}", "broker_url": request.param}
+        )
+        rt = Runtime.create(config)
+        clock = Clock(dt.datetime(2026, 11, 24, 9, 0, tzinfo=dt.UTC))
+        rt.clock = clock  # type: ignore[method-assign]
+        actors.bind(rt)
+        broker.flush_all()
+        yield rt, broker, clock
+        broker.flush_all()
+        rt.close()
+        setup_broker("stub://")
 
 
 def snoozed_conversation(rt: Runtime, until: dt.datetime) -> int:
