@@ -9,11 +9,19 @@ Never a participant: the gateway's own addresses (every channel address, its plu
 carry reply tokens, the `bounces` return paths on a channel's domain), the app's agents, and the
 conversation's own customer. At most `limit` per conversation (`[limits] max_participants`):
 a Cc list of a hundred must not turn every reply into a mailing.
+
+Mail copies nobody in when the caller says it cannot prove it is the customer's answer to this
+conversation (channels/email/copied.py), and an address the team removed is not brought back by
+mail (a forged From with an old email's reply address would do it): only an agent adds it
+again. Either way the team sees who was copied and not added (`participant.not_added`). Names
+are kept without control or bidirectional-override characters: they are shown to the customer
+in the quoted history, and must neither break a line nor turn text around.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -21,11 +29,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tickets.errors import InvalidValue, NotAllowed, NotFound
-from tickets.models import Agent, AgentAddress, ChannelAddress, Conversation, Participant
+from tickets.models import (
+    Agent,
+    AgentAddress,
+    ChannelAddress,
+    Conversation,
+    Event,
+    Participant,
+)
 from tickets.services import Actor, normalize_address, record
 
 MAX_PARTICIPANTS = 10
 BOUNCE_LOCAL_PART = "bounces"  # the return path's local part (channels/email/tokens.py)
+# Explicit direction marks and overrides (Unicode bidi controls); other format characters stay.
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+REMOVED_BY_TEAM = "the team removed this address from the conversation"
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,15 @@ def excluded(session: Session, app_id: int, own: Iterable[str] = ()) -> Excluded
     )
 
 
+def clean_name(name: str | None) -> str | None:
+    """A display name as it may be shown: no control or bidi characters, one line, at most
+    200 characters; None when nothing is left."""
+    if not name:
+        return None
+    kept = "".join(" " if unicodedata.category(c) == "Cc" else c for c in name if c not in _BIDI)
+    return " ".join(kept.split())[:200] or None
+
+
 def find(conversation: Conversation, address: str) -> Participant | None:
     wanted = address.strip().lower()
     return next((p for p in conversation.participants if p.address == wanted), None)
@@ -96,7 +123,7 @@ def _add(
     participant = Participant(
         app_id=conversation.app_id,
         address=address,
-        name=(name or "").strip()[:200] or None,
+        name=clean_name(name),
         added_by="customer" if by.type == "customer" else "agent",  # the team (or operator)
         created_at=now,
     )
@@ -163,10 +190,12 @@ def add_copied(
     *,
     limit: int = MAX_PARTICIPANTS,
     own: Iterable[str] = (),
+    refused: str | None = None,
 ) -> list[str]:
     """The customer's mail copied these (name, address) pairs: the new participants among them,
     in order. What cannot be one is skipped without a word (the support address is copied on
-    half of all mail); what is over the limit is skipped and the agents see it in an event."""
+    half of all mail); what is over the limit, what the team removed before, and everything
+    when the caller `refused` the mail's copies, is skipped and the agents see it in an event."""
     known = {p.address for p in conversation.participants}
     wanted: dict[str, str | None] = {}
     for name, address in copied:
@@ -179,10 +208,17 @@ def add_copied(
     if not wanted:
         return []
     ex = excluded(session, conversation.app_id, own)
+    candidates = {a: n for a, n in wanted.items() if _refusal(conversation, a, ex) is None}
+    if refused is not None:
+        _not_added(session, conversation, list(candidates), refused, by, now)
+        return []
+    removed = _removed(session, conversation, candidates)
+    if removed:
+        _not_added(session, conversation, removed, REMOVED_BY_TEAM, by, now)
     added: list[str] = []
     over: list[str] = []
-    for address, name in wanted.items():
-        if _refusal(conversation, address, ex) is not None:
+    for address, name in candidates.items():
+        if address in removed:
             continue
         if len(conversation.participants) >= limit:
             over.append(address)
@@ -192,6 +228,43 @@ def add_copied(
     if over:
         _event(session, conversation, "participant.limit", by, now, limit=limit, not_added=over)
     return added
+
+
+def _removed(session: Session, conversation: Conversation, addresses: Iterable[str]) -> list[str]:
+    """Those of `addresses` that were removed from the conversation before."""
+    wanted = list(addresses)
+    if not wanted:
+        return []
+    removed = {
+        data.get("address")
+        for data in session.scalars(
+            select(Event.data).where(
+                Event.conversation_id == conversation.id, Event.kind == "participant.removed"
+            )
+        )
+        if isinstance(data, dict)
+    }
+    return [a for a in wanted if a in removed]
+
+
+def _not_added(
+    session: Session,
+    conversation: Conversation,
+    addresses: list[str],
+    reason: str,
+    by: Actor,
+    now: dt.datetime,
+) -> None:
+    if addresses:
+        _event(
+            session,
+            conversation,
+            "participant.not_added",
+            by,
+            now,
+            addresses=addresses,
+            reason=reason,
+        )
 
 
 def remove(

@@ -73,9 +73,12 @@ def dkim_pass_domains(raw: bytes, dns: DnsFunc | None = None) -> set[str]:
     return passed
 
 
-def trusted_results_pass(raw: bytes, authserv_id: str, author_domain: str) -> bool:
-    """True when the first Authentication-Results of our own edge says DKIM (aligned) or DMARC
-    passed. Results of any other authserv-id are ignored: anyone can write them. The edge must
+_Result = tuple[str, str, dict[tuple[str, str], str]]  # method, result, properties
+
+
+def _edge_results(raw: bytes, authserv_id: str) -> list[_Result]:
+    """(method, result, properties) of the first Authentication-Results of our own edge.
+    Results of any other authserv-id are ignored: anyone can write them. The edge must
     remove headers claiming its id from incoming mail, as RFC 8601 section 5 requires."""
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     for value in message.get_all("Authentication-Results") or []:
@@ -85,18 +88,36 @@ def trusted_results_pass(raw: bytes, authserv_id: str, author_domain: str) -> bo
             continue
         if (header.authserv_id or "").lower() != authserv_id.lower():
             continue
-        for result in header.results:
-            props = {(p.type, p.name): str(p.value) for p in result.properties}
-            if result.result != "pass":
-                continue
-            if result.method == "dkim" and _aligned(props.get(("header", "d"), ""), author_domain):
-                return True
-            if result.method == "dmarc" and props.get(("header", "from"), "").lower() == (
-                author_domain.lower()
-            ):
-                return True
-        return False  # only the first header of our edge counts
+        return [
+            (r.method, r.result, {(p.type, p.name): str(p.value) for p in r.properties})
+            for r in header.results
+        ]  # only the first header of our edge counts
+    return []
+
+
+def trusted_results_pass(raw: bytes, authserv_id: str, author_domain: str) -> bool:
+    """True when our own edge says DKIM (aligned) or DMARC passed."""
+    for method, result, props in _edge_results(raw, authserv_id):
+        if result != "pass":
+            continue
+        if method == "dkim" and _aligned(props.get(("header", "d"), ""), author_domain):
+            return True
+        if method == "dmarc" and props.get(("header", "from"), "").lower() == (
+            author_domain.lower()
+        ):
+            return True
     return False
+
+
+def trusted_dmarc_failed(raw: bytes, authserv_id: str, author_domain: str) -> bool:
+    """True when our own edge says DMARC failed for the author's domain: its owner says the
+    mail is not theirs."""
+    return any(
+        method == "dmarc"
+        and result == "fail"
+        and props.get(("header", "from"), "").lower() == author_domain.lower()
+        for method, result, props in _edge_results(raw, authserv_id)
+    )
 
 
 # --- the pipeline's entry ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy import insert
 from channels.email.addresses import header_addresses
 from channels.email.agent_forward import finish_agent_forward
 from channels.email.batch_index import Ref
+from channels.email.copied import copy_refusal
 from channels.email.headers import header_section
 from channels.email.parse import attachment_rows
 from channels.email.process_record import ChannelRules, Processing, find_customer
@@ -163,8 +164,8 @@ def step_participants(p: Processing) -> None:
     parsed, conversation = p.parsed, p.conversation
     if p.flags.get("participant"):
         participant = participants.find(conversation, parsed.from_address)
-        if participant is not None and parsed.from_name and not participant.name:
-            participant.name = parsed.from_name[:200]
+        if participant is not None and not participant.name:
+            participant.name = participants.clean_name(parsed.from_name)
         return
     if parsed.auto_reply is not None:
         return
@@ -176,6 +177,16 @@ def step_participants(p: Processing) -> None:
     if not copied:
         return  # mail to the support address alone: no query at all
     names = _display_names(p.row.raw)
+    refused = copy_refusal(  # a forged From must not copy anyone in (see copied.py)
+        p.session,
+        p.app.id,
+        conversation.id,
+        p.rule,
+        [mid for mid in (parsed.in_reply_to, *parsed.references) if mid],
+        p.row.raw,
+        parsed.from_address,
+        p.rules.agent_mail.trusted_authserv_id if p.rules.agent_mail else None,
+    )
     added = participants.add_copied(
         p.session,
         conversation,
@@ -184,6 +195,7 @@ def step_participants(p: Processing) -> None:
         p.now,
         limit=p.rules.max_participants,
         own=p.rules.channel_addresses,
+        refused=refused,
     )
     if added:
         p.outcome = f"{p.outcome}; copied: {', '.join(added)}"
