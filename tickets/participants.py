@@ -54,12 +54,16 @@ class Excluded:
     our_domains: frozenset[str]
     agents: frozenset[str]
 
-    def reason(self, address: str) -> str | None:
-        local, _, domain = address.rpartition("@")
+    def is_ours(self, address: str) -> bool:
+        """A channel address of any app, a plus form of one (a reply token), a return path."""
+        local, _, domain = address.lower().rpartition("@")
         base = local.partition("+")[0]
-        if address in self.ours or f"{base}@{domain}" in self.ours:
-            return "it is one of the support addresses"
-        if domain in self.our_domains and base == BOUNCE_LOCAL_PART:
+        return f"{base}@{domain}" in self.ours or (
+            domain in self.our_domains and base == BOUNCE_LOCAL_PART
+        )
+
+    def reason(self, address: str) -> str | None:
+        if self.is_ours(address):
             return "it is one of the support addresses"
         if address in self.agents:
             return "it is an agent's address"

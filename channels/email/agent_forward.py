@@ -33,7 +33,7 @@ from channels.email.isolate import parse_isolated
 from channels.email.parse import ParsedMail, ParseLimits
 from channels.email.sender_auth import sender_authenticated
 from channels.email.strip import is_forward_subject, strip_reply
-from tickets import services
+from tickets import participants, services
 from tickets.models import Agent, App, Conversation, InboundMail, Message
 
 _ATTACHED_MESSAGE = frozenset({"message/rfc822", "message/global"})
@@ -165,7 +165,9 @@ def _original_sender_problem(
     address = original.from_address
     if not address:
         return "the forwarded message names no sender address, so it stays the forwarder's"
-    if address in policy.addresses:
+    # Any of the gateway's addresses, of any app and in any form: the team's answers would go
+    # to the gateway itself or into another app's inbox.
+    if participants.excluded(session, app.id, policy.addresses).is_ours(address):
         return f"the forwarded message is our own ({address}), not a customer's"
     if agent_by_address(session, app.id, address) is not None:
         return f"the forwarded message is from an agent ({address}), not from a customer"

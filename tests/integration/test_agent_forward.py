@@ -20,7 +20,8 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -98,23 +99,35 @@ def keys(tmp_path_factory) -> DkimKeys:
     return keys
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, keys: DkimKeys) -> Iterator[tuple[Services, SmtpSink]]:
+@contextmanager
+def forward_world(
+    tmp_path: Path, keys: DkimKeys, other_apps: Sequence[AppConfig] = ()
+) -> Iterator[tuple[Services, SmtpSink]]:
+    """The gateway with agent Ana of app acme (and `other_apps`), its relay and its DNS."""
     dns = TxtServer(keys.txt_records()).start()
     relay = SmtpSink().start()
     mp = pytest.MonkeyPatch()
     mp.delenv("GATEWAY_SECRET_KEY", raising=False)
-    running = start(make_config(tmp_path_factory.mktemp("gw"), relay, dns), "all")
+    config = make_config(tmp_path, relay, dns)
+    running = start(config.model_copy(update={"apps": [*config.apps, *other_apps]}), "all")
     rt = running.runtime
     with rt.unit_of_work() as s:
         services.add_agent(
             s, services.get_app(s, "acme"), "ana@agents.test", "Ana Lopez", rt.clock()
         )
-    yield running, relay
-    running.stop()
-    relay.stop()
-    dns.stop()
-    mp.undo()
+    try:
+        yield running, relay
+    finally:
+        running.stop()
+        relay.stop()
+        dns.stop()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, keys: DkimKeys) -> Iterator[tuple[Services, SmtpSink]]:
+    with forward_world(tmp_path_factory.mktemp("gw"), keys) as world:
+        yield world
 
 
 def send(gateway: Services, raw: bytes, sender: str) -> None:
