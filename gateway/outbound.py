@@ -271,19 +271,23 @@ def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
                 now=runtime.clock(),
             )
     transport, raw = prepared
-    for index, envelope in enumerate(planned):
-        result = _transaction(transport, envelope, raw, message_id, outbox_id)
-        goes_on = result.state != PENDING or result.at_rcpt  # else the relay itself is away
-        following = planned[index + 1] if goes_on and index + 1 < len(planned) else None
+    state, following_row = None, None
+    for index in range(max(len(planned), 1)):
+        envelope = planned[index] if planned else None
+        following = None
+        if envelope is not None:  # no transaction open while the relay is talked to
+            result = _transaction(transport, envelope, raw, message_id, outbox_id)
+            goes_on = result.state != PENDING or result.at_rcpt  # else the relay is away
+            following = planned[index + 1] if goes_on and index + 1 < len(planned) else None
         with runtime.unit_of_work() as session:
-            kept = envelopes.record(
+            if envelope is not None and not envelopes.record(
                 session, outbox_id, attempt, envelope, result, runtime.clock(), following
-            )
-        if not kept or following is None:
-            break
-    with runtime.unit_of_work() as session:
-        state = envelopes.finish(session, outbox_id, attempt, ob.policy, runtime.clock())
-        following_row = outbox.next_in_conversation(session, outbox_id, runtime.clock())
+            ):
+                return None
+            if following is None:  # the last result and the end of the attempt: one commit
+                state = envelopes.finish(session, outbox_id, attempt, ob.policy, runtime.clock())
+                following_row = outbox.next_in_conversation(session, outbox_id, runtime.clock())
+                break
     if state is not None and following_row is not None:
         send_soon(following_row)
     return state
