@@ -45,7 +45,8 @@ _UNANCHORED_ATTRIBUTION_RE = re.compile(
             r"^Wiadomość napisana przez\s.{3,300}:$",  # Polish, Apple Mail
             r"^.{3,300}\sskrev(?:\s.{1,300})?\s?:$",  # Swedish, Danish, Norwegian
             r"^.{3,300}\s(?:написал(?:\(а\)|а)?|пишет)\s?:$",  # Russian
-            r"^.{3,300}\s(?:написав|написала)\s?:$",  # Ukrainian
+            r"^.{3,300}\s(?:написав|написала|пише)\s?:$",  # Ukrainian
+            r"^.{3,300}\sكتب\s?:$",  # Arabic
             r"^.{3,300}\skirjoitti\s?:$",  # Finnish
             r"^.{3,300}\skirjutas\s?:$",  # Estonian
             r"^.{3,300}\s(?:ezt\s)?írta(?:\s\(időpont:\s.{3,100}\))?\s?:$",  # Hungarian
@@ -60,7 +61,7 @@ _UNANCHORED_ATTRIBUTION_RE = re.compile(
             r"^.{3,300}\s(?:va\sescriure|escribió|escreveu|ha\sscritto|a\sécrit)\s?:$",
             r"^.{3,300}\s(?:schrieb|schreef)(?:\s.{1,300})?\s?:$",  # without Am/Op
             r"^.{3,300}<[^<>\s]{1,200}@[^<>\s]{1,200}>\swrote\s?:$",  # "<name> <addr> wrote:"
-            r"^.{3,300}(?:写道|寫道|のメッセージ|書きました|작성)\s?[:：]$",  # zh, ja, ko
+            r"^.{3,300}(?:写道|寫道|のメッセージ|のメール|書きました|작성)\s?[:：]$",  # zh, ja, ko
         )
     ),
     re.IGNORECASE,
@@ -77,18 +78,18 @@ _YEAR_RE = re.compile(r"\d{4}")
 _HEADER_NAMES = {
     "from": "from|von|de|van|från|fra|od|от|da|lähettäjä|feladó|kimden|nadawca|від|šalje|"
     "mittente|remitente|expéditeur|afzender|absender|frá|saatja|αποστολέας|"
-    "发件人|寄件者|差出人|보낸 사람",
+    "发件人|寄件者|差出人|보낸 사람|από|de la|من|מאת",
     "date": "sent|date|gesendet|datum|envoyé|enviado|enviada|enviado el|fecha|data|inviato|"
     "verzonden|skickat|sendt|dato|wysłano|wysłane|отправлено|дата|date d'envoi|"
     "message du|inviato il|enviat|enviada em|enviado em|data de envio|lähetetty|"
     "päivämäärä|saadetud|odesláno|odoslané|"
     "poslano|elküldve|dátum|trimis|gönderildi|tarih|στάλθηκε|надіслано|відправлено|"
-    "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜",
+    "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜|envoye|تاريخ الإرسال|התאריך|נשלח",
     "to": "to|an|à|para|a|aan|till|til|do|кому|pour|per a|vastaanottaja|saaja|komu|za|"
-    "prima|címzett|către|kime|adresat|προς|收件人|收件者|宛先|받는 사람",
+    "prima|címzett|către|kime|adresat|προς|收件人|收件者|宛先|받는 사람|إلى|אל",
     "subject": "subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|emne|temat|тема|"
     "sujet|tema|efni|aihe|teema|předmět|predmet|zadeva|tárgy|subiect|konu|θέμα|"
-    "主题|主旨|件名|제목",
+    "主题|主旨|件名|제목|الموضوع|נושא",
     "cc": "cc|kopie|kopi|dw|копия|copie à|kopio|bilgi|抄送",
     "bcc": "bcc",
     "reply-to": "reply-to|antwort an|répondre à",
@@ -217,7 +218,7 @@ _MOBILE_PREFIX_RE = re.compile(
     r"enviado de|obtener outlook|inviato da|verzonden (?:vanaf|met|van)|wysłane z|"
     r"skickat från|sendt fra|отправлено с|отправлено из|sent via|envoyé avec|"
     r"télécharger outlook|download outlook|scarica outlook|descargar outlook|"
-    r"lähetetty|odesláno z|gönderen|küldve)\b",
+    r"lähetetty|odesláno z|gönderen|küldve|verzonden vanuit|أُرسلت من|أرسلت من)\b",
     re.IGNORECASE,
 )
 # A device or app name must also appear, so "Sent from the warehouse today" survives.
