@@ -9,11 +9,12 @@ or None for mail that looks like a human wrote it.
 Header signals are checked first because software sets them on purpose, then the sender
 (null return path, daemons, no-reply, list robots).  Many responders (Exchange and Outlook.com
 without the headers, Lotus Notes, webmail vacation features) set none of these, so the subject
-and the first lines of the body are read last: a localised "Automatic reply:"-style prefix at
-the start of the subject, or an opening that says it is automatic, or that says the writer is
-away together with when they are back or who to contact.  The phrase tables per language live
-in ``autoreply_phrases``; they are anchored at the subject's start or a sentence's start so a
-customer writing "Re: your reply" or "I'm on vacation next week, can you...?" is not silenced.
+and the first lines of the body are read last: an "[AUTO GENERATED]" tag or a localised
+"Automatic reply:"-style prefix at the start of the subject, or an opening that says it is
+automatic, or that says the writer is away together with when they are back or who to contact.
+The phrase tables per language live in ``autoreply_phrases``; they are anchored at the
+subject's start or a sentence's start so a customer writing "Re: your reply" or "I'm on
+vacation next week, can you...?" is not silenced.
 
 The input is a ``Message`` parsed with the compat32 policy; the function never raises.
 """
@@ -37,8 +38,12 @@ __all__ = ["auto_reply_reason"]
 log = logging.getLogger(__name__)
 
 _PRECEDENCE_AUTO = frozenset({"bulk", "junk", "list", "auto_reply", "auto-reply"})
-# Exchange stamps OOF replies with these; RN/NRN/DR alone appear on ordinary Outlook mail.
+# X-Auto-Response-Suppress asks others not to respond; Exchange and Office 365 stamp it, with
+# these values too, on people's ordinary mail, so it says nothing about this mail on its own.
+# Only beside the loop header Exchange adds to mail its inbox rules (the OOF assistant among
+# them) sent is it the mark of an Exchange responder, as Znuny's OutOfOfficeFilter reads it.
 _SUPPRESS_AUTO = frozenset({"all", "oof", "autoreply"})
+_EXCHANGE_RULES_LOOP = "X-MS-Exchange-Inbox-Rules-Loop"
 # Vendor headers that mark a responder's mail, and the values that mean "no".
 _VENDOR_HEADERS = (
     "X-Autoreply",
@@ -87,6 +92,9 @@ _SUBJECT_RE = re.compile(
     re.I,
 )
 _SUBJECT_ANYWHERE_RE = re.compile(_alternatives(phrases.SUBJECT_ANYWHERE), re.I)
+# "[AUTO GENERATED] Nightly export": a tag software puts first in the subject of what it sends
+# (Discourse reads it so); a person's "Re: [AUTO GENERATED] ..." answers such mail.
+_GENERATED_TAG_RE = re.compile(r"^\W*\[\s*auto(?:matically)?[\s-]*generated\s*\]", re.I)
 # Lotus Notes: "AUTO: <anything>" in capitals, the way Notes writes it, on a reply.
 _NOTES_AUTO_RE = re.compile(r"^AUTO\s*:")
 
@@ -168,7 +176,9 @@ def _header_reason(msg: Message) -> str | None:
             return name
 
     suppress = header_text(msg, "X-Auto-Response-Suppress").lower()
-    if _SUPPRESS_AUTO & {v.strip() for v in suppress.split(",")}:
+    if _SUPPRESS_AUTO & {v.strip() for v in suppress.split(",")} and _has(
+        msg, _EXCHANGE_RULES_LOOP
+    ):
         return "X-Auto-Response-Suppress"
 
     # "X-Ack: no" asks for no acknowledgement (Mailman marks its own responses so); "X-Ack: yes"
@@ -214,6 +224,8 @@ def _sender_reason(msg: Message, envelope_from: str | None) -> str | None:
 
 def _subject_reason(msg: Message) -> str | None:
     subject = _normal(header_text(msg, "Subject"))
+    if _GENERATED_TAG_RE.match(subject):
+        return "auto-generated subject"
     if _SUBJECT_RE.search(subject) or _SUBJECT_ANYWHERE_RE.search(subject):
         return "out-of-office subject"
     if _NOTES_AUTO_RE.match(subject) and (_has(msg, "In-Reply-To") or _has(msg, "References")):

@@ -84,7 +84,13 @@ def _msg(headers: str) -> Message:
         ("Auto-Submitted: No", None),
         ("Precedence: first-class", None),
         ("Precedence: BULK", "Precedence: bulk"),
-        ("X-Auto-Response-Suppress: DR,OOF", "X-Auto-Response-Suppress"),
+        # Exchange stamps it on people's ordinary mail: it asks others not to respond.
+        ("X-Auto-Response-Suppress: DR,OOF", None),
+        ("X-Auto-Response-Suppress: All", None),
+        (
+            "X-Auto-Response-Suppress: All\r\nX-MS-Exchange-Inbox-Rules-Loop: a@example.com",
+            "X-Auto-Response-Suppress",
+        ),
         ("Return-Path: < >", None),
     ],
 )
@@ -241,3 +247,36 @@ def test_a_person_who_quotes_our_email_is_not_flagged() -> None:
 def test_a_person_away_until_friday_is_not_flagged() -> None:
     body = "I'm away until Friday, please leave the parcel with my neighbour."
     assert auto_reply_reason(_mail("Re: Your order 1042", body)) is None
+
+
+def test_a_person_replying_through_office_365_is_not_flagged() -> None:
+    # Thunderbird's reply relayed by Office 365 carries the header Exchange adds to all mail.
+    msg = _parse(
+        b"From: Jamie Rivera <jamie.rivera@example.com>\r\n"
+        b"Subject: Re: Your order 1042\r\n"
+        b"In-Reply-To: <order-1042@shop.example>\r\n"
+        b"X-Auto-Response-Suppress: DR, RN, NRN, OOF, AutoReply\r\n"
+        b"X-MS-Exchange-Organization-AuthAs: Anonymous\r\n"
+        b"\r\nThe parcel has not arrived yet, could you check?\r\n"
+    )
+    assert auto_reply_reason(msg) is None
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "[AUTO GENERATED] Some subject",
+        "[Auto-Generated] Nightly export finished",
+        "[automatically generated] Password changed",
+    ],
+)
+def test_an_auto_generated_marker_in_the_subject_is_flagged(subject: str) -> None:
+    assert auto_reply_reason(_mail(subject, "Done.")) == "auto-generated subject"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Re: [AUTO GENERATED] Some subject", "Is this auto generated?", "Auto-generated invoice"],
+)
+def test_people_writing_of_generated_mail_are_not_flagged(subject: str) -> None:
+    assert auto_reply_reason(_mail(subject, "Why did I get this?")) is None
