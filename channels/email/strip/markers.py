@@ -134,6 +134,33 @@ _INLINE_HEADER_RE = re.compile(
 )
 
 
+# Every field name long enough to be told from prose, for headers collapsed onto one line,
+# where clients may glue a name to the value before it ("... 13:46Nadawca: ...").
+_ANY_KEYS = sorted((k for k in _HEADER_FIELDS if len(k) >= 4), key=len, reverse=True)
+_GLUED_HEADER_RE = re.compile(
+    r"(?:^|[\s\d*\"])(" + "|".join(map(re.escape, _ANY_KEYS)) + r")\s?:", re.IGNORECASE
+)
+# "-------- Ursprüngliche Nachricht --------Von: ..." on one line.
+_RUN_ON_SEPARATOR_RE = re.compile(r"^-{2,}\s?([^-]{3,60}?)\s?-{2,}\s?(\S.{0,400})$")
+
+
+def _collapsed_header(cleaned: str) -> bool:
+    """A whole header block on one line: three fields or more, one a sender, and a date."""
+    key = _header_key(cleaned)
+    if key not in _HEADER_FIELDS or _DIGIT_RE.search(cleaned) is None:
+        return False
+    keys = [key, *(m.lower() for m in _GLUED_HEADER_RE.findall(cleaned, len(key)))]
+    return len(keys) >= 3 and any(k in _FROM_KEYS for k in keys)
+
+
+def _run_on_original_message(cleaned: str) -> bool:
+    m = _RUN_ON_SEPARATOR_RE.match(cleaned)
+    if m is None or m.group(1).strip().lower() not in _ORIGINAL_MESSAGE_PHRASES:
+        return False
+    rest = m.group(2)
+    return _collapsed_header(rest) or _header_key(rest) in _FROM_KEYS
+
+
 def _header_block_at(lines: list[str], i: int) -> bool:
     """True if a header block of a quoted message starts at line i.
 
@@ -157,6 +184,8 @@ def _header_block_at(lines: list[str], i: int) -> bool:
         if others >= 1 and _DIGIT_RE.search(value) is not None:
             return True
     prev_continued = False
+    dated_from = False
+    end = len(lines)
     for j in range(i + 1, min(i + _MAX_BLOCK_LINES, len(lines))):
         line = _clean_line(lines[j])
         if not line:
@@ -171,15 +200,20 @@ def _header_block_at(lines: list[str], i: int) -> bool:
                 # A long sender wrapped onto the next line ("From: Name\n<addr>").
                 prev_continued = True
                 continue
+            end = j
             break
         prev_continued = False
         others += 1
+        dated_from = is_from and others == 1 and other in _DATE_HEADER_KEYS
         addressed = addressed or "@" in line
         if is_from and others >= 2:
             return True
         if is_date and addressed and others >= 1:
             return True
-    return False
+    # Outlook's shortest block, "From: <addr>" and "Sent: <date>", counts only where nothing
+    # but '>'-quoted lines follows it: text below could be the customer's.
+    rest = (k for k in range(i + 1, len(lines)) if k >= end and lines[k].strip())
+    return dated_from and addressed and all(_is_quoted(lines[k]) for k in rest)
 
 
 def _block_top(lines: list[str], i: int) -> int:
@@ -198,7 +232,14 @@ def _block_top(lines: list[str], i: int) -> int:
             continue
         key = _header_key(cleaned)
         dated_line = key in _DATE_HEADER_KEYS and _DIGIT_RE.search(cleaned) is not None
-        if not (_is_rule_line(cleaned) or _is_original_message(cleaned) or dated_line):
+        # outlook.com starts its block with "To:"; only next to the block, not across a gap.
+        field_above = key in _OTHER_HEADER_KEYS and top - j == 1 and len(cleaned) <= 200
+        if _ATTRIBUTION_RE.match(cleaned.rstrip(":") + ":") and _DIGIT_RE.search(cleaned):
+            # "Am <date> um <time> schrieb <name>" without its colon, over the block it heads.
+            return j
+        if not (
+            _is_rule_line(cleaned) or _is_original_message(cleaned) or dated_line or field_above
+        ):
             break
         top = j
         j -= 1
@@ -312,7 +353,10 @@ def _wrapped_attribution(lines: list[str], quoted: list[bool], i: int) -> int:
         total += len(cleaned) + 1
         if total > _MAX_MARKER_LINE:
             return 0
-        if not _ends_marker(cleaned):
+        # Android's "<date> Name <" wrapped before "<addr>", with no verb, ends at the ">";
+        # Polymail's "> wrote:" on the next line would still belong to it.
+        address_end = cleaned.endswith(">") and not (j + 1 < n and _ends_marker(lines[j + 1]))
+        if not (_ends_marker(cleaned) or address_end):
             continue
         follows = _quote_follows(lines, quoted, j + 1)
         if not _is_attribution(" ".join(parts), follows):
@@ -351,7 +395,9 @@ def _first_marker(lines: list[str], quoted: list[bool]) -> _Marker | None:
     # attribution can only start within reach of one.
     next_end = [n] * (n + 1)
     for j in range(n - 1, -1, -1):
-        next_end[j] = j if _ends_marker(lines[j][-40:]) else next_end[j + 1]
+        tail = lines[j][-40:]
+        ends = _ends_marker(tail) or tail.rstrip().endswith(">")
+        next_end[j] = j if ends else next_end[j + 1]
     for i in range(n):
         line = lines[i]
         in_reach = next_end[i] < i + _WRAP_LINES
@@ -384,6 +430,10 @@ def _first_marker(lines: list[str], quoted: list[bool]) -> _Marker | None:
                 return _Marker("forward", i)
             if _is_original_message(cleaned):
                 return _Marker("outlook", i)
+        if cleaned[0] == "-" and _run_on_original_message(cleaned):
+            return _Marker("outlook", i)
+        if _header_key(cleaned) is not None and _collapsed_header(cleaned):
+            return _Marker("outlook", _block_top(lines, i))
         if _header_key(cleaned) is not None and _header_block_at(lines, i):
             return _Marker("outlook", _block_top(lines, i))
         if len(cleaned) > _MAX_MARKER_LINE + 20:
