@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from channels.email.strip.markers import _clean_line, _first_marker, _is_quoted
+from channels.email.strip.markers import _clean_line, _first_marker, _is_quoted, _is_rule_line
 from channels.email.strip.vocab import (
     _MAX_MOBILE_LINE,
     _MAX_SIGNATURE_LINES,
@@ -48,6 +48,8 @@ def _split_signature(lines: list[str]) -> tuple[list[str], list[str]]:
     start = next(
         (i for i in range(first_text + 1, last + 1) if _is_mobile_line(lines[i], i == last)), None
     )
+    if start is not None:
+        start = _rule_above(lines, start)
     # Last delimiter wins: an earlier "--" is more likely part of the content.
     for i in range(last, -1, -1):
         if lines[i].rstrip() == "--" and lines[i].strip() == "--":
@@ -58,6 +60,27 @@ def _split_signature(lines: list[str]) -> tuple[list[str], list[str]]:
     if start is None:
         return lines, []
     return lines[:start], lines[start:]
+
+
+# A rule ("_____") at most this many short lines above a "Sent from" line opens the signature
+# that ends with it (name, company, then the phone line).
+_MAX_RULED_SIGNATURE_LINES = 4
+_MAX_RULED_SIGNATURE_LINE = 40
+
+
+def _rule_above(lines: list[str], start: int) -> int:
+    """Where a signature drawn under a rule starts, given the "Sent from" line it ends with."""
+    short = 0
+    for i in range(start - 1, -1, -1):
+        line = lines[i].strip()
+        if not line:
+            continue
+        if _is_rule_line(line):
+            return i
+        short += 1
+        if short > _MAX_RULED_SIGNATURE_LINES or len(line) > _MAX_RULED_SIGNATURE_LINE:
+            break
+    return start
 
 
 def _join(lines: list[str]) -> str:

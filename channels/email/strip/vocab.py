@@ -78,15 +78,16 @@ _YEAR_RE = re.compile(r"\d{4}")
 _HEADER_NAMES = {
     "from": "from|von|de|van|från|fra|od|от|da|lähettäjä|feladó|kimden|nadawca|від|šalje|"
     "mittente|remitente|expéditeur|afzender|absender|frá|saatja|αποστολέας|"
-    "发件人|寄件者|差出人|보낸 사람|από|de la|من|מאת",
+    "发件人|寄件者|差出人|보낸 사람|από|de la|من|מאת|відправник|подател",
     "date": "sent|date|gesendet|datum|envoyé|enviado|enviada|enviado el|fecha|data|inviato|"
     "verzonden|skickat|sendt|dato|wysłano|wysłane|отправлено|дата|date d'envoi|"
     "message du|inviato il|enviat|enviada em|enviado em|data de envio|lähetetty|"
     "päivämäärä|saadetud|odesláno|odoslané|"
     "poslano|elküldve|dátum|trimis|gönderildi|tarih|στάλθηκε|надіслано|відправлено|"
-    "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜|envoye|تاريخ الإرسال|התאריך|נשלח",
+    "日期|发送时间|寄件日期|送信日時|日付|날짜|보낸 날짜|envoye|تاريخ الإرسال|התאריך|נשלח|"
+    "изпратено|poslato|послато",
     "to": "to|an|à|para|a|aan|till|til|do|кому|pour|per a|vastaanottaja|saaja|komu|za|"
-    "prima|címzett|către|kime|adresat|προς|收件人|收件者|宛先|받는 사람|إلى|אל",
+    "prima|címzett|către|kime|adresat|προς|收件人|收件者|宛先|받는 사람|إلى|אל|до",
     "subject": "subject|betreff|objet|asunto|assunto|oggetto|onderwerp|ämne|emne|temat|тема|"
     "sujet|tema|efni|aihe|teema|předmět|predmet|zadeva|tárgy|subiect|konu|θέμα|"
     "主题|主旨|件名|제목|الموضوع|נושא",
