@@ -299,7 +299,8 @@ addresses = ["support@localhost"]
             outbox.retry(s, row_id, later)  # an agent checked with Pat: send it again
         assert outbound.send_outbound(rt, row_id) == OutboxState.SENT
         rt.close()
-        per_recipient = [m.rcpt_tos[0] for m in relay.messages]
+        # Ana's notification of the held copy may reach the relay too; only the reply counts here.
+        per_recipient = [m.rcpt_tos[0] for m in relay.messages if m.rcpt_tos != ["ana@localhost"]]
         assert sorted(per_recipient) == sorted([CUSTOMER, PAT, LEE, PAT])
         assert per_recipient.count(CUSTOMER) == 1 and per_recipient.count(LEE) == 1
     finally:
