@@ -27,6 +27,7 @@ from gateway import outbound
 from gateway.config import load_config
 from gateway.runtime import Runtime
 from tests.integration.test_outbound import Clock, agent_reply, chat, make_config, make_runtime
+from tests.support.relay_config import write_relay_config
 from tests.support.serve import clean_env, serve_process
 from tests.support.smtp_sink import Received, SmtpSink, free_port
 from tickets import participants, services
@@ -228,31 +229,7 @@ def test_a_kill_inside_one_recipients_transaction_sends_nobody_anything_twice(tm
     port = free_port()
     controller = Controller(relay, hostname="127.0.0.1", port=port)
     controller.start()
-    config_file = tmp_path / "gateway.toml"
-    config_file.write_text(
-        f"""
-data_dir = "{tmp_path / "data"}"
-sweep_seconds = 0.3
-[smtp]
-listen = "127.0.0.1:{free_port()}"
-[http]
-listen = "127.0.0.1:0"
-[delivery]
-email_grace_seconds = 0
-widget_online_seconds = 0
-[outbound]
-transport = "smtp"
-host = "127.0.0.1"
-port = {port}
-timeout_seconds = 60
-[[apps]]
-name = "demo"
-brand = "Demo"
-[[apps.channels]]
-name = "support"
-addresses = ["support@localhost"]
-"""
-    )
+    config_file = write_relay_config(tmp_path, port)
     config = load_config(config_file)
     rt = Runtime.create(config)
     with rt.unit_of_work() as s:
