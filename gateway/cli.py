@@ -31,6 +31,7 @@ from gateway.commands.base import (
 )
 from gateway.commands.domains import domains as domains_group
 from gateway.commands.participants import participants as participants_group
+from gateway.commands.sign_in import login_link, password
 from tickets import notifications, services
 from tickets.business_time import DurationTooLong, parse_duration
 from tickets.customer_view import customer_view
@@ -938,6 +939,8 @@ def import_cmd(state: State, path: str, process: bool) -> None:
 
 cli.add_command(domains_group)
 cli.add_command(participants_group)
+agents.add_command(login_link)
+agents.add_command(password)
 
 
 @cli.group()

@@ -103,13 +103,17 @@ class HttpConfig(_Section):
 
 
 class RateLimitsConfig(_Section):
-    """What anonymous widget visitors can make the gateway do: COUNT/PERIOD, or "off"."""
+    """What anonymous callers can make the gateway do: COUNT/PERIOD, or "off"."""
 
     new_visitors_per_ip: str = "30/1h"
     messages_per_ip: str = "200/1h"
     messages_per_conversation: str = "30/5m"
     email_links_per_ip: str = "10/1h"
     email_links_per_conversation: str = "3/1h"
+    # Console sign-in attempts (a password, or a link by email): online guessing and mail
+    # bombing of an agent's address.
+    sign_in_per_ip: str = "30/10m"
+    sign_in_per_address: str = "10/10m"
 
     @field_validator("*")
     @classmethod

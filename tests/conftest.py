@@ -23,6 +23,7 @@ from tickets import services
 from tickets.models import App, Base
 
 pytest_plugins = [
+    "tests.support.browser",
     "tests.support.dovecot",
     "tests.support.http",
     "tests.support.api_world",

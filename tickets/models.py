@@ -185,6 +185,8 @@ class Agent(Base):
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.AGENT)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     notify_prefs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # For signing in to the console with a password (tickets/sign_in.py); None: links only.
+    password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime]
 
     addresses: Mapped[list[AgentAddress]] = relationship(
@@ -216,6 +218,33 @@ class ApiToken(Base):
     label: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]
+
+
+class SignInLink(Base):
+    """A one-time console sign-in link (tickets/sign_in.py); only its hash is stored."""
+
+    __tablename__ = "sign_in_links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    link_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class ConsoleSession(Base):
+    """A signed-in browser of an agent; the cookie holds the secret, the row its hash."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime]
+    seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
 
 
 class Customer(Base):

@@ -37,6 +37,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from gateway.http import (
         admin_api,
         agent_api,
+        console,
         domains_api,
         health,
         metrics,
@@ -51,6 +52,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(domains_api.router)
     app.include_router(widget.router)
     app.include_router(setup_page.router)
+    console.install(app)
     return app
 
 

@@ -40,6 +40,8 @@ _WHAT = {
     "messages_per_conversation": "messages in this chat",
     "email_links_per_ip": "email addresses given from your network",
     "email_links_per_conversation": "email addresses given in this chat",
+    "sign_in_per_ip": "sign-in attempts from your network",
+    "sign_in_per_address": "sign-in attempts for this address",
 }
 # Now and then a new window clears windows that ended long ago, so the table stays small.
 _CLEANUP_CHANCE = 0.01
@@ -104,7 +106,8 @@ def _hit(
 def enforce(runtime: Runtime, request: Request, *checks: tuple[str, str]) -> None:
     """Count the request under each (limit, subject); 429 when one of them is used up.
 
-    `subject` is what is counted: "ip" for the client address, else a conversation's token.
+    `subject` is what is counted: "ip" for the client address, else a conversation's token or
+    an address signed in with.
     """
     limits = runtime.config.rate_limits
     now = runtime.clock()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, Security
@@ -30,6 +30,7 @@ from channels.chat import widget
 from channels.email.tokens import Keyring
 from gateway.http import rate_limits
 from gateway.http.deps import RuntimeDep
+from gateway.http.origin import cross_site
 from gateway.http.schemas import Body, problems
 from gateway.http.security_headers import CSP_HEADER, frame_ancestors, page_policy
 from gateway.outbound import outbound_for, send_soon
@@ -330,7 +331,7 @@ def confirm_page(
 @router.post(CONFIRM_PATH, response_class=HTMLResponse, status_code=303)
 async def confirm(runtime: RuntimeDep, app_name: AppName, request: Request) -> Response:
     """The mailbox is theirs: on to the chat, which now goes on by email as well."""
-    if _cross_site(request):
+    if cross_site(request):
         # Another site posting someone's link from a victim's browser would put the victim
         # into a chat whose emails go to that someone (login CSRF): only our page may post.
         raise HTTPException(403, "confirm from the page the link opens")
@@ -340,20 +341,6 @@ async def confirm(runtime: RuntimeDep, app_name: AppName, request: Request) -> R
     # The page's script adds the browser's visitor token, if it has one (see confirm_claim).
     held = (form.get("v") or [""])[0]
     return await run_in_threadpool(_confirm, runtime, app_name, link, held)
-
-
-def _cross_site(request: Request) -> bool:
-    """A browser's word that the request comes from another site's page: Fetch Metadata, or
-    else an Origin whose host is not the one the request was sent to. (Under our pages'
-    no-referrer policy a browser sends `Origin: null` even for our own form; Fetch Metadata
-    is what tells then.)"""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site not in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return False  # not a browser's form, or a browser too old to say
-    return urlsplit(origin).netloc != request.headers.get("host", "")
 
 
 def _confirm(runtime: Runtime, app_name: str, link: str, held: str) -> Response:

@@ -1,0 +1,57 @@
+"""The agent console: server-rendered pages for signing in, the Inbox and Tickets tabs, a
+conversation, and the admin pages. `install(app)` adds its routes and the answers a browser
+understands (a redirect to sign in, an HTML page for a refusal).
+
+Each area is a module with an `APIRouter` named `router`; adding one is a line in `_AREAS`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException as FastAPIHTTPException
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException
+
+from gateway.http.console import live, sign_in_pages
+from gateway.http.console.pages import render
+from gateway.http.console.session import SignInRequired
+
+_AREAS = (sign_in_pages, live)
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(
+        ("/api/", "/widget/api/")
+    )
+
+
+def install(app: FastAPI) -> None:
+    for area in _AREAS:
+        app.include_router(area.router)
+
+    async def sign_in_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return RedirectResponse(exc.location, status_code=303)
+
+    app.add_exception_handler(SignInRequired, sign_in_required)
+
+    # A browser gets a page it can read (and a way back); an API client keeps its JSON.
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if not _wants_html(request):
+            return JSONResponse(
+                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            )
+        page = render(
+            request,
+            "error.html",
+            None,
+            status=exc.status_code,
+            status_code=exc.status_code,
+            detail=str(exc.detail),
+        )
+        page.headers.update(exc.headers or {})
+        return page
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(FastAPIHTTPException, http_error)
