@@ -17,10 +17,11 @@ import pytest
 from sqlalchemy import select
 
 from gateway.http.console.session import COOKIE
-from tests.support.api_world import World
+from gateway.runtime import Runtime
+from tests.support.api_world import World, build_world
 from tests.support.browser import screenshot, watch
 from tests.support.console import csrf, signed_in
-from tests.support.http import RunningHttp, free_port
+from tests.support.http import RunningHttp, free_port, loopback_config, running_http
 from tests.support.serve import clean_env, serve_process, stop_cleanly
 from tests.support.waiting import wait_for
 from tickets import sign_in
@@ -286,3 +287,22 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_behind_https_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    base = loopback_config(tmp_path)
+    config = base.model_copy(
+        update={"http": base.http.model_copy(update={"public_url": "https://support.example"})}
+    )
+    runtime = Runtime.create(config)
+    try:
+        with running_http(runtime) as http:
+            build_world(http)
+            with runtime.unit_of_work() as s:
+                alice = s.scalars(select(Agent).where(Agent.email == "alice@a.example")).one()
+                secret = sign_in.issue_link(s, alice, runtime.clock())
+            answer = httpx.Client(base_url=http.url).post("/signin/link", data={"t": secret})
+            assert answer.status_code == 303
+            assert "Secure" in answer.headers["set-cookie"]
+    finally:
+        runtime.close()

@@ -30,16 +30,16 @@ def session_secret(http: RunningHttp, email: str) -> str:
 def signed_in(http: RunningHttp, email: str) -> httpx.Client:
     """An httpx client signed in as agent `email` (it does not follow redirects)."""
     client = httpx.Client(base_url=http.url, timeout=30)
-    client.cookies.set(COOKIE, session_secret(http, email), domain=urlsplit(http.url).hostname)
+    client.cookies.set(
+        COOKIE, session_secret(http, email), domain=urlsplit(http.url).hostname or ""
+    )
     return client
 
 
 def browser_signed_in(browser: Any, http: RunningHttp, email: str) -> Any:
     """A Playwright page in a fresh browser context signed in as agent `email`."""
     context = browser.new_context()
-    context.add_cookies(
-        [{"name": COOKIE, "value": session_secret(http, email), "url": http.url}]
-    )
+    context.add_cookies([{"name": COOKIE, "value": session_secret(http, email), "url": http.url}])
     return context.new_page()
 
 
