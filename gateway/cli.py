@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -722,7 +723,7 @@ def explain(state: State, path: str) -> None:
 
 
 def _explain_result(result: Processing) -> None:
-    click.echo(f"outcome: {result.outcome}")
+    click.echo(f"outcome: {_would(result)}")
     if result.ended_by not in (None, "store"):
         click.echo(f"filter: {result.ended_by}")
     if result.rule:
@@ -746,6 +747,20 @@ def _explain_result(result: Processing) -> None:
     ):
         if flags.get(key):
             click.echo(f"flag: {key} {json.dumps(flags[key])}")
+
+
+def _would(result: Processing) -> str:
+    """The outcome in the conditional: explain rolls processing back, so the rows processing
+    names (a new message, note or conversation) never exist and their numbers mean nothing."""
+    outcome = result.outcome or ""
+    if result.ended_by == "store":
+        copied = outcome.partition("; copied: ")[2]
+        also = f"; would copy in {copied}" if copied else ""
+        if result.rule == "new conversation":
+            return f"would start a new conversation with this message{also}"
+        return f"would be added to conversation {result.conversation_id} ({result.rule}){also}"
+    outcome = re.sub(r"\b(posted|stored) as (message|note) \d+", r"would be \1 as a \2", outcome)
+    return re.sub(r"\bmarked undeliverable\b", "would mark undeliverable", outcome)
 
 
 @cli.group()

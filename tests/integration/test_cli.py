@@ -277,6 +277,9 @@ def test_explain_names_the_rule_the_conversation_and_the_filter(gw, tmp_path):
     reply["Auto-Submitted"] = "auto-replied"
     reply.set_content("I am away until Monday.")
     out = gw("explain", write(tmp_path, "reply.eml", reply)).stdout
+    # Nothing is stored, so the outcome names no message number that will never exist.
+    assert "outcome: would be added to conversation 1 (references)" in out
+    assert "stored as" not in out and "message " not in out.split("\n")[0]
     assert "threading rule: references" in out
     assert "conversation: 1 (Parcel never arrived)" in out
     assert "auto-reply: Auto-Submitted: auto-replied" in out
@@ -286,6 +289,16 @@ def test_explain_names_the_rule_the_conversation_and_the_filter(gw, tmp_path):
     assert "threading rule: references" in gw("explain", str(tmp_path / "reply.eml")).stdout
     shown = json.loads(gw("conversations", "show", "1", "--json").stdout)
     assert len(shown["messages"]) == 1
+
+    other = EmailMessage()
+    other["From"] = "dan@example.com"
+    other["To"] = "support@localhost"
+    other["Subject"] = "Where is my refund?"
+    other.set_content("Hello, I am still waiting.")
+    out = gw("explain", write(tmp_path, "new.eml", other)).stdout
+    assert "outcome: would start a new conversation with this message" in out
+    assert "stored as" not in out
+    assert len(json.loads(gw("conversations", "list", "--json").stdout)) == 1
 
     out = gw("explain", str(FIXTURES / "bounces/postfix/modern_dsn.eml")).stdout
     assert "outcome: bounce (permanent, postfix)" in out and "filter: bounce" in out
