@@ -24,6 +24,7 @@ from gateway.commands.base import (
     EXIT_USAGE,
     EXIT_USER_ERROR,
     State,
+    console,
     echo_json,
     fail,
     handle_errors,
@@ -140,7 +141,7 @@ def status_cmd(state: State, as_json: bool) -> None:
                 table.add_row(f"{key} {sub}", str(n))
         else:
             table.add_row(key.replace("_", " "), str(value))
-    Console().print(table)
+    console().print(table)
 
 
 @cli.group("config")
@@ -287,7 +288,7 @@ def agents_list(state: State, as_json: bool) -> None:
     table = Table("email", "name", "role", "active")
     for r in rows:
         table.add_row(r["email"], r["name"], r["role"], "yes" if r["active"] else "no")
-    Console().print(table)
+    console().print(table)
 
 
 # --- conversations ------------------------------------------------------------------------
@@ -344,7 +345,7 @@ def conversations_list(
         t = r["ticket"]
         ticket = f"#{t['number']} {t['status']} {t['priority']}" if t else ""
         table.add_row(str(r["id"]), r["customer"]["email"] or "", r["state"], r["subject"], ticket)
-    Console().print(table)
+    console().print(table)
 
 
 def _conversation(session: Session, app: App, conversation_id: str) -> Conversation:
@@ -369,31 +370,31 @@ def conversations_show(state: State, conversation_id: str, as_json: bool) -> Non
     if as_json:
         echo_json(data)
         return
-    console = Console()
-    console.print(f"[bold]Conversation {data['id']}[/bold]: {data['subject']} ({data['state']})")
-    console.print(f"Customer: {data['customer']['name'] or ''} <{data['customer']['email']}>")
+    out = console()
+    out.print(f"[bold]Conversation {data['id']}[/bold]: {data['subject']} ({data['state']})")
+    out.print(f"Customer: {data['customer']['name'] or ''} <{data['customer']['email']}>")
     if data["participants"]:
-        console.print("Cc: " + ", ".join(p["email"] for p in data["participants"]))
+        out.print("Cc: " + ", ".join(p["email"] for p in data["participants"]))
     if data["ticket"]:
         t = data["ticket"]
-        console.print(
+        out.print(
             f"Ticket #{t['number']}: {t['type']}, {t['status']}, {t['priority']}, "
             f"assignee {t['assignee'] or '-'}"
         )
         if t["email_check"] and not t["email_check"].get("ok"):
-            console.print(f"[yellow]Email: {t['email_check']['reason']}[/yellow]")
+            out.print(f"[yellow]Email: {t['email_check']['reason']}[/yellow]")
         if t.get("summary"):
-            console.print(f"Summary: {t['summary']}")
+            out.print(f"Summary: {t['summary']}")
         for timer in t["sla"]:
             warned = ", warned" if timer["warned"] else ""
-            console.print(
+            out.print(
                 f"SLA {timer['kind'].replace('_', ' ')}: {timer['state']}{warned}, "
                 f"due {timer['due_at'] or '-'}"
             )
     for m in data["messages"]:
-        console.print(f"[{m['created_at']}] {m['author_type']} via {m['via']}: {m['text']}")
+        out.print(f"[{m['created_at']}] {m['author_type']} via {m['via']}: {m['text']}")
     for n in data["notes"]:
-        console.print(f"[yellow]note by {n['author'] or 'system'}: {n['text']}[/yellow]")
+        out.print(f"[yellow]note by {n['author'] or 'system'}: {n['text']}[/yellow]")
 
 
 @conversations.command("customer-view")
@@ -799,7 +800,7 @@ def quarantine_list(state: State, as_json: bool) -> None:
             str(r["envelope_from"] or ""),
             str(r["reason"] or ""),
         )
-    Console().print(table)
+    console().print(table)
 
 
 @cli.group()
@@ -832,7 +833,7 @@ def outbox_list(state: State, limit: int, as_json: bool) -> None:
             str(r["next_attempt_at"] or ""),
             str(r["last_error"] or ""),
         )
-    Console().print(table)
+    console().print(table)
 
 
 @outbox.command("retry")
@@ -992,7 +993,7 @@ def channels_list(state: State, as_json: bool) -> None:
             "+".join(r["inbound"]),  # type: ignore[arg-type]
             str(r["verified_at"] or "no"),
         )
-    Console().print(table)
+    console().print(table)
 
 
 @channels.command("add")

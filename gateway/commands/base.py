@@ -15,6 +15,7 @@ from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
 import click
+from rich.console import Console
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -93,3 +94,15 @@ def unit_of_work(state: State) -> Iterator[tuple[Session, App, dt.datetime]]:
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+# Wide enough for any row; a table is only as wide as its cells, so nothing is padded to it.
+PIPE_WIDTH = 100_000
+
+
+def console() -> Console:
+    """Where tables and text go: the terminal at its width, else (a pipe, a file) lines as
+    long as their content, since rich would otherwise cut every line at 80 columns."""
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=PIPE_WIDTH)

@@ -9,13 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from gateway import domain_proof
 from gateway.commands.base import (
     EXIT_USER_ERROR,
     State,
+    console,
     echo_json,
     fail,
     handle_errors,
@@ -46,7 +46,7 @@ def domains_list(state: State, as_json: bool) -> None:
     table = Table("domain", "state", "proof", "record to publish")
     for row in rows:
         table.add_row(row["domain"], row["state"], row["proof"] or "", _record(row))
-    Console().print(table)
+    console().print(table)
 
 
 @domains.command("grant")

@@ -38,6 +38,19 @@ def gw(tmp_path: Path):
     return run
 
 
+def test_tables_keep_whole_lines_when_piped(gw):
+    """Piped or redirected (not a terminal), a table is as wide as its rows, not cut at 80."""
+    conversation_id = gw("demo", "seed").stdout.strip()
+    gw("convert", conversation_id, "--by", "agent@localhost")
+    subject = "Hi! My order #4411 arrived damaged, the box was crushed. Can you send a new one?"
+    for args in (("conversations", "list"), ("conversations", "list", "--view", "tickets")):
+        lines = gw(*args).stdout.splitlines()
+        [row] = [line for line in lines if "customer@example.com" in line]
+        assert subject in row and max(map(len, lines)) > 80
+    shown = gw("conversations", "show", conversation_id).stdout
+    assert any(subject in line for line in shown.splitlines())
+
+
 def assert_user_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
