@@ -247,6 +247,19 @@ class ConsoleSession(Base):
     ended_at: Mapped[dt.datetime | None]
 
 
+class ConversationRead(Base):
+    """When an agent last opened a conversation: its customer messages after that are unread
+    for that agent (tickets/reads.py)."""
+
+    __tablename__ = "conversation_reads"
+
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id"), primary_key=True, index=True
+    )
+    read_at: Mapped[dt.datetime]
+
+
 class Customer(Base):
     __tablename__ = "customers"
 

@@ -1015,6 +1015,7 @@ class ListFilter:
 
     view: Literal["inbox", "tickets"] = "inbox"
     state: str | None = None
+    via: str | None = None  # how the conversation started: chat or email
     status: str | None = None
     priority: str | None = None
     type: str | None = None
@@ -1039,6 +1040,11 @@ def _filtered(app: App, f: ListFilter) -> Select[Conversation]:
             query = query.where(Conversation.state == ConversationState(f.state))
         except ValueError:
             raise InvalidValue(f"{f.state!r} is not a conversation state") from None
+    if f.via:
+        try:
+            query = query.where(Conversation.started_via == Via(f.via))
+        except ValueError:
+            raise InvalidValue(f"{f.via!r} is not a channel (one of: chat, email)") from None
     ticket_filters = [f.status, f.priority, f.type, f.category, f.assignee_id, f.unassigned]
     if any(v not in (None, False) for v in ticket_filters) and f.view != "tickets":
         query = query.join(Ticket, Ticket.conversation_id == Conversation.id)
