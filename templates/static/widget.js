@@ -3,30 +3,76 @@
 const APP = document.body.dataset.app;
 const API = "/widget/api/" + encodeURIComponent(APP);
 const store = window.localStorage;
-let conversation = new URLSearchParams(location.search).get("c") || store.getItem(APP + ":c");
-if (conversation) store.setItem(APP + ":c", conversation);
-// The link from an email carries the conversation's token: keep it out of the history.
+// A link from an email carries the conversation's token. It is kept only once the gateway knows
+// it: a mistyped or outdated link must not replace the chat this browser already has.
+const linked = new URLSearchParams(location.search).get("c");
+let conversation = linked || store.getItem(APP + ":c");
+// Keep the token out of the history.
 if (location.search) history.replaceState(null, "", location.pathname);
+
+const BROKEN_LINK = "This chat link does not work: it may be old, or cut short by your mail " +
+  "program. Write your message below to start a new chat.";
+const CHAT_GONE = "This chat can no longer be found. Your message is still below: press Send " +
+  "to start a new chat with it.";
+const OFFLINE = "We could not reach the server. Check your connection, then try again.";
+
+// What the server said, in words: `detail` is a sentence, or (input the server refused) a list
+// of objects whose `msg` says what is wrong with each field.
+function readable(body, response) {
+  const detail = body && body.detail;
+  if (typeof detail === "string" && detail) return sentence(detail);
+  if (Array.isArray(detail) && detail.length) {
+    return detail.map(d => sentence(String((d && d.msg) || d).replace(/^Value error, /, "")))
+      .join(" ");
+  }
+  if (response.status === 429) return "Too many messages at once. Please wait a minute.";
+  return "Something went wrong (error " + response.status + "). Please try again.";
+}
+
+function sentence(text) {
+  const s = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(s) ? s : s + ".";
+}
 
 async function call(method, path, body, visitor) {
   const headers = {"Content-Type": "application/json"};
   if (visitor) headers["Authorization"] = "Bearer " + visitor;
-  const r = await fetch(API + path, {method, headers, body: body ? JSON.stringify(body) : undefined});
+  let r;
+  try {
+    r = await fetch(API + path, {method, headers, body: body ? JSON.stringify(body) : undefined});
+  } catch (offline) {
+    throw Object.assign(new Error(OFFLINE), {status: 0});
+  }
   if (!r.ok) {
-    const error = new Error((await r.json().catch(() => ({}))).detail || r.statusText);
-    error.status = r.status;
-    throw error;
+    const answer = await r.json().catch(() => null); // a proxy's error page is not JSON
+    const refused = Array.isArray(answer && answer.detail) ? answer.detail : [];
+    const inPath = refused.some(d => d && Array.isArray(d.loc) && d.loc[0] === "path");
+    throw Object.assign(new Error(readable(answer, r)), {status: r.status, inPath});
   }
   return r.status === 204 ? null : r.json();
 }
 
-async function visitorToken() {
-  let token = store.getItem(APP + ":v");
+// 404: no conversation has this token; 422 about the path: the token is not even well-formed
+// (cut short). A 422 about the body is the message itself (too long, say).
+const unknownChat = error => error.status === 404 || (error.status === 422 && error.inPath);
+
+async function visitorToken(renew) {
+  let token = renew ? null : store.getItem(APP + ":v");
   if (!token) {
     token = (await call("POST", "/visitors", {locale: navigator.language})).visitor_token;
     store.setItem(APP + ":v", token);
   }
   return token;
+}
+
+async function startConversation(text) {
+  try {
+    return await call("POST", "/conversations", {text}, await visitorToken(false));
+  } catch (error) {
+    if (error.status !== 401 && error.status !== 404) throw error;
+    // The stored visitor is unknown here (the gateway's data was reset): become a new one.
+    return call("POST", "/conversations", {text}, await visitorToken(true));
+  }
 }
 
 function show(data) {
@@ -51,18 +97,35 @@ function notice(text) {
   box.hidden = !text;
 }
 
+function forget(token) {
+  if (store.getItem(APP + ":c") === token) store.removeItem(APP + ":c");
+}
+
 async function refresh() {
   if (!conversation) return;
+  const asked = conversation;
+  let data;
   try {
-    show(await call("GET", "/conversations/" + conversation));
-    await call("POST", "/conversations/" + conversation + (document.hidden ? "/heartbeat" : "/read"));
+    data = await call("GET", "/conversations/" + asked);
   } catch (error) {
-    if (error.status !== 404) return notice(error.message);
-    // Confirming an address (perhaps in another tab) gave the chat a new link; else it is gone.
+    if (!unknownChat(error)) return notice(error.message);
     const stored = store.getItem(APP + ":c");
-    conversation = stored !== conversation ? stored : null;
-    if (!conversation) store.removeItem(APP + ":c");
+    if (stored && stored !== asked) {
+      // Confirming an address (perhaps in another tab) gave the chat a new link, or a broken
+      // link was followed in a browser that has a chat of its own: go on with the stored one.
+      conversation = stored;
+      if (asked === linked) notice(BROKEN_LINK);
+      return refresh();
+    }
+    forget(asked);
+    conversation = null;
+    return notice(asked === linked ? BROKEN_LINK : CHAT_GONE);
   }
+  if (asked !== conversation) return; // a message sent meanwhile started another chat
+  store.setItem(APP + ":c", asked);
+  show(data);
+  call("POST", "/conversations/" + asked + (document.hidden ? "/heartbeat" : "/read"))
+    .catch(() => {}); // only tells the team the chat is open; the next refresh tries again
 }
 
 document.getElementById("send").addEventListener("submit", async (e) => {
@@ -70,12 +133,19 @@ document.getElementById("send").addEventListener("submit", async (e) => {
   const input = document.getElementById("text");
   const text = input.value.trim();
   if (!text) return;
+  const chat = conversation; // a refresh may change `conversation` while this is on its way
   let data;
   try {
-    data = conversation
-      ? await call("POST", "/conversations/" + conversation + "/messages", {text})
-      : await call("POST", "/conversations", {text}, await visitorToken());
+    data = chat
+      ? await call("POST", "/conversations/" + chat + "/messages", {text})
+      : await startConversation(text);
   } catch (error) {
+    // The text stays in the box, whatever went wrong.
+    if (chat && unknownChat(error)) {
+      forget(chat);
+      if (conversation === chat) conversation = null;
+      return notice(CHAT_GONE);
+    }
     return notice(error.message);
   }
   input.value = "";
