@@ -22,8 +22,8 @@ from tickets.text import storable
 
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
-        # No /docs or /redoc: they load their script from a CDN, which the pages' policy (and
-        # the operator) should not have to trust. /openapi.json describes every route.
+        # FastAPI's /docs and /redoc load their scripts from a CDN: ours (api_docs) serve them
+        # from the package, under the pages' policy.
         docs_url=None,
         redoc_url=None,
         title="Support email gateway",
@@ -37,6 +37,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from gateway.http import (
         admin_api,
         agent_api,
+        api_docs,
         console,
         domains_api,
         health,
@@ -46,6 +47,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
 
     app.include_router(health.router)
+    app.include_router(api_docs.router)
     app.include_router(metrics.router)
     app.include_router(agent_api.router)
     app.include_router(admin_api.router)
