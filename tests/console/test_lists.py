@@ -248,19 +248,24 @@ def gateway(tmp_path: Path) -> Iterator[tuple[Services, RunningHttp]]:
         running.stop()
 
 
-def customer_mail(subject: str, body: str) -> EmailMessage:
+def customer_mail(subject: str, body: str, message_id: str, **headers: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = "Chris Ortega <chris@example.com>"
     msg["To"] = "support@localhost"
     msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
     msg.set_content(body)
     return msg
 
 
-def test_new_mail_appears_in_the_open_inbox_without_a_reload(
+def test_new_mail_and_replies_appear_in_the_open_inbox_without_a_reload(
     gateway: tuple[Services, RunningHttp], browser: Any
 ) -> None:
     running, http = gateway
+    runtime = running.runtime
+    port = int(runtime.config.smtp.listen.rpartition(":")[2])
     page = browser_signed_in(browser, http, BOB)
     problems = watch(page)
     page.goto(f"{http.url}/inbox")
@@ -270,20 +275,41 @@ def test_new_mail_appears_in_the_open_inbox_without_a_reload(
     page.evaluate("window.notReloaded = true")
     page.wait_for_timeout(1500)
 
-    port = int(running.runtime.config.smtp.listen.rpartition(":")[2])
+    first = "<order-4417@example.com>"
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.send_message(customer_mail("Order 4417 never arrived", "Where is my parcel?"))
+        client.send_message(customer_mail("Order 4417 never arrived", "Where is my parcel?", first))
 
     row = page.locator("tr.row", has_text="Order 4417 never arrived")
     row.wait_for(timeout=30_000)
     assert page.evaluate("window.notReloaded") is True
     assert "Chris Ortega" in row.inner_text()
     assert "is-unread" in (row.get_attribute("class") or "")
-    page.locator('[data-live="unread-inbox"] .count').wait_for(timeout=10_000)
-    assert page.locator('[data-live="unread-inbox"]').inner_text().strip().startswith("1")
-    assert (
-        row.locator("a.row-link").get_attribute("href", timeout=1000).startswith("/conversations/")
-    )
+    count = page.locator('[data-live="unread-inbox"]')
+    count.locator(".count").wait_for(timeout=10_000)
+    assert count.inner_text().strip().startswith("1")
+    href = row.locator("a.row-link").get_attribute("href") or ""
+    assert href.startswith("/conversations/")
+
+    # Bob reads it (as the conversation page does); the next change in the app refreshes the
+    # list, and Chris's reply in the same thread makes it unread again with the new text.
+    with runtime.unit_of_work() as s:
+        bob = s.scalars(select(Agent).where(Agent.email == BOB)).one()
+        reads.mark_read(s, bob.id, int(href.rpartition("/")[2]), runtime.clock())
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.send_message(
+            customer_mail(
+                "Re: Order 4417 never arrived",
+                "The tracking page says returned to sender.",
+                "<order-4417-2@example.com>",
+                In_Reply_To=first,
+                References=first,
+            )
+        )
+    row.locator(".preview", has_text="returned to sender").wait_for(timeout=30_000)
+    assert "is-unread" in (row.get_attribute("class") or "")
+    assert page.locator("tr.row").count() == 1  # the reply joined the conversation
+    assert count.inner_text().strip().startswith("1")
+    assert page.evaluate("window.notReloaded") is True
     assert problems == []
 
 

@@ -20,13 +20,23 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from gateway.http.auth import Work, work
 from gateway.http.console.pages import render
 from gateway.http.console.session import Viewer, ViewerDep
 from gateway.http.deps import RuntimeDep
 from tickets import listing, reads, services
-from tickets.models import Conversation, ConversationState, Priority, Tag, TicketStatus, Via
+from tickets.models import (
+    Conversation,
+    ConversationState,
+    Customer,
+    Priority,
+    Tag,
+    Ticket,
+    TicketStatus,
+    Via,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -196,12 +206,29 @@ def _row(c: Conversation, w: Work, unread: set[int], previews: dict[int, str]) -
     return row
 
 
+def _load_rows(w: Work, ids: list[int]) -> None:
+    """Load what the rows show for the whole page at once (a handful of queries, not a few
+    per row); the objects are the same ones the page query returned."""
+    if ids:
+        w.session.scalars(
+            select(Conversation)
+            .where(Conversation.id.in_(ids))
+            .options(
+                selectinload(Conversation.customer).selectinload(Customer.addresses),
+                selectinload(Conversation.tags),
+                selectinload(Conversation.ticket).selectinload(Ticket.assignee),
+                selectinload(Conversation.ticket).selectinload(Ticket.timers),
+            )
+        ).all()
+
+
 def _page(runtime: Any, viewer: Viewer, view: View, f: Filters) -> dict[str, Any]:
     with work(runtime, viewer.caller) as w:
         conversations, more = services.conversation_page(
             w.session, w.app, _list_filter(view, f, viewer)
         )
         ids = [c.id for c in conversations]
+        _load_rows(w, ids)
         unread = reads.unread_ids(w.session, w.agent.id, ids)
         previews = listing.previews(w.session, ids)
         rows = [_row(c, w, unread, previews) for c in conversations]
