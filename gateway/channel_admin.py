@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from channels.email.check import (
     ImapTarget,
     Report,
     SmtpTarget,
+    Step,
     check_imap,
     check_smtp,
     find_in_imap,
@@ -216,6 +218,19 @@ def channel_json(channel: Channel) -> dict[str, Any]:
     }
 
 
+def own_smtp(runtime: Runtime) -> SmtpTarget:
+    """The gateway's own SMTP server as the check's relay.
+
+    With the `file` transport (the embedded default) nothing leaves the machine, and the mail
+    that must work is mail *to* the channel's address: the round trip then goes through the
+    server that receives it, so a fresh install can verify its channel."""
+    host, _, port = runtime.config.smtp.listen.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return SmtpTarget(host=host, port=int(port), starttls=False, tls=False, username=None,
+                      password=None)  # fmt: skip
+
+
 # --- the end-to-end check ----------------------------------------------------------------
 
 
@@ -232,10 +247,14 @@ def _arrived_in_database(runtime: Runtime, token: str, since: dt.datetime) -> bo
 
 
 def check_channel(
-    runtime: Runtime, app_id: int, channel_id: int, timeout: float = 60.0
+    runtime: Runtime,
+    app_id: int,
+    channel_id: int,
+    timeout: float = 60.0,
+    listener: Callable[[Step], None] | None = None,
 ) -> dict[str, Any]:
     """Run IMAP, relay and round-trip checks; store the result and, on success, verify the
-    channel. Returns the stored result."""
+    channel. Returns the stored result; `listener` hears of each step as it ends."""
     with runtime.unit_of_work() as session:
         channel = session.get(Channel, channel_id)
         if channel is None or channel.app_id != app_id:
@@ -250,7 +269,7 @@ def check_channel(
         else:
             unreadable = None
     started = runtime.clock() - dt.timedelta(seconds=5)
-    report = Report()
+    report = Report(listener=listener)
     try:
         if unreadable is not None:
             raise CheckFailed("passwords", str(unreadable), "give the channel's password again")
@@ -264,7 +283,7 @@ def check_channel(
             )
         _run(runtime, report, address, imap, smtp, started, timeout)
     except CheckFailed as failed:
-        report.steps.append(failed.step)
+        report.add(failed.step)
     now = runtime.clock()
     failed_step = next((s for s in report.steps if not s.ok), None)
     result = {
@@ -296,6 +315,14 @@ def _run(
         raise CheckFailed("addresses", "the channel has no address", "add an address")
     if imap is not None:
         check_imap(imap, report, timeout=min(timeout, 15.0))
+    own = smtp is None and runtime.config.outbound.transport == "file"
+    if own:
+        smtp = own_smtp(runtime)
+        report.passed(
+            "outbound",
+            'outgoing mail is written to files (transport = "file"), so the test sends '
+            f"through the gateway's own SMTP server at {smtp.where}",
+        )
     if smtp is None:
         raise CheckFailed(
             "smtp connect",
@@ -303,7 +330,16 @@ def _run(
             'set [outbound] transport = "smtp" with host, port, starttls and username '
             "(or give the channel its own relay)",
         )
-    client = check_smtp(smtp, report, timeout=min(timeout, 15.0))
+    try:
+        client = check_smtp(smtp, report, timeout=min(timeout, 15.0))
+    except CheckFailed as failed:
+        if own:
+            failed.step.hint = (
+                f"the gateway's own SMTP server (smtp.listen = {runtime.config.smtp.listen}) "
+                "must be running: start `gateway serve`; or send through a relay with "
+                '[outbound] transport = "smtp"'
+            )
+        raise
     try:
         token = new_token()
 

@@ -84,13 +84,20 @@ class CheckFailed(Exception):
 @dataclass
 class Report:
     steps: list[Step] = field(default_factory=list)
+    # Told of each step as it ends, so a page can show a running check step by step.
+    listener: Callable[[Step], None] | None = None
 
     @property
     def ok(self) -> bool:
         return bool(self.steps) and all(s.ok for s in self.steps)
 
+    def add(self, step: Step) -> None:
+        self.steps.append(step)
+        if self.listener is not None:
+            self.listener(step)
+
     def passed(self, name: str, detail: str) -> None:
-        self.steps.append(Step(name, True, detail))
+        self.add(Step(name, True, detail))
 
 
 # --- what a network error means -----------------------------------------------------------

@@ -42,7 +42,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         domains_api,
         health,
         metrics,
-        setup_page,
         widget,
     )
 
@@ -53,7 +52,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(admin_api.router)
     app.include_router(domains_api.router)
     app.include_router(widget.router)
-    app.include_router(setup_page.router)
     console.install(app)
     return app
 

@@ -33,6 +33,7 @@ from gateway.config import AppConfig, ConfigError, GatewayConfig, embedded_defau
 from gateway.outbound import send_outbound
 from gateway.runtime import Runtime
 from tests.support.api_world import World, build_world
+from tests.support.console import signed_in
 from tests.support.http import loopback_config, running_http
 from tests.support.imap_trap import ImapTrap
 from tests.support.serve import clean_env
@@ -455,7 +456,9 @@ def test_passwords_are_stored_encrypted_and_never_shown(
         seen.append(a.get(f"/api/v1/admin/channels/{cid}").text)
         seen.append(a.get("/api/v1/admin/channels").text)
         seen.append(_test(a, cid).text)
-        seen.append(a.get("/admin/channels/email/setup").text)
+    with signed_in(w.http, "alice@a.example") as page:
+        seen.append(page.get("/admin/channels").text)
+        seen.append(page.get(f"/admin/channels/{cid}").text)
     assert _send(rt, cid) == OutboxState.SENT
     assert ("x", password) in tenants.relay_a.logins  # it works
     assert '"has_password":true' in seen[0].replace(" ", "")

@@ -12,11 +12,11 @@ from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from gateway.http.console import lists, live, sign_in_pages
+from gateway.http.console import admin_channels, lists, live, sign_in_pages
 from gateway.http.console.pages import render
 from gateway.http.console.session import SignInRequired
 
-_AREAS = (sign_in_pages, live, lists)
+_AREAS = (sign_in_pages, live, lists, admin_channels)
 
 
 def _wants_html(request: Request) -> bool:
