@@ -23,8 +23,9 @@ def link_url(runtime: Runtime, secret: str) -> str:
     return f"{runtime.config.http.public_url}{LINK_PATH}?t={secret}"
 
 
-def mail_sign_in_links(runtime: Runtime, address: str) -> list[int]:
-    """A link to every agent who may sign in with `address`; the outbox ids to send.
+def mail_sign_in_links(runtime: Runtime, address: str, only_agent: int | None = None) -> list[int]:
+    """A link to every agent who may sign in with `address` (or just agent `only_agent`: an
+    admin's invitation); the outbox ids to send.
 
     Agents of an app that cannot send mail get none (the log says so, the page does not:
     its answer is the same for every address).
@@ -33,6 +34,8 @@ def mail_sign_in_links(runtime: Runtime, address: str) -> list[int]:
     queued = []
     with runtime.unit_of_work() as session:
         for agent in sign_in.agents_for_address(session, address):
+            if only_agent is not None and agent.id != only_agent:
+                continue
             sender = channel_address(session, agent.app_id)
             app = session.get(App, agent.app_id)
             if sender is None or app is None:

@@ -31,7 +31,7 @@ from tests.support.dovecot import Dovecot
 from tests.support.http import RunningHttp, free_port
 from tests.support.relay import Relay
 from tests.support.serve import clean_env, serve_process
-from tickets import domains, services
+from tickets import domains, services, sla
 from tickets.models import Agent, Channel
 
 USER = "support@example.test"
@@ -61,14 +61,18 @@ def test_an_agent_gets_403_on_every_admin_page_and_form(http_api: RunningHttp) -
     channel, bob = _ids(world)
     with signed_in(http_api, "bob@a.example") as c:
         token = csrf(c.get("/account").text)
-        for path in ("/admin/channels", f"/admin/channels/{channel}",
-                     f"/admin/channels/{channel}/test"):  # fmt: skip
+        for path in ("/admin/channels", f"/admin/channels/{channel}", "/admin/agents",
+                     "/admin/sla", f"/admin/channels/{channel}/test"):  # fmt: skip
             r = c.get(path, headers={"Accept": "text/html"})
             assert r.status_code == 403, path
             assert "for the app&#39;s admins" in r.text
         forms = ["/admin/channels", f"/admin/channels/{channel}",
                  f"/admin/channels/{channel}/disable", f"/admin/channels/{channel}/enable",
-                 f"/admin/channels/{channel}/test"]  # fmt: skip
+                 f"/admin/channels/{channel}/test", "/admin/agents",
+                 f"/admin/agents/{bob}/role", f"/admin/agents/{bob}/deactivate",
+                 f"/admin/agents/{bob}/activate", f"/admin/agents/{bob}/addresses",
+                 f"/admin/agents/{bob}/addresses/remove",
+                 f"/admin/agents/{bob}/notifications"]  # fmt: skip
         for path in forms:
             body = {"csrf": token, "name": "x", "addresses": "x@a.example", "role": "admin",
                     "email": "mallory@a.example", "address": "m@a.example"}  # fmt: skip
@@ -85,7 +89,14 @@ def test_a_form_without_its_csrf_token_is_403(http_api: RunningHttp) -> None:
         body = {"name": "sales", "addresses": "sales@localhost"}
         assert c.post("/admin/channels", data=body).status_code == 403
         assert c.post("/admin/channels", data={**body, "csrf": "forged"}).status_code == 403
+        cross = c.post(
+            "/admin/agents",
+            data={"csrf": csrf(c.get("/admin/agents").text), "name": "M", "email": "m@x.example"},
+            headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+        )
+        assert cross.status_code == 403
         assert "sales" not in c.get("/admin/channels").text
+        assert "m@x.example" not in c.get("/admin/agents").text
 
 
 def test_the_old_setup_path_leads_to_the_channels_page(http_api: RunningHttp) -> None:
@@ -192,6 +203,90 @@ def test_a_refused_host_and_a_bad_port_show_as_sentences(http_api: RunningHttp) 
         assert r.status_code == 303
     with http_api.runtime.unit_of_work() as s:
         assert "password_env" not in str(s.query(Channel).filter_by(name="evil").one().settings)
+
+
+# --- agents and SLA -------------------------------------------------------------------------
+
+
+def test_an_admin_manages_agents_in_the_browser(http_api: RunningHttp, browser: Any) -> None:
+    build_world(http_api)
+    page = browser_signed_in(browser, http_api, "alice@a.example")
+    problems = watch(page)
+    page.goto(f"{http_api.url}/admin/agents")
+    page.get_by_label("Name", exact=True).fill("Cleo")
+    page.locator("#invite-email").fill("cleo@a.example")
+    page.get_by_role("button", name="Send invitation").click()
+    page.wait_for_url(re.compile(r"done=invited"))
+    assert "The agent is added and a sign-in link is on its way" in page.content()
+    with http_api.runtime.unit_of_work() as s:
+        cleo = s.query(Agent).filter_by(email="cleo@a.example").one()
+        cid, bob = cleo.id, s.query(Agent).filter_by(email="bob@a.example").one().id
+        from tickets.models import Outbox
+
+        mails = s.query(Outbox).all()
+        assert any("cleo@a.example" in str(m.recipients) for m in mails)
+
+    card = page.locator(f"#agent-{bob}")
+    card.get_by_label("Role").select_option("admin")
+    card.get_by_role("button", name="Change role").click()
+    page.wait_for_url(re.compile(r"done=role"))
+    card = page.locator(f"#agent-{bob}")
+    card.get_by_label("Add a verified address").fill("bob@home.example")
+    card.get_by_role("button", name="Add", exact=True).click()
+    page.wait_for_url(re.compile(r"done=address-added"))
+    card = page.locator(f"#agent-{bob}")
+    card.get_by_label("SLA breached").uncheck()
+    card.get_by_label("When").select_option("digest")
+    card.get_by_label("Digest hour (UTC)").fill("7")
+    card.get_by_role("button", name="Save").click()
+    page.wait_for_url(re.compile(r"done=notifications"))
+    page.locator(f"#agent-{cid}").get_by_role("button", name="Deactivate").click()
+    page.wait_for_url(re.compile(r"done=deactivated"))
+    screenshot(page, "admin-agents")
+    assert problems == []
+    with http_api.runtime.unit_of_work() as s:
+        b, c = s.get(Agent, bob), s.get(Agent, cid)
+        assert b is not None and c is not None
+        assert b.role.value == "admin" and not c.active
+        verified = {a.address for a in b.addresses if a.verified}
+        assert verified == {"bob@a.example", "bob@home.example"}
+        assert b.notify_prefs["digest"] is True and b.notify_prefs["digest_hour"] == 7
+        assert "sla_breach" not in b.notify_prefs["events"]
+
+
+def test_an_admin_cannot_lock_themself_out(http_api: RunningHttp) -> None:
+    build_world(http_api)
+    with http_api.runtime.unit_of_work() as s:
+        alice = s.query(Agent).filter_by(email="alice@a.example").one().id
+    with signed_in(http_api, "alice@a.example") as c:
+        token = csrf(c.get("/admin/agents").text)
+        r = c.post(f"/admin/agents/{alice}/deactivate", data={"csrf": token})
+        assert r.status_code == 400 and "cannot deactivate yourself" in r.text
+        r = c.post(f"/admin/agents/{alice}/role", data={"csrf": token, "role": "agent"})
+        assert r.status_code == 400 and "cannot change your own role" in r.text
+
+
+def test_the_sla_page_shows_policies_and_calendars(http_api: RunningHttp, browser: Any) -> None:
+    build_world(http_api)
+    office = {"name": "office", "timezone": "Europe/Berlin", "holidays": ["2026-12-25"],
+              "hours": {d: "09:00-17:00" for d in ("mon", "tue", "wed", "thu", "fri")}}  # fmt: skip
+    urgent = sla.policy_json(
+        "urgent", priorities=["urgent"], categories=["billing"], calendar=office, warn_at=0.5,
+        durations={"first_response": "30m", "next_response": None, "resolution": "1d"},
+    )  # fmt: skip
+    with http_api.runtime.unit_of_work() as s:
+        app = services.get_app(s, "demo")
+        app.sla_policies = [urgent, *app.sla_policies]
+    page = browser_signed_in(browser, http_api, "alice@a.example")
+    problems = watch(page)
+    page.goto(f"{http_api.url}/admin/sla")
+    text = page.locator("main").inner_text()
+    assert "default" in text and "First response" in text and "1h" in text and "3d" in text
+    assert "Round the clock" in text
+    assert "1.\nurgent" in text or "1. urgent" in text
+    assert "Europe/Berlin" in text and "09:00–17:00" in text and "2026-12-25" in text
+    screenshot(page, "admin-sla")
+    assert problems == []
 
 
 # --- a fresh install verifies its own channel ----------------------------------------------

@@ -12,11 +12,18 @@ from fastapi.exceptions import HTTPException as FastAPIHTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
-from gateway.http.console import admin_channels, lists, live, sign_in_pages
+from gateway.http.console import (
+    admin_agents,
+    admin_channels,
+    admin_sla,
+    lists,
+    live,
+    sign_in_pages,
+)
 from gateway.http.console.pages import render
 from gateway.http.console.session import SignInRequired
 
-_AREAS = (sign_in_pages, live, lists, admin_channels)
+_AREAS = (sign_in_pages, live, lists, admin_channels, admin_agents, admin_sla)
 
 
 def _wants_html(request: Request) -> bool:
