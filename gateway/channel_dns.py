@@ -62,33 +62,38 @@ def channel_records(config: GatewayConfig, channel: Channel) -> list[DnsRecord]:
                 "part to the one you have; if your provider gives an include: value, use theirs.",
             )
         )
-        records.append(_dkim(channel, domain))
+        if not channel.settings.get("dkim"):
+            records.append(_relay_dkim(domain))
+    if channel.settings.get("dkim"):
+        records.append(_own_dkim(channel.settings["dkim"]))
     return records
 
 
-def _dkim(channel: Channel, domain: str) -> DnsRecord:
-    settings = channel.settings.get("dkim")
-    if settings and settings.get("domain") == domain:
-        try:
-            record = dkim_record(
-                settings["selector"], settings["domain"], settings["private_key_file"]
-            )
-        except DkimKeyError as exc:
-            return DnsRecord(
-                "DKIM",
-                f"{settings['selector']}._domainkey.{domain}.",
-                "TXT",
-                "",
-                "The gateway signs this channel's mail with the key in the config file.",
-                problem=f"the channel is set to sign its mail, but its key cannot be used: {exc}",
-            )
+def _own_dkim(settings: dict[str, str]) -> DnsRecord:
+    """The record of the key the gateway signs with (its domain may differ from the
+    addresses': a signature by the sending service's domain)."""
+    domain = settings["domain"]
+    try:
+        record = dkim_record(settings["selector"], settings["domain"], settings["private_key_file"])
+    except DkimKeyError as exc:
         return DnsRecord(
             "DKIM",
-            record.name,
+            f"{settings['selector']}._domainkey.{domain}.",
             "TXT",
-            record.value,
-            "The gateway signs this channel's mail itself: publish exactly this.",
+            "",
+            "The gateway signs this channel's mail with the key in the config file.",
+            problem=f"the channel is set to sign its mail, but its key cannot be used: {exc}",
         )
+    return DnsRecord(
+        "DKIM",
+        record.name,
+        "TXT",
+        record.value,
+        "The gateway signs this channel's mail itself: publish exactly this.",
+    )
+
+
+def _relay_dkim(domain: str) -> DnsRecord:
     return DnsRecord(
         "DKIM",
         f"SELECTOR._domainkey.{domain}.",
