@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from tickets import delivery, sla
+from tickets.business_time import MAX_DURATION
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
     Agent,
@@ -885,6 +886,12 @@ def snooze(
     """Hide the conversation until `until` or the customer's next message, whichever is first."""
     if until <= now:
         raise InvalidValue("snooze needs a time in the future")
+    # The bound of a snooze duration holds for a time too: one near year 9999 (or past it in
+    # UTC) cannot be stored, nor have the SLA's business time added to it.
+    if until - now > MAX_DURATION:
+        raise InvalidValue(
+            f"snooze until {until.isoformat()} is too far in the future (at most 10 years)"
+        )
     if conversation.state in (ConversationState.RESOLVED, ConversationState.CLOSED):
         raise NotAllowed(f"conversation {conversation.id} is {conversation.state.value}")
     conversation.state = ConversationState.SNOOZED

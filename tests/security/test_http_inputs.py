@@ -70,3 +70,18 @@ def test_the_largest_page_the_schema_allows_is_served(world: World, path: str) -
         assert r.json()["limit"] == largest
         too_many = c.get(path, params={**params, "limit": largest + 1})
         assert too_many.status_code == 422
+
+
+@pytest.mark.parametrize(
+    "until", ["9999-12-31T23:59:59-12:00", "9999-12-31T23:59:59Z", "2999-01-01T00:00:00"]
+)
+def test_a_snooze_until_a_date_beyond_any_calendar_is_a_4xx_saying_so(
+    world: World, until: str
+) -> None:
+    """The same bound as a duration: a time whose UTC form is past year 9999 made a 500."""
+    with world.http.client(world.agent_a) as c:
+        url = f"/api/v1/conversations/{world.conv_a}"
+        r = c.post(f"{url}/snooze", json={"until": until})
+        assert r.status_code in (400, 422), r.text
+        assert "too far in the future" in r.text
+        assert c.get(url).json()["state"] == "open"
