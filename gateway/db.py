@@ -23,6 +23,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.config import ConfigError
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -68,9 +70,14 @@ def _create_private(database: Path) -> None:
     SQLite gives the -wal and -shm files it creates beside it the database file's mode, so
     creating the file 0600 before SQLite opens it keeps all three private whatever the umask.
     """
-    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    except OSError as exc:  # a path the operator gave: their mistake, told in one line
+        raise ConfigError(
+            f"database: cannot create {exc.filename or database}: {exc.strerror}"
+        ) from exc
 
 
 # Execution option of an engine whose transactions only read (see Runtime.reading).

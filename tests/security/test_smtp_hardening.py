@@ -291,6 +291,14 @@ def test_a_listen_port_in_use_is_one_line(tmp_path: Path, which: str) -> None:
     assert f"{which}.listen" in line and f"127.0.0.1:{port}" in line and "in use" in line
 
 
+def test_a_database_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    database = tmp_path / "a-file" / "data" / "gw.db"
+    config = listen_config(tmp_path, free_port(), free_port())
+    line = serve_fails(tmp_path, config.replace(str(tmp_path / "gw.db"), str(database)))
+    assert "database" in line and str(database.parent) in line
+
+
 @pytest.mark.parametrize("problem", ["missing cert", "missing key", "not a cert", "key alone"])
 def test_a_bad_tls_file_is_one_line(tmp_path: Path, problem: str) -> None:
     cert = make_self_signed_cert(tmp_path / "tls")
