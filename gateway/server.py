@@ -11,7 +11,7 @@ import os
 import signal
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -96,12 +96,26 @@ def _start_smtp(services: Services, enqueue: Callable[[list[int]], object]) -> N
         SmtpLimits,
     )
     from gateway.inbound import RouteTable, store_group
+    from tickets.inbound import IncomingMail
 
     runtime = services.runtime
     smtp = runtime.config.smtp
     context = _smtp_tls(smtp)
+
+    def store(mails: Sequence[IncomingMail]) -> list[int | Exception]:
+        stored = store_group(runtime, mails)
+        for mail, row in zip(mails, stored, strict=True):
+            if isinstance(row, int):
+                log.info(
+                    "inbound %s accepted: smtp from %s to %s",
+                    row,
+                    mail.envelope_from or "<>",
+                    ", ".join(mail.envelope_to),
+                )
+        return stored
+
     writer = BatchWriter(
-        lambda mails: store_group(runtime, mails),
+        store,
         on_stored=enqueue,
         group_commit_seconds=smtp.group_commit_ms / 1000,
     )
@@ -197,11 +211,14 @@ def run_forever(config: GatewayConfig, role: Role, echo: Callable[[str], None]) 
         stopping.set()
 
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log_to_stderr()
     services = start(config, role)
     try:
         echo(f"gateway ({role}) running; database {_safe_url(config.resolved_database_url)}")
         for line in services.listening:
             echo(f"  {line}")
+        for line in where_to_look(config, services.listening):
+            echo(line)
         echo("stop with Ctrl-C or SIGTERM")
         stopping.wait()
         echo("stopping...")
@@ -216,3 +233,38 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+def where_to_look(config: GatewayConfig, listening: list[str]) -> list[str]:
+    """What a person starting the gateway wants next: the console's address, and where mail
+    goes in; then the log lines that follow."""
+
+    def bound(kind: str) -> str | None:
+        return next((x.split(": ", 1)[1] for x in listening if x.startswith(kind + ": ")), None)
+
+    lines = []
+    http = bound("http")
+    if http is not None:
+        lines.append(f"console: {http}/  (the widget: {http}/widget/<app>)")
+    smtp = bound("smtp")
+    if smtp is not None:
+        addresses = [a for app in config.apps for ch in app.channels for a in ch.addresses]
+        to = f" for {', '.join(addresses)}" if addresses else ""
+        lines.append(f"mail in: SMTP {smtp.split()[0]}{to}")
+    lines.append("log (stderr): one line per mail accepted, processed and sent, with its id")
+    return lines
+
+
+_LOGGERS = ("gateway", "channels", "tickets")
+
+
+def log_to_stderr() -> None:
+    """Our own loggers at INFO on stderr (what happens to each mail); libraries stay at their
+    warnings. Only the command does this: tests and embedders keep their own logging."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+            logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
