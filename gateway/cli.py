@@ -10,11 +10,10 @@ import datetime as dt
 import json
 import re
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +28,7 @@ from gateway.commands.base import (
     fail,
     handle_errors,
     pass_state,
+    progress_on_stderr,
     unit_of_work,
 )
 from gateway.commands.domains import domains as domains_group
@@ -916,41 +916,55 @@ def quarantine_discard(state: State, inbound_id: str) -> None:
     show_default=True,
     help="process the imported mail now (else the running gateway will)",
 )
+@click.option(
+    "--notify/--no-notify",
+    default=False,
+    show_default=True,
+    help="tell agents about the imported mail, as about new mail (history: no)",
+)
 @pass_state
 @handle_errors
-def import_cmd(state: State, path: str, process: bool) -> None:
-    """Import an mbox, a maildir or a folder of .eml files; a re-run imports nothing twice."""
-    from rich.progress import Progress
+def import_cmd(state: State, path: str, process: bool, notify: bool) -> None:
+    """Import an mbox, a maildir or a folder of .eml files; a re-run imports nothing twice.
 
+    Progress goes to stderr: a bar at a terminal, else a line a second."""
     from gateway.importer import iter_messages
-    from gateway.inbound import process_inbound, store_batch
+    from gateway.inbound import HISTORY, NOTIFYING, process_batch, store_batch
     from tickets.inbound import IncomingMail
 
     runtime = state.runtime()
     with runtime.unit_of_work() as session:
         app_id = state.app(session).id
     messages = list(iter_messages(path))
+    source = NOTIFYING if notify else HISTORY
     stored: list[int] = []
-    with Progress(transient=True, console=Console(stderr=True)) as progress:
-        task = progress.add_task("importing", total=len(messages))
-        for start in range(0, len(messages), 100):
-            chunk = messages[start : start + 100]
+    with progress_on_stderr("stored", len(messages)) as advance:
+        for chunk in _chunks(messages):
             mails = [
-                IncomingMail(raw=raw, source="import", source_key=key, app_id=app_id)
+                IncomingMail(raw=raw, source=source, source_key=key, app_id=app_id)
                 for key, raw in chunk
             ]
             stored.extend(store_batch(runtime, mails))
-            progress.advance(task, len(chunk))
+            advance(len(chunk))
     processed = quarantined = 0
     if process:
-        for inbound_id in stored:
-            outcome = process_inbound(runtime, inbound_id)
-            if outcome is not None:
-                processed += outcome.state == "processed"
-                quarantined += outcome.state == "quarantined"
+        with progress_on_stderr("processed", len(stored)) as advance:
+            for ids in _chunks(stored):
+                for outcome in process_batch(runtime, ids).values():
+                    processed += outcome.state == "processed"
+                    quarantined += outcome.state == "quarantined"
+                advance(len(ids))
     click.echo(
         f"{len(messages)} messages read, {processed} processed now, {quarantined} quarantined"
     )
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[T], size: int = 100) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 cli.add_command(domains_group)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -39,7 +39,15 @@ from gateway.db import reading_engine, session_factory
 from gateway.runtime import Runtime
 from tickets import domains
 from tickets import inbound as inbound_store
-from tickets.models import App, Channel, ChannelAddress, InboundMail, InboundState, ThreadRef
+from tickets.models import (
+    App,
+    Channel,
+    ChannelAddress,
+    Event,
+    InboundMail,
+    InboundState,
+    ThreadRef,
+)
 
 log = logging.getLogger(__name__)
 
@@ -436,6 +444,8 @@ class _Batch:
                     parsed=parsed,
                     index=self.index,
                 )
+                if row.source == HISTORY and result.conversation_id is not None:
+                    _quiet(session, result.conversation_id, now)
                 # Inside the savepoint, so that it vanishes with it on failure.
                 _mark_processed(session, row, result, now)
         except Exception as exc:
@@ -554,6 +564,27 @@ _MARK_PROCESSED = (
     )
 )
 _MARKED = ["attempts", "state", "processed_at", "reason", "message_id"]
+
+
+# `gateway import` of old mail: threaded and stored like any mail, but it tells no agent (the
+# team has seen it in the mailbox it came from). `--notify` imports under NOTIFYING instead.
+HISTORY = "import"
+NOTIFYING = "import+notify"
+
+
+def _quiet(session: Session, conversation_id: int, now: dt.datetime) -> None:
+    """Mark the events this mail just caused as looked at, so the sweep notifies nobody. They
+    are the conversation's events of this instant (the batch's `now`) not yet looked at."""
+    session.execute(
+        update(Event)
+        .where(
+            Event.conversation_id == conversation_id,
+            Event.created_at == now,
+            Event.notified_at.is_(None),
+        )
+        .values(notified_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _mark_processed(

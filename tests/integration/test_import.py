@@ -3,6 +3,7 @@ imports nothing twice."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import mailbox
 import os
@@ -10,6 +11,11 @@ import subprocess
 import sys
 from email.message import EmailMessage
 from pathlib import Path
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from tickets import notifications
 
 
 def make(i: int) -> EmailMessage:
@@ -67,3 +73,33 @@ def test_import_of_a_missing_path_is_one_line(tmp_path):
     proc = run(tmp_path, "import", "nowhere.mbox")
     assert proc.returncode == 1
     assert proc.stderr.strip() == "gateway: nowhere.mbox: no such file or folder"
+
+
+def owed_notifications(tmp_path: Path) -> int:
+    """What the gateway's sweep would collect for agents now: (event, agent) pairs."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'gateway.db'}")
+    try:
+        with Session(engine) as session, session.begin():
+            return notifications.fan_out(session, dt.datetime.now(dt.UTC))
+    finally:
+        engine.dispose()
+
+
+def test_imported_history_tells_no_agent_unless_asked_and_shows_progress(tmp_path):
+    assert run(tmp_path, "agents", "add", "ana@example.com", "--name", "Ana").returncode == 0
+    mbox = mailbox.mbox(tmp_path / "history.mbox")
+    for i in range(3):
+        mbox.add(make(i))
+    mbox.flush()
+    proc = run(tmp_path, "import", "history.mbox")
+    assert proc.returncode == 0, proc.stderr
+    # Not a terminal here: plain progress lines on stderr, the last one complete.
+    assert "3/3 stored" in proc.stderr and "3/3 processed" in proc.stderr
+    assert owed_notifications(tmp_path) == 0  # three new conversations, and nobody is told
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "3.eml").write_bytes(make(3).as_bytes())
+    proc = run(tmp_path, "import", "new", "--notify")
+    assert proc.returncode == 0, proc.stderr
+    assert owed_notifications(tmp_path) >= 1  # as if it had come in by SMTP
