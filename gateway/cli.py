@@ -7,7 +7,6 @@ never prints a traceback. Command names and JSON keys are the public contract (C
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -724,30 +723,20 @@ def explain(state: State, path: str) -> None:
 
 
 def _explain_result(result: Processing) -> None:
+    from channels.email.explain import flag_lines, rule_line
+
     click.echo(f"outcome: {_would(result)}")
     if result.ended_by not in (None, "store"):
         click.echo(f"filter: {result.ended_by}")
     if result.rule:
-        click.echo(f"threading rule: {result.rule}")
+        click.echo(rule_line(result.rule))
     conversation = result.conversation
     if conversation is not None and result.rule != "new conversation":
         click.echo(f"conversation: {conversation.id} ({conversation.subject})")
-    parsed = result.parsed
-    if parsed is not None and parsed.auto_reply and result.message is not None:
-        click.echo(f"auto-reply: {parsed.auto_reply} (stored; reopens, wakes and answers nothing)")
-    flags = result.message.flags if result.message is not None else result.flags
-    for key in ("possible_new_topic", "answers_conversation_of_someone_else"):
-        if key in flags:
-            click.echo(f"flag: {key} {json.dumps(flags[key], ensure_ascii=False)}")
-    for key in (
-        "duplicate_message_id",
-        "reply_token_rejected",
-        "forwarded",
-        "forwarded_by",
-        "forward_not_followed",
-    ):
-        if flags.get(key):
-            click.echo(f"flag: {key} {json.dumps(flags[key])}")
+    parsed, message = result.parsed, result.message
+    auto_reply = parsed.auto_reply if parsed is not None and message is not None else None
+    for line in flag_lines(message.flags if message is not None else result.flags, auto_reply):
+        click.echo(line)
 
 
 def _would(result: Processing) -> str:
