@@ -204,6 +204,12 @@ def config_parse_limits(config: GatewayConfig) -> ParseLimits:
     )
 
 
+def app_timezone(runtime: Runtime, app_name: str | None) -> str:
+    """The zone an agent's "monday 9:00" is read in: the app's (first) calendar's, else UTC."""
+    app_config = next((a for a in runtime.config.apps if a.name == app_name), None)
+    return app_config.calendars[0].timezone if app_config and app_config.calendars else "UTC"
+
+
 def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> ChannelRules:
     addresses = {
         address.lower()
@@ -216,15 +222,13 @@ def channel_rules(runtime: Runtime, session: Session, row: InboundMail) -> Chann
         channel = session.get(Channel, row.channel_id)
         settings = channel.settings if channel else {}
     app = session.get(App, row.app_id) if row.app_id is not None else None
-    app_config = next((a for a in runtime.config.apps if app and a.name == app.name), None)
     agent_mail = AgentMailPolicy(
         keyring=runtime.keyring,
         addresses=frozenset(addresses),
         require_dkim=bool(settings.get("require_dkim", False)),
         trusted_authserv_id=settings.get("trusted_authserv_id"),
         dns=_dkim_dns(runtime),
-        # `/snooze monday 9:00` means 9:00 in the app's (first) calendar's zone.
-        timezone=app_config.calendars[0].timezone if app_config and app_config.calendars else "UTC",
+        timezone=app_timezone(runtime, app.name if app else None),
         max_participants=runtime.config.limits.max_participants,
     )
     return ChannelRules(

@@ -81,6 +81,12 @@ def _channel_problems(session: Session, app_id: int) -> list[Problem]:
     return []
 
 
+def channel_warning(session: Session, app_id: int) -> str | None:
+    """What keeps the app's replies from going out by email, before any ticket is checked
+    (the console warns before converting); None when a channel is ready."""
+    return " ".join(p.text for p in _channel_problems(session, app_id)) or None
+
+
 def _address_problem(address: CustomerAddress) -> Problem | None:
     if address.bounced_at is not None:
         why = f" ({address.bounce_reason.strip()})" if address.bounce_reason else ""

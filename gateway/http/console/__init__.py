@@ -16,6 +16,8 @@ from gateway.http.console import (
     admin_agents,
     admin_channels,
     admin_sla,
+    conversation,
+    conversation_actions,
     lists,
     live,
     sign_in_pages,
@@ -23,7 +25,16 @@ from gateway.http.console import (
 from gateway.http.console.pages import render
 from gateway.http.console.session import SignInRequired
 
-_AREAS = (sign_in_pages, live, lists, admin_channels, admin_agents, admin_sla)
+_AREAS = (
+    sign_in_pages,
+    live,
+    lists,
+    admin_channels,
+    admin_agents,
+    admin_sla,
+    conversation,
+    conversation_actions,
+)
 
 
 def _wants_html(request: Request) -> bool:
