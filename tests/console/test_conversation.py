@@ -28,7 +28,7 @@ from tests.support.console import browser_signed_in, csrf, signed_in
 from tests.support.http import RunningHttp
 from tests.support.smtp_sink import SmtpSink
 from tests.support.waiting import wait_for
-from tickets import services
+from tickets import reads, services
 from tickets.customer_view import customer_view
 from tickets.email_check import SETUP_PATH
 from tickets.inbound import IncomingMail
@@ -134,6 +134,12 @@ def test_the_transcript_shows_chat_and_email_with_origin_delivery_cut_text_and_w
     assert "threading rule: same sender and subject" in html
     assert "Received by SMTP from 127.0.0.1" in html
     assert 'data-live="transcript"' in html and 'data-live="panel"' in html
+    # Opening the page marks it read for this agent (the Inbox's unread marks), not for others.
+    with runtime.unit_of_work() as s:
+        bob = services.find_agent(s, services.get_app(s, "demo"), "bob@a.example")
+        alice = services.find_agent(s, services.get_app(s, "demo"), "alice@a.example")
+        assert reads.unread_ids(s, bob.id, [cid]) == set()
+        assert reads.unread_ids(s, alice.id, [cid]) == {cid}
 
 
 def test_a_bounced_reply_says_so(world):

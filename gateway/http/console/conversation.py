@@ -28,7 +28,7 @@ from gateway.http.console.session import Viewer, ViewerDep
 from gateway.http.deps import RuntimeDep
 from gateway.inbound import app_timezone
 from gateway.runtime import Runtime
-from tickets import delivery, email_check, services
+from tickets import delivery, email_check, reads, services
 from tickets.errors import NotFound
 from tickets.models import (
     AuthorType,
@@ -291,4 +291,6 @@ def show(
 ) -> HTMLResponse:
     with work(runtime, viewer.caller) as w:
         conversation = get_conversation(w, conversation_id)
+        # Seen by this agent now (the Inbox's unread marks); a live refresh counts as seen too.
+        reads.mark_read(w.session, w.agent.id, conversation.id, w.now)
         return page(request, runtime, viewer, w, conversation, done=done)
