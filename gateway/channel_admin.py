@@ -75,11 +75,13 @@ def _set_addresses(session: Session, channel: Channel, addresses: list[str]) -> 
     for address in wanted:
         if address in have:
             continue
+        # The domain first: on another app's domain every address gets the same answer, so
+        # asking does not tell which of its addresses that app uses.
+        domains.check_new_address(session, channel.app_id, address)
         owner = session.scalar(select(ChannelAddress).where(ChannelAddress.address == address))
         if owner is not None:
             # An address belongs to one channel of one app; whose it is stays private.
             raise NotAllowed(f"{address} is already in use")
-        domains.check_new_address(session, channel.app_id, address)
     for address, row in have.items():
         if address not in wanted:
             channel.addresses.remove(row)
