@@ -102,13 +102,28 @@ def cli(ctx: click.Context, config_path: str | None, app_name: str | None) -> No
 @click.option(
     "--role", type=click.Choice(["all", "ingress", "worker"]), default="all", show_default=True
 )
+@click.option("--smtp-listen", metavar="HOST:PORT", help="instead of [smtp] listen")
+@click.option("--http-listen", metavar="HOST:PORT", help="instead of [http] listen (and its URL)")
 @pass_state
 @handle_errors
-def serve(state: State, role: str) -> None:
+def serve(state: State, role: str, smtp_listen: str | None, http_listen: str | None) -> None:
     """Run the gateway (default: everything in one process)."""
     from gateway.server import run_forever
 
-    run_forever(state.config, role, click.echo)  # type: ignore[arg-type]
+    config = state.config
+    if smtp_listen:
+        config = config.model_copy(
+            update={"smtp": config.smtp.model_copy(update={"listen": smtp_listen})}
+        )
+    if http_listen:
+        http = {"listen": http_listen}
+        if (
+            "http" not in config.model_fields_set
+            or "public_url" not in config.http.model_fields_set
+        ):
+            http["public_url"] = f"http://{http_listen}"  # the default URL follows the address
+        config = config.model_copy(update={"http": config.http.model_copy(update=http)})
+    run_forever(config, role, click.echo)  # type: ignore[arg-type]
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.http import free_port
 from tests.support.serve import clean_env, serve_process, stop_cleanly
 
 PG_URL = os.environ.get("GATEWAY_TEST_DATABASE_URL")
@@ -196,7 +197,10 @@ def test_cli_on_postgresql(gw, tmp_path):
 
 def test_serve_starts_and_stops_on_sigterm(tmp_path):
     env = clean_env(GATEWAY_DATA_DIR=str(tmp_path / "data"))
-    with serve_process(["serve"], cwd=tmp_path, env=env) as proc:
+    # The embedded default, on free ports: the README's own `gateway serve` may be running.
+    smtp, http = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    args = ["serve", "--smtp-listen", smtp, "--http-listen", http]
+    with serve_process(args, cwd=tmp_path, env=env) as proc:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "running" in first, first + (proc.stderr.read() if proc.poll() is not None else "")
