@@ -265,6 +265,14 @@ def test_convert_shows_the_soft_warning_with_its_link_and_still_converts(world, 
     assert ticket.email_check is not None and not ticket.email_check["ok"]
 
 
+def test_the_warnings_link_leads_an_admin_to_the_channel_setup(world):
+    client = signed_in(world.http, "alice@a.example")
+    html = client.get(f"/conversations/{world.conv_a2}").text
+    assert f'<a href="{SETUP_PATH}">Set up the email channel</a>' in html
+    page = client.get(SETUP_PATH, follow_redirects=True)
+    assert page.status_code == 200 and page.url.path == "/admin/channels"
+
+
 def test_each_panel_action_changes_the_ticket(world):
     runtime = world.http.runtime
     client = signed_in(world.http, "bob@a.example")
