@@ -99,7 +99,7 @@ def test_a_form_without_its_csrf_token_is_403(http_api: RunningHttp) -> None:
         assert "m@x.example" not in c.get("/admin/agents").text
 
 
-def test_the_old_setup_path_leads_to_the_channels_page(http_api: RunningHttp) -> None:
+def test_the_setup_link_leads_admins_to_the_channels_page_and_agents_to_an_admin(http_api: RunningHttp) -> None:
     build_world(http_api)
     with signed_in(http_api, "alice@a.example") as c:
         r = c.get("/admin/channels/email/setup")
@@ -107,6 +107,12 @@ def test_the_old_setup_path_leads_to_the_channels_page(http_api: RunningHttp) ->
         page = c.get("/admin/channels").text
         for words in ("How to connect a mailbox", "MX record", "IMAP", "support@localhost"):
             assert words in page
+    # An agent follows the convert warning's link too: no 403, but who can set email up.
+    with signed_in(http_api, "bob@a.example") as c:
+        r = c.get("/admin/channels/email/setup")
+        assert r.status_code == 200
+        assert "Email is not ready yet" in r.text and "alice@a.example" in r.text
+        assert c.get("/admin/channels").status_code == 403
 
 
 # --- channels -----------------------------------------------------------------------------

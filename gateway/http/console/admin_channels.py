@@ -21,13 +21,13 @@ from gateway import channel_admin, channel_runs
 from gateway.channel_dns import channel_records
 from gateway.http.auth import work
 from gateway.http.console.pages import render
-from gateway.http.console.session import AdminDep, FormDep, Viewer
+from gateway.http.console.session import AdminDep, FormDep, Viewer, ViewerDep
 from gateway.http.deps import RuntimeDep
 from gateway.http.schemas import ImapIn, SmtpIn
 from gateway.runtime import Runtime
 from tickets.email_check import SETUP_PATH
 from tickets.errors import DomainError, NotFound
-from tickets.models import Channel
+from tickets.models import Agent, Channel, Role
 
 router = APIRouter(include_in_schema=False)
 
@@ -212,10 +212,24 @@ def channels_page(request: Request, runtime: RuntimeDep, viewer: AdminDep) -> HT
     return _list_page(request, runtime, viewer)
 
 
-@router.get(SETUP_PATH)
-def old_setup_page() -> RedirectResponse:
-    """The convert warning's link (and older links) lead to the console's channel setup."""
-    return RedirectResponse("/admin/channels#setup", status_code=303)
+@router.get(SETUP_PATH, response_class=HTMLResponse)
+def setup_page(request: Request, runtime: RuntimeDep, viewer: ViewerDep) -> Response:
+    """Where the convert warning links: an admin goes on to the channel setup; an agent, who
+    cannot set up channels, learns which admins can."""
+    if viewer.is_admin:
+        return RedirectResponse("/admin/channels#setup", status_code=303)
+    with runtime.reading() as session:
+        admins = [
+            (a.name, a.email)
+            for a in session.scalars(
+                select(Agent).where(
+                    Agent.app_id == viewer.caller.app_id,
+                    Agent.role == Role.ADMIN,
+                    Agent.active.is_(True),
+                )
+            )
+        ]
+    return render(request, "setup_ask_admin.html", viewer, admins=admins)
 
 
 @router.post("/admin/channels")
