@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from tickets import convert_hints
 from tickets.models import Agent, Conversation, Event, Outbox, Participant, Ticket
 from tickets.notifications import preferences
 
@@ -153,6 +154,8 @@ def conversation_detail(
     ]
     data["participants"] = [participant_json(p) for p in conversation.participants]
     data["ticket"] = ticket_detail(conversation.ticket)
+    # Why the team might convert it (a hint, never a rule); null once it is converted.
+    data["convert_hints"] = convert_hints.for_conversation(conversation, events)
     if events is not None:
         data["events"] = [event_json(e) for e in events]
     return data

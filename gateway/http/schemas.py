@@ -177,6 +177,10 @@ class ConversationOut(ConversationSummaryOut):
     )
     ticket: TicketDetailOut | None
     events: list[EventOut] = []
+    convert_hints: list[str] | None = Field(
+        default=None,
+        description="Why the team might convert it (a hint, never a rule); null once converted.",
+    )
 
 
 class ConvertedOut(ConversationOut):
