@@ -42,6 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         domains_api,
         health,
         metrics,
+        trackers_api,
         widget,
     )
 
@@ -49,6 +50,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(api_docs.router)
     app.include_router(metrics.router)
     app.include_router(agent_api.router)
+    app.include_router(trackers_api.router)
     app.include_router(admin_api.router)
     app.include_router(domains_api.router)
     app.include_router(widget.router)

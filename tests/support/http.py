@@ -63,11 +63,18 @@ def loopback_config(tmp_path: Path) -> GatewayConfig:
     )
 
 
-@pytest.fixture
-def http_api(tmp_path: Path) -> Iterator[RunningHttp]:
-    runtime = Runtime.create(loopback_config(tmp_path))
+@contextmanager
+def serving(config: GatewayConfig) -> Iterator[RunningHttp]:
+    """A runtime of `config` with its HTTP server listening; both closed afterwards."""
+    runtime = Runtime.create(config)
     try:
         with running_http(runtime) as running:
             yield running
     finally:
         runtime.close()
+
+
+@pytest.fixture
+def http_api(tmp_path: Path) -> Iterator[RunningHttp]:
+    with serving(loopback_config(tmp_path)) as running:
+        yield running

@@ -21,6 +21,7 @@ from gateway.http.console import (
     lists,
     live,
     sign_in_pages,
+    trackers,
 )
 from gateway.http.console.pages import render
 from gateway.http.console.session import SignInRequired
@@ -34,6 +35,7 @@ _AREAS = (
     admin_sla,
     conversation,
     conversation_actions,
+    trackers,
 )
 
 

@@ -1,0 +1,77 @@
+"""The console's tracker forms (gateway/http/console/trackers.py) through the real server:
+link a customer ticket to a tracker, tell every linked customer with the form's key (a double
+click posts once), refusals as sentences on the way back."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.support.api_world import World
+from tests.support.console import csrf, signed_in
+from tickets import services
+from tickets.models import Conversation
+
+
+def agent_messages(world: World, conversation_id: int) -> list[str]:
+    with world.http.runtime.unit_of_work() as s:
+        conversation = s.get(Conversation, conversation_id)
+        assert conversation is not None
+        return [m.text for m in conversation.messages if m.author_type.value == "agent"]
+
+
+def make_tracker(world: World) -> int:
+    runtime = world.http.runtime
+    now = runtime.clock()
+    with runtime.unit_of_work() as s:
+        app = services.get_app(s, "demo")
+        bob = services.find_agent(s, app, "bob@a.example")
+        reporter = services.customer_by_address(s, app, "first@example.com", now)
+        conversation, _ = services.start_conversation(s, app, reporter, "email", "Login down", now)
+        services.convert(s, conversation, bob, now, type="tracker")
+        for cid in (world.conv_a, world.conv_a2):
+            services.convert(s, services.get_conversation(s, app, cid), bob, now)
+        return conversation.id
+
+
+def post(client: httpx.Client, path: str, token: str, **fields: str) -> httpx.Response:
+    return client.post(path, data={"csrf": token, **fields})
+
+
+def test_link_then_tell_every_linked_customer_once_per_click(world: World) -> None:
+    tracker = make_tracker(world)
+    with signed_in(world.http, "bob@a.example") as client:
+        token = csrf(client.get("/account").text)
+        for cid in (world.conv_a, world.conv_a2):
+            answer = post(client, f"/conversations/{cid}/tracker", token, tracker=str(tracker))
+            assert answer.status_code == 303
+            assert answer.headers["location"] == f"/conversations/{cid}?linked=1#tracker"
+        news = "The login problem is fixed, please try again."
+        first = post(client, f"/conversations/{tracker}/tell-linked", token, text=news, key="abc")
+        assert first.status_code == 303
+        assert urlsplit(first.headers["location"]).query == "told=2.0.0"
+        double = post(client, f"/conversations/{tracker}/tell-linked", token, text=news, key="abc")
+        assert urlsplit(double.headers["location"]).query == "told=2.0.1"
+        assert agent_messages(world, world.conv_a) == [news]
+        assert agent_messages(world, world.conv_a2) == [news]
+        again = post(client, f"/conversations/{tracker}/tell-linked", token, text="More.", key="d")
+        assert urlsplit(again.headers["location"]).query == "told=2.0.0"
+        assert agent_messages(world, world.conv_a) == [news, "More."]
+
+
+def test_refusals_come_back_as_a_code_for_a_sentence(world: World) -> None:
+    tracker = make_tracker(world)
+    with signed_in(world.http, "bob@a.example") as client:
+        token = csrf(client.get("/account").text)
+        empty = post(client, f"/conversations/{tracker}/tell-linked", token, text="  ")
+        assert urlsplit(empty.headers["location"]).query == "tracker_problem=empty"
+        not_tracker = post(client, f"/conversations/{world.conv_a}/tell-linked", token, text="x")
+        assert urlsplit(not_tracker.headers["location"]).query == "tracker_problem=not-tracker"
+        other_app = post(client, f"/conversations/{world.conv_b}/tell-linked", token, text="x")
+        assert other_app.status_code == 404
+        forged = client.post(
+            f"/conversations/{tracker}/tell-linked", data={"csrf": "nope", "text": "x"}
+        )
+        assert forged.status_code == 403
+    assert agent_messages(world, world.conv_a) == []
