@@ -1,13 +1,17 @@
-"""The console's tracker forms (gateway/http/console/trackers.py) through the real server:
-link a customer ticket to a tracker, tell every linked customer with the form's key (a double
-click posts once), refusals as sentences on the way back."""
+"""The console's tracker form (gateway/http/console/trackers.py) through the real server: tell
+every linked customer with the form's key (a double click posts once), refusals as codes for
+fixed sentences on the way back; and the panel the conversation page includes."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import httpx
+from starlette.requests import Request
 
+from gateway.http.console.pages import _env
+from gateway.http.console.trackers import tracker_panel
 from tests.support.api_world import World
 from tests.support.console import csrf, signed_in
 from tickets import services
@@ -31,7 +35,8 @@ def make_tracker(world: World) -> int:
         conversation, _ = services.start_conversation(s, app, reporter, "email", "Login down", now)
         services.convert(s, conversation, bob, now, type="tracker")
         for cid in (world.conv_a, world.conv_a2):
-            services.convert(s, services.get_conversation(s, app, cid), bob, now)
+            ticket = services.convert(s, services.get_conversation(s, app, cid), bob, now)
+            services.link_to_tracker(s, ticket, conversation.ticket, services.SYSTEM, now)
         return conversation.id
 
 
@@ -39,14 +44,10 @@ def post(client: httpx.Client, path: str, token: str, **fields: str) -> httpx.Re
     return client.post(path, data={"csrf": token, **fields})
 
 
-def test_link_then_tell_every_linked_customer_once_per_click(world: World) -> None:
+def test_tell_every_linked_customer_once_per_click(world: World) -> None:
     tracker = make_tracker(world)
     with signed_in(world.http, "bob@a.example") as client:
         token = csrf(client.get("/account").text)
-        for cid in (world.conv_a, world.conv_a2):
-            answer = post(client, f"/conversations/{cid}/tracker", token, tracker=str(tracker))
-            assert answer.status_code == 303
-            assert answer.headers["location"] == f"/conversations/{cid}?linked=1#tracker"
         news = "The login problem is fixed, please try again."
         first = post(client, f"/conversations/{tracker}/tell-linked", token, text=news, key="abc")
         assert first.status_code == 303
@@ -75,3 +76,24 @@ def test_refusals_come_back_as_a_code_for_a_sentence(world: World) -> None:
         )
         assert forged.status_code == 403
     assert agent_messages(world, world.conv_a) == []
+
+
+def test_the_panel_lists_the_linked_and_previews_the_routes(world: World) -> None:
+    tracker = make_tracker(world)
+    request = Request({"type": "http", "query_string": b"told=2.0.1", "headers": []})
+    with world.http.runtime.unit_of_work() as s:
+        conversation = s.get(Conversation, tracker)
+        assert conversation is not None
+        panel = tracker_panel(s, conversation, request)
+        customer = s.get(Conversation, world.conv_a)
+        assert customer is not None
+        assert tracker_panel(s, customer, request) is None
+    viewer = SimpleNamespace(csrf="t0ken")
+    html = _env().get_template("_tracker_panel.html").render(viewer=viewer, tracker_panel=panel)
+    assert f'href="/conversations/{world.conv_a}"' in html
+    assert f'href="/conversations/{world.conv_a2}"' in html
+    # Dana has an address (email, once a channel exists: the embedded one does); Lee too.
+    assert "Will tell 2 of 2 linked customers: 2 by email" in " ".join(html.split())
+    assert "already sent: nothing was posted twice" in html
+    assert 'name="key" value="' in html and 'name="csrf" value="t0ken"' in html
+    assert _env().get_template("_tracker_panel.html").render(viewer=viewer).strip() == ""
