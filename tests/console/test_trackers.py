@@ -5,6 +5,7 @@ fixed sentences on the way back; and the panel the conversation page includes.""
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,7 +14,8 @@ from starlette.requests import Request
 from gateway.http.console.pages import _env
 from gateway.http.console.trackers import tracker_panel
 from tests.support.api_world import World
-from tests.support.console import csrf, signed_in
+from tests.support.browser import screenshot, watch
+from tests.support.console import browser_signed_in, csrf, signed_in
 from tickets import services
 from tickets.models import Conversation
 
@@ -97,3 +99,33 @@ def test_the_panel_lists_the_linked_and_previews_the_routes(world: World) -> Non
     assert "already sent: nothing was posted twice" in html
     assert 'name="key" value="' in html and 'name="csrf" value="t0ken"' in html
     assert _env().get_template("_tracker_panel.html").render(viewer=viewer).strip() == ""
+
+
+def test_the_tell_form_in_the_browser(world: World, browser: Any) -> None:
+    tracker = make_tracker(world)
+    page = browser_signed_in(browser, world.http, "bob@a.example")
+    problems = watch(page)
+    page.goto(f"{world.http.url}/conversations/{tracker}")
+    panel = page.locator("#tracker")
+    assert "Will tell 2 of 2 linked customers" in " ".join(panel.inner_text().split())
+    assert panel.locator(f'a[href="/conversations/{world.conv_a}"]').count() == 1
+    page.get_by_label("Message (each customer").fill("The login problem is fixed.")
+    page.get_by_role("button", name="Tell every linked customer").click()
+    page.wait_for_url(f"**/conversations/{tracker}?told=2.0.0#tracker")
+    assert "Told 2 linked customers" in page.locator("#tracker").inner_text()
+    screenshot(page, "tracker-told")
+    assert agent_messages(world, world.conv_a) == ["The login problem is fixed."]
+    assert problems == []
+
+
+def test_convert_hints_show_on_an_unconverted_conversation(world: World, browser: Any) -> None:
+    with world.http.client(world.agent_a) as api:
+        reply = {"text": "I'll check with the courier and get back to you tomorrow."}
+        assert api.post(f"/api/v1/conversations/{world.conv_a}/replies", json=reply)
+    page = browser_signed_in(browser, world.http, "bob@a.example")
+    problems = watch(page)
+    page.goto(f"{world.http.url}/conversations/{world.conv_a}")
+    hints = page.locator(".convert-hints")
+    assert "Bob promised something for another day" in hints.inner_text()
+    screenshot(page, "conversation-convert-hints")
+    assert problems == []

@@ -25,10 +25,11 @@ from channels.email.explain import stored_lines
 from gateway.http.auth import Work, work
 from gateway.http.console.pages import render
 from gateway.http.console.session import Viewer, ViewerDep
+from gateway.http.console.trackers import tracker_panel
 from gateway.http.deps import RuntimeDep
 from gateway.inbound import app_timezone
 from gateway.runtime import Runtime
-from tickets import delivery, email_check, reads, services
+from tickets import convert_hints, delivery, email_check, reads, services
 from tickets.errors import NotFound
 from tickets.models import (
     AuthorType,
@@ -278,6 +279,8 @@ def page(
         types=TYPE_LABELS,
         timer_labels=TIMER_LABELS,
         resolved=ticket is not None and ticket.status == TicketStatus.RESOLVED,
+        convert_hints=convert_hints.for_conversation(conversation),
+        tracker_panel=tracker_panel(w.session, conversation, request),
     )
 
 
