@@ -99,7 +99,9 @@ def test_a_form_without_its_csrf_token_is_403(http_api: RunningHttp) -> None:
         assert "m@x.example" not in c.get("/admin/agents").text
 
 
-def test_the_setup_link_leads_admins_to_the_channels_page_and_agents_to_an_admin(http_api: RunningHttp) -> None:
+def test_the_setup_link_leads_admins_to_the_channels_page_and_agents_to_an_admin(
+    http_api: RunningHttp,
+) -> None:
     build_world(http_api)
     with signed_in(http_api, "alice@a.example") as c:
         r = c.get("/admin/channels/email/setup")
