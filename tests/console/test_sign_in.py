@@ -306,3 +306,16 @@ def test_behind_https_the_session_cookie_is_secure(tmp_path: Path) -> None:
             assert "Secure" in answer.headers["set-cookie"]
     finally:
         runtime.close()
+
+
+def test_a_browser_meets_refusals_and_mistyped_addresses_as_pages(world: World) -> None:
+    bob = signed_in(world.http, "bob@a.example")
+    html = {"accept": "text/html"}
+    refused = bob.get("/admin/agents", headers=html)
+    assert refused.status_code == 403 and "This page is for the app&#39;s admins." in refused.text
+    assert 'href="/inbox"' in refused.text  # the console's own navigation is still there
+    mistyped = bob.get("/conversations/abc", headers=html)
+    assert mistyped.status_code == 404 and "no such page" in mistyped.text
+    # An API client keeps its JSON answers.
+    assert bob.get("/conversations/abc").status_code == 422
+    assert bob.get("/api/v1/inbox", headers=html).json()["detail"].startswith("an API token")

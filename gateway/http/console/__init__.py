@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException as FastAPIHTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
@@ -24,7 +25,7 @@ from gateway.http.console import (
     trackers,
 )
 from gateway.http.console.pages import render
-from gateway.http.console.session import SignInRequired
+from gateway.http.console.session import SignInRequired, optional_viewer
 
 _AREAS = (
     sign_in_pages,
@@ -55,23 +56,38 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(SignInRequired, sign_in_required)
 
-    # A browser gets a page it can read (and a way back); an API client keeps its JSON.
+    # A browser gets a page it can read, with the console around it when signed in; an API
+    # client keeps its JSON.
+    async def error_page(request: Request, status: int, detail: str) -> Response:
+        runtime = request.app.state.runtime
+        viewer = await optional_viewer(request, runtime)
+        detail = detail[:1].upper() + detail[1:]
+        if not detail.endswith((".", "!", "?")):
+            detail += "."
+        return render(
+            request, "error.html", viewer, status=status, status_code=status, detail=detail
+        )
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if not _wants_html(request):
             return JSONResponse(
                 {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
             )
-        page = render(
-            request,
-            "error.html",
-            None,
-            status=exc.status_code,
-            status_code=exc.status_code,
-            detail=str(exc.detail),
-        )
+        page = await error_page(request, exc.status_code, str(exc.detail))
         page.headers.update(exc.headers or {})
         return page
 
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(FastAPIHTTPException, http_error)
+
+    as_json = app.exception_handlers[RequestValidationError]
+
+    async def invalid_request(request: Request, exc: Exception) -> Response:
+        if not _wants_html(request):
+            answer = as_json(request, exc)
+            return answer if isinstance(answer, Response) else await answer
+        # A mistyped address (/conversations/abc) is "not found" to a person.
+        return await error_page(request, 404, "there is no such page in the console")
+
+    app.add_exception_handler(RequestValidationError, invalid_request)
