@@ -38,6 +38,8 @@ PRE_COOKIE = "gw_signin"
 Address = Annotated[str, Form(min_length=3, max_length=320)]
 Password = Annotated[str, Form(min_length=1, max_length=sign_in.MAX_PASSWORD)]
 Next = Annotated[str, Form(max_length=2000)]
+# Optional, so a form without it is refused by the CSRF check (403), like a wrong one.
+Pre = Annotated[str, Form(max_length=100)]
 
 
 def _safe_next(target: str | None) -> str:
@@ -125,7 +127,7 @@ def signin_password(
     runtime: RuntimeDep,
     email: Address,
     password: Password,
-    pre: Annotated[str, Form(max_length=100)],
+    pre: Pre = "",
     next: Next = "/inbox",
 ) -> Response:
     _check_pre(request, pre)
@@ -147,7 +149,7 @@ def signin_email(
     request: Request,
     runtime: RuntimeDep,
     email: Address,
-    pre: Annotated[str, Form(max_length=100)],
+    pre: Pre = "",
     next: Next = "/inbox",
 ) -> HTMLResponse:
     _check_pre(request, pre)
