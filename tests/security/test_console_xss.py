@@ -188,7 +188,12 @@ def test_payloads_from_customers_mail_and_forms_are_shown_as_text(
     pages = ["/inbox", "/tickets", "/admin/channels", "/admin/agents", *shown]
     page = browser_signed_in(browser, http, ALICE)
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    def dialog(d: Any) -> None:
+        dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
     problems = watch(page)
     seen = ""
     for path in pages:
