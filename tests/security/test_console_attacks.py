@@ -369,6 +369,30 @@ def test_a_deactivated_agent_is_out_at_the_next_request(
     assert note.status_code == 303 and note.headers["location"].startswith("/signin")
 
 
+def test_an_open_live_stream_ends_with_its_session(
+    world_a: tuple[World, dict[str, Any]],
+) -> None:
+    """A page left open keeps /console/events running: deactivating the agent (or signing
+    out elsewhere) ends it before it tells of the next change in the app."""
+    world, ids = world_a
+    http = world.http
+    bob = signed_in(http, "bob@a.example")
+    alice = signed_in(http, "alice@a.example")
+    token = csrf(alice.get("/admin/agents").text)
+    lines: list[str] = []
+    started = time.monotonic()
+    with bob.stream("GET", "/console/events", timeout=20) as stream:
+        for line in stream.iter_lines():
+            lines.append(line)
+            if line.startswith("event: hello"):
+                url = f"/admin/agents/{ids['agent_id']}/deactivate"
+                assert alice.post(url, data={"csrf": token}).status_code == 303
+                note = {"csrf": token, "kind": "note", "text": "while bob is out"}
+                assert alice.post(f"/conversations/{world.conv_a}/messages", data=note)
+    assert time.monotonic() - started < 10  # it ended rather than running its 55 s
+    assert "event: change" not in lines
+
+
 def test_a_used_sign_in_link_does_not_sign_in_another_browser(
     world_a: tuple[World, dict[str, Any]],
 ) -> None:

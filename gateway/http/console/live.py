@@ -18,9 +18,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from gateway.http.console.session import ViewerDep
+from gateway.http.console.session import COOKIE, ViewerDep
 from gateway.http.deps import RuntimeDep
 from gateway.runtime import Runtime
+from tickets import sign_in
 from tickets.models import Event
 
 router = APIRouter(include_in_schema=False)
@@ -30,16 +31,22 @@ STREAM_SECONDS = 55.0
 KEEPALIVE_SECONDS = 15.0
 
 
-def _newest(runtime: Runtime, app_id: int) -> int:
+def _newest(runtime: Runtime, app_id: int, secret: str) -> int | None:
+    """The app's newest event id; None once the viewer's session has ended (signed out,
+    deactivated, expired): a stream already open must not outlive it."""
     with runtime.reading() as session:
+        if sign_in.agent_for_session(session, secret, runtime.clock()) is None:
+            return None
         newest = session.scalar(
             select(Event.id).where(Event.app_id == app_id).order_by(Event.id.desc()).limit(1)
         )
     return int(newest or 0)
 
 
-async def _stream(request: Request, runtime: Runtime, app_id: int) -> AsyncIterator[str]:
-    seen = await run_in_threadpool(_newest, runtime, app_id)
+async def _stream(
+    request: Request, runtime: Runtime, app_id: int, secret: str
+) -> AsyncIterator[str]:
+    seen = await run_in_threadpool(_newest, runtime, app_id, secret)
     yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'event': seen})}\n\n"
     loop = asyncio.get_running_loop()
     started = last_sent = loop.time()
@@ -47,7 +54,9 @@ async def _stream(request: Request, runtime: Runtime, app_id: int) -> AsyncItera
         await asyncio.sleep(POLL_SECONDS)
         if await request.is_disconnected():
             return
-        newest = await run_in_threadpool(_newest, runtime, app_id)
+        newest = await run_in_threadpool(_newest, runtime, app_id, secret)
+        if newest is None:
+            return  # the browser reconnects, and is sent to sign in
         if newest != seen:
             seen, last_sent = newest, loop.time()
             yield f"event: change\ndata: {json.dumps({'event': seen})}\n\n"
@@ -59,7 +68,7 @@ async def _stream(request: Request, runtime: Runtime, app_id: int) -> AsyncItera
 @router.get("/console/events")
 def events(request: Request, runtime: RuntimeDep, viewer: ViewerDep) -> StreamingResponse:
     return StreamingResponse(
-        _stream(request, runtime, viewer.caller.app_id),
+        _stream(request, runtime, viewer.caller.app_id, request.cookies.get(COOKIE, "")),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
