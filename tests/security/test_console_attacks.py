@@ -287,6 +287,30 @@ def test_an_agent_of_another_app_gets_nothing_of_app_a(
     assert wrong == [], "\n".join(wrong)
 
 
+def test_every_console_page_refuses_framing_and_caching(
+    world_a: tuple[World, dict[str, Any]],
+) -> None:
+    """Clickjacking a console form, or a shared cache keeping a page of the team's: every
+    console GET (enumerated), its refusals too, answers with the policy that forbids both."""
+    world, ids = world_a
+    alice = signed_in(world.http, "alice@a.example")
+    wrong = []
+    for _, path in console_routes(world.http, {"GET"}):
+        for url in (fill(path, ids), fill(path, {k: 2**31 - 1 for k in ids})):
+            with alice.stream("GET", url, headers={"accept": "text/html"}) as answer:
+                h = answer.headers
+                csp = h.get("content-security-policy", "")
+                if not (
+                    "frame-ancestors 'none'" in csp
+                    and "script-src 'self'" in csp
+                    and h.get("x-frame-options") == "DENY"
+                    and "no-store" in h.get("cache-control", "")
+                    and h.get("x-content-type-options") == "nosniff"
+                ):
+                    wrong.append(f"{url} {answer.status_code}: {dict(h)}")
+    assert wrong == [], "\n".join(wrong)
+
+
 # --- 3. Agent vs admin -----------------------------------------------------------------
 
 # Under /admin/ but meant for agents too: the convert warning's link, where an agent learns
@@ -447,6 +471,7 @@ def test_sign_in_answers_do_not_tell_whether_an_address_is_an_agent(
 
     # Timing: the same order of magnitude (a password check for a stranger hashes a decoy).
     # Separate addresses so the per-address rate limit does not answer first.
-    slow = _median_seconds(lambda: password(agent))
-    fast = _median_seconds(lambda: password("stranger@b.example"))
-    assert max(slow, fast) / min(slow, fast) < 5, (slow, fast)
+    for ask, known in ((password, agent), (link, "bob@a.example")):
+        slow = _median_seconds(lambda: ask(known))  # noqa: B023 (called at once)
+        fast = _median_seconds(lambda: ask(f"stranger-{ask.__name__}@b.example"))  # noqa: B023
+        assert max(slow, fast) / min(slow, fast) < 5, (ask.__name__, slow, fast)
