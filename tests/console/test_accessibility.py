@@ -10,6 +10,7 @@ and records where focus lands.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from tests.support.api_world import World
 from tests.support.browser import screenshot, watch
 from tests.support.console import browser_signed_in
-from tickets import services
+from tickets import services, sign_in
 from tickets.models import Agent, Channel
 
 CHECKS = (Path(__file__).parent / "a11y.js").read_text(encoding="utf-8")
@@ -32,8 +33,11 @@ def _pages(world: World) -> list[str]:
         alice = s.scalars(select(Agent).where(Agent.email == "alice@a.example")).one()
         conversation = services.get_conversation(s, app, world.conv_a)
         services.convert(s, conversation, alice, runtime.clock(), type="customer")
+        other = services.get_conversation(s, app, world.conv_a2)
+        services.convert(s, other, alice, runtime.clock(), type="tracker")
         channel = s.scalars(select(Channel.id).where(Channel.app_id == app.id)).first()
     return [
+        "/conversations/2147483647",  # the refusal page
         "/inbox",
         "/tickets",
         f"/conversations/{world.conv_a}",
@@ -83,7 +87,10 @@ def test_console_pages_are_labelled_legible_and_keyboard_operable(
     http = world.http
     if who == "anonymous":
         page = browser.new_context().new_page()
-        urls = ["/signin"]
+        with http.runtime.unit_of_work() as s:
+            bob = s.scalars(select(Agent).where(Agent.email == "bob@a.example")).one()
+            link = sign_in.issue_link(s, bob, http.runtime.clock())
+        urls = ["/signin", f"/signin/link?t={link}", "/signin/link?t=used-or-wrong"]
     else:
         page = browser_signed_in(browser, http, "alice@a.example")
         urls = _pages(world)
@@ -93,6 +100,9 @@ def test_console_pages_are_labelled_legible_and_keyboard_operable(
         found = check(page, http.url + url)
         if found:
             failures[url] = found
-        screenshot(page, "a11y" + url.replace("/", "-"))
+        screenshot(page, "a11y" + re.sub(r"[^\w]+", "-", url.split("?t=")[0]))
     assert failures == {}, json.dumps(failures, indent=1)
-    assert problems == []
+    # The refusal pages themselves are logged as a failed load (410, 404), nothing else.
+    refused = [p for p in problems if re.search(r"status of (404|410)\b", p)]
+    assert len(refused) == sum(1 for u in urls if "wrong" in u or "2147483647" in u)
+    assert [p for p in problems if p not in refused] == []
