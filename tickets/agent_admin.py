@@ -12,6 +12,7 @@ import datetime as dt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tickets import sign_in
 from tickets.errors import NotAllowed, NotFound
 from tickets.models import Agent, Role
 from tickets.services import SYSTEM, parse_role, record
@@ -46,6 +47,7 @@ def set_active(session: Session, agent: Agent, active: bool, by: Agent, now: dt.
             raise NotAllowed("you cannot deactivate yourself; ask another admin")
         if agent.role == Role.ADMIN and _other_active_admins(session, agent) == 0:
             raise NotAllowed("the app needs at least one active admin")
+        sign_in.end_all(session, agent.id, now)
     agent.active = active
     record(
         session,

@@ -189,6 +189,21 @@ def end_session(session: Session, secret: str, now: dt.datetime) -> None:
     )
 
 
+def end_all(session: Session, agent_id: int, now: dt.datetime) -> None:
+    """End every session of an agent and spend their unused links (on deactivation), so
+    letting the agent back in later does not revive a cookie or a link from before."""
+    session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.agent_id == agent_id, ConsoleSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+    session.execute(
+        update(SignInLink)
+        .where(SignInLink.agent_id == agent_id, SignInLink.used_at.is_(None))
+        .values(used_at=now)
+    )
+
+
 def csrf_token(secret: str) -> str:
     """The token a session's forms carry: derived from the cookie's secret, never the secret."""
     return hashlib.sha256(b"console-csrf\0" + secret.encode()).hexdigest()[:40]

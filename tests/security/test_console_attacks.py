@@ -393,6 +393,27 @@ def test_a_deactivated_agent_is_out_at_the_next_request(
     assert note.status_code == 303 and note.headers["location"].startswith("/signin")
 
 
+def test_reactivating_an_agent_does_not_revive_what_they_held(
+    world_a: tuple[World, dict[str, Any]],
+) -> None:
+    """Deactivation is how an admin locks out a lost laptop: when the agent is let back in,
+    the old cookie and a link mailed before stay dead; they sign in afresh."""
+    world, ids = world_a
+    http = world.http
+    bob = signed_in(http, "bob@a.example")
+    link = link_secret(http, "bob@a.example")
+    alice = signed_in(http, "alice@a.example")
+    token = csrf(alice.get("/admin/agents").text)
+    for change in ("deactivate", "activate"):
+        url = f"/admin/agents/{ids['agent_id']}/{change}"
+        assert alice.post(url, data={"csrf": token}).status_code == 303
+    assert bob.get("/inbox").status_code == 303
+    stranger = httpx.Client(base_url=http.url, timeout=30)
+    assert stranger.post("/signin/link", data={"t": link}).status_code == 410
+    fresh = link_secret(http, "bob@a.example")
+    assert stranger.post("/signin/link", data={"t": fresh}).status_code == 303
+
+
 def test_an_open_live_stream_ends_with_its_session(
     world_a: tuple[World, dict[str, Any]],
 ) -> None:
