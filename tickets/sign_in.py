@@ -189,14 +189,16 @@ def end_session(session: Session, secret: str, now: dt.datetime) -> None:
     )
 
 
-def end_all(session: Session, agent_id: int, now: dt.datetime) -> None:
-    """End every session of an agent and spend their unused links (on deactivation), so
-    letting the agent back in later does not revive a cookie or a link from before."""
-    session.execute(
-        update(ConsoleSession)
-        .where(ConsoleSession.agent_id == agent_id, ConsoleSession.ended_at.is_(None))
-        .values(ended_at=now)
+def end_all(session: Session, agent_id: int, now: dt.datetime, keep: str | None = None) -> None:
+    """End every session of an agent but the one of secret `keep`, and spend their unused
+    links: on deactivation, so letting the agent back in later does not revive a cookie or a
+    link from before; on a new password, so a session someone else held ends with the old."""
+    ended = update(ConsoleSession).where(
+        ConsoleSession.agent_id == agent_id, ConsoleSession.ended_at.is_(None)
     )
+    if keep is not None:
+        ended = ended.where(ConsoleSession.token_hash != _digest(keep))
+    session.execute(ended.values(ended_at=now))
     session.execute(
         update(SignInLink)
         .where(SignInLink.agent_id == agent_id, SignInLink.used_at.is_(None))

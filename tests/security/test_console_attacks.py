@@ -414,6 +414,17 @@ def test_reactivating_an_agent_does_not_revive_what_they_held(
     assert stranger.post("/signin/link", data={"t": fresh}).status_code == 303
 
 
+def test_a_new_password_ends_the_agents_other_sessions(
+    world_a: tuple[World, dict[str, Any]],
+) -> None:
+    world, _ = world_a
+    here, elsewhere = (signed_in(world.http, "bob@a.example") for _ in range(2))
+    form = {"csrf": csrf(here.get("/account").text), "password": PASSWORD, "again": PASSWORD}
+    assert here.post("/account/password", data=form).status_code == 200
+    assert here.get("/account").status_code == 200
+    assert elsewhere.get("/account").status_code == 303
+
+
 def test_an_open_live_stream_ends_with_its_session(
     world_a: tuple[World, dict[str, Any]],
 ) -> None:

@@ -222,6 +222,9 @@ async def account_password(
             agent = session.get(Agent, viewer.caller.agent_id)
             assert agent is not None
             sign_in.set_password(agent, password)
+            # The agent's other browsers sign in again, with the new password.
+            keep = request.cookies.get(COOKIE, "")
+            sign_in.end_all(session, agent.id, runtime.clock(), keep=keep)
 
     try:
         await run_in_threadpool(save)
