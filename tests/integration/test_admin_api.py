@@ -226,8 +226,13 @@ def test_the_convert_warning_links_to_the_setup_page_which_exists(world):
         body = c.post(f"/api/v1/conversations/{world.conv_a}/convert", json={}).json()
         link = body["ticket"]["email_check"]["setup_url"]
         path = "/" + link.split("/", 3)[3]
-        answer = c.get(path)
-        assert answer.status_code == 303 and answer.headers["location"] == "/admin/channels#setup"
+        # The link is a console page: a browser signs in first and comes back to it.
+        anonymous = c.get(path)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/signin?next=/admin/channels/email/setup"
+    with signed_in(world.http, "alice@a.example") as admin:
+        answer = admin.get(path)
+    assert answer.status_code == 303 and answer.headers["location"] == "/admin/channels#setup"
 
 
 def test_setup_page_shows_the_dkim_record_of_a_signing_channel(world, tmp_path):
