@@ -597,6 +597,8 @@ def test_new_visitors_per_address_are_limited_and_a_forged_forwarded_for_does_no
     http_api: RunningHttp,
 ) -> None:
     limit(http_api, new_visitors_per_ip="3/1h")
+    now = http_api.runtime.clock()  # one fixed hour's window (see the next test)
+    http_api.runtime.clock = lambda: now  # type: ignore[method-assign]
     with http_api.client() as c:
         for _ in range(3):
             assert c.post("/widget/api/demo/visitors", json={}).status_code == 201
@@ -608,6 +610,9 @@ def test_new_visitors_per_address_are_limited_and_a_forged_forwarded_for_does_no
 
 def test_behind_a_trusted_proxy_each_client_has_its_own_budget(http_api: RunningHttp) -> None:
     limit(http_api, new_visitors_per_ip="1/1h")
+    # The windows are fixed hours: a run across the hour would start a fresh budget midway.
+    now = http_api.runtime.clock()
+    http_api.runtime.clock = lambda: now  # type: ignore[method-assign]
     config = http_api.runtime.config
     http_api.runtime.config = config.model_copy(
         update={"http": config.http.model_copy(update={"trusted_proxies": ["127.0.0.0/8"]})}
