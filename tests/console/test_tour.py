@@ -8,7 +8,6 @@ note, and an agent is kept out of the admin pages. Screenshots: test-screenshots
 from __future__ import annotations
 
 import re
-import smtplib
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy import select
 from gateway.config import embedded_default
 from gateway.server import Services, start
 from tests.support.browser import screenshot, watch
+from tests.support.gateway_e2e import relay_config, send
 from tests.support.http import free_port
 from tests.support.smtp_sink import Received, SmtpSink
 from tests.support.waiting import wait_for
@@ -33,22 +33,15 @@ REPLY = "Thank you, Maria. A new invoice with the right VAT number is on its way
 @pytest.fixture
 def gateway(tmp_path: Path, relay: SmtpSink) -> Iterator[Services]:
     base = embedded_default()
-    http = f"127.0.0.1:{free_port()}"
-    config = base.model_copy(
-        update={
-            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
-            "data_dir": str(tmp_path),
-            "sweep_seconds": 0.3,
-            "worker_threads": 2,
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": http, "public_url": f"http://{http}"}),
-            "delivery": base.delivery.model_copy(
-                update={"email_grace_seconds": 1, "widget_online_seconds": 1}
-            ),
-            "outbound": base.outbound.model_copy(
-                update={"transport": "smtp", "host": relay.host, "port": relay.port}
-            ),
-        }
+    http = f"127.0.0.1:{free_port()}"  # the sign-in links name the real address
+    config = relay_config(
+        tmp_path,
+        relay,
+        base.apps,
+        http=base.http.model_copy(update={"listen": http, "public_url": f"http://{http}"}),
+        delivery=base.delivery.model_copy(
+            update={"email_grace_seconds": 1, "widget_online_seconds": 1}
+        ),
     )
     running = start(config)
     with running.runtime.unit_of_work() as s:
@@ -102,8 +95,7 @@ def test_a_team_meets_the_console(gateway: Services, relay: SmtpSink, browser: A
     customer["Subject"] = "Invoice shows the wrong VAT number"
     customer["Message-ID"] = "<maria-1@example.com>"
     customer.set_content("Our VAT number changed in October; the last invoice has the old one.")
-    with smtplib.SMTP("127.0.0.1", int(runtime.config.smtp.listen.rpartition(":")[2])) as smtp:
-        smtp.send_message(customer)
+    send(gateway, customer, "support@localhost")
     row = page.locator("a", has_text="Invoice shows the wrong VAT number")
     row.wait_for(timeout=30_000)
     screenshot(page, "tour-2-mail-arrived")
