@@ -17,12 +17,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from gateway.config import embedded_default
-from gateway.server import Services, start
+from gateway.server import Services
 from tests.support.api_world import World
 from tests.support.browser import screenshot, watch
 from tests.support.console import browser_signed_in, signed_in
-from tests.support.http import RunningHttp, free_port
+from tests.support.gateway_e2e import whole_gateway
+from tests.support.http import RunningHttp
 from tickets import reads, services
 from tickets.models import Agent
 
@@ -226,26 +226,8 @@ def test_unread_counts_follow_customer_messages_and_opening(world: World) -> Non
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[Services, RunningHttp]]:
-    base = embedded_default()
-    config = base.model_copy(
-        update={
-            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
-            "data_dir": str(tmp_path),
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
-            "sweep_seconds": 0.5,
-            "worker_threads": 2,
-        }
-    )
-    running = start(config, "all")
-    try:
-        (line,) = [x for x in running.listening if x.startswith("http: ")]
-        with running.runtime.unit_of_work() as s:
-            app = services.get_app(s, "demo")
-            services.add_agent(s, app, BOB, "Bob", running.runtime.clock())
-        yield running, RunningHttp(running.runtime, line.removeprefix("http: "))
-    finally:
-        running.stop()
+    with whole_gateway(tmp_path, BOB, "Bob") as running:
+        yield running
 
 
 def customer_mail(subject: str, body: str, message_id: str, **headers: str) -> EmailMessage:

@@ -21,13 +21,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from gateway.config import embedded_default
-from gateway.server import Services, start
+from gateway.server import Services
 from tests.support.browser import screenshot, watch
 from tests.support.console import browser_signed_in, csrf, signed_in
+from tests.support.gateway_e2e import whole_gateway
 from tests.support.http import RunningHttp
-from tests.support.smtp_sink import free_port
-from tickets import services
 from tickets.models import Agent, Conversation
 
 ALICE = "alice@localhost"
@@ -94,26 +92,8 @@ Content-Type: text/html; charset=utf-8
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[Services, RunningHttp]]:
-    base = embedded_default()
-    config = base.model_copy(
-        update={
-            "database_url": f"sqlite:///{tmp_path / 'gw.db'}",
-            "data_dir": str(tmp_path),
-            "smtp": base.smtp.model_copy(update={"listen": f"127.0.0.1:{free_port()}"}),
-            "http": base.http.model_copy(update={"listen": "127.0.0.1:0"}),
-            "sweep_seconds": 0.5,
-            "worker_threads": 2,
-        }
-    )
-    running = start(config, "all")
-    try:
-        (line,) = [x for x in running.listening if x.startswith("http: ")]
-        with running.runtime.unit_of_work() as s:
-            app = services.get_app(s, "demo")
-            services.add_agent(s, app, ALICE, "Alice", running.runtime.clock(), role="admin")
-        yield running, RunningHttp(running.runtime, line.removeprefix("http: "))
-    finally:
-        running.stop()
+    with whole_gateway(tmp_path, ALICE, "Alice", role="admin") as running:
+        yield running
 
 
 def conversations(http: RunningHttp) -> list[int]:
