@@ -166,6 +166,8 @@ class OutboundConfig(_Section):
     username: str | None = None
     password_env: str | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+    connections: int = Field(default=4, gt=0, le=100)
+    batch_size: int = Field(default=50, gt=0, le=1000)
     retry_schedule: list[str] = ["1m", "5m", "15m", "1h", "2h"]
     give_up_after: str = "5d"
 

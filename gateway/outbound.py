@@ -60,6 +60,7 @@ def make_transport(config: GatewayConfig) -> Transport:
             username=out.username,
             password=password,
             timeout=out.timeout_seconds,
+            connections=out.connections,
         )
     )
 
@@ -122,8 +123,14 @@ class Outbound:
                     password=target.password,
                     timeout=self.runtime.config.outbound.timeout_seconds,
                     policy=target.policy,
+                    connections=self.runtime.config.outbound.connections,
                 )
             )
+            for old in [k for k in self.channel_transports if k[0] == channel.id]:
+                # The channel's relay changed: the old one's kept connections are closed.
+                stale = self.channel_transports.pop(old)
+                if isinstance(stale, SmtpTransport):
+                    stale.close()
             self.channel_transports[key] = cached
         return cached
 

@@ -21,6 +21,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -32,10 +33,22 @@ class DeliveryError(Exception):
     """The message was not accepted; `permanent` says whether a retry could change that, and
     `at_rcpt` whether the relay refused the recipients (RCPT TO) rather than the message."""
 
-    def __init__(self, reason: str, *, permanent: bool, at_rcpt: bool = False) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        permanent: bool,
+        at_rcpt: bool = False,
+        connection: bool = False,
+        in_step: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.permanent = permanent
         self.at_rcpt = at_rcpt
+        # No connection to the relay could be had: the next message would fare the same.
+        self.connection = connection
+        # The relay answered and the connection is ready for the next transaction.
+        self.in_step = in_step
 
 
 class DeliveryUnknown(Exception):
@@ -114,6 +127,8 @@ class SmtpSettings:
     tls_context: ssl.SSLContext | None = None
     # An app admin's relay: only hosts the operator allows (channels.email.egress).
     policy: HostPolicy | None = None
+    connections: int = 4  # open to this relay at most, shared by every sending thread
+    max_idle: float = 60.0  # seconds a kept connection may sit unused before it is closed
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -123,7 +138,16 @@ def _reply(code: int, text: bytes | str) -> str:
 
 
 class SmtpTransport:
-    """Submits to a relay over SMTP, reusing one connection per worker thread.
+    """Submits to a relay over SMTP through a bounded pool of reused connections.
+
+    A relay takes many messages on one connection (RFC 5321 3.3: MAIL FROM starts the next
+    transaction after the last one's 250), and the handshake (greeting, EHLO, STARTTLS, AUTH)
+    costs several round trips, so connections are kept and lent out one at a time: at most
+    `settings.connections` to this relay at once, whatever the number of worker threads. A
+    connection goes back to the pool only while the conversation with the relay is in step (a
+    reply was read; after a refused transaction, RSET answered); any other failure closes it
+    and the next message opens a fresh one. One idle for longer than `settings.max_idle` is
+    closed rather than reused (relays drop idle clients, RFC 5321 4.5.3.2.7).
 
     Authentication and TLS failures count as temporary: they are the relay's configuration,
     not this message's fault, and a fixed password should still let queued mail through.
@@ -133,7 +157,10 @@ class SmtpTransport:
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
-        self._local = threading.local()
+        self._slots = threading.BoundedSemaphore(settings.connections)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[smtplib.SMTP, float]] = []  # last returned last: LIFO
+        self.opened = 0  # connections made so far (a figure for benches and logs)
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
@@ -161,56 +188,114 @@ class SmtpTransport:
         # delayed ACKs add tens of milliseconds to every exchange.
         if conn.sock is not None:
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self.opened += 1
         return conn
 
-    def _connection(self) -> tuple[smtplib.SMTP, bool]:
-        conn: smtplib.SMTP | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
-        conn = self._connect()
-        self._local.conn = conn
-        return conn, False
+    def _take_idle(self) -> smtplib.SMTP | None:
+        """The most recently returned idle connection; those idle too long are closed."""
+        now = time.monotonic()
+        stale = []
+        conn = None
+        with self._lock:
+            while self._idle:
+                candidate, since = self._idle.pop()
+                if now - since <= self.settings.max_idle:
+                    conn = candidate
+                    break
+                stale.append(candidate)
+        for old in stale:
+            _close(old)
+        return conn
+
+    def _give_back(self, conn: smtplib.SMTP) -> None:
+        with self._lock:
+            self._idle.append((conn, time.monotonic()))
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+        """Close the idle connections (those lent out close when their sender is done)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
             _close(conn)
 
     def send(self, envelope_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        # Waiting for a free connection is bounded like any step of talking to the relay.
+        if not self._slots.acquire(timeout=self.settings.timeout):
+            raise DeliveryError(
+                f"all {self.settings.connections} connections to the relay stayed busy",
+                permanent=False,
+                connection=True,
+            )
         try:
-            self._send(envelope_from, recipients, raw, reconnect=True)
-        except (DeliveryError, DeliveryUnknown):
-            self.close()
-            raise
+            self._send_pooled(envelope_from, recipients, raw)
+        finally:
+            self._slots.release()
 
-    def _send(self, envelope_from: str, recipients: list[str], raw: bytes, reconnect: bool) -> None:
+    def _send_pooled(self, envelope_from: str, recipients: list[str], raw: bytes) -> None:
+        conn = self._take_idle()
+        # A kept connection the relay has closed meanwhile fails before anything is sent:
+        # then once more on a new one.
+        for fresh in (False, True) if conn is not None else (True,):
+            if conn is None:
+                conn = self._open()
+            try:
+                self._send(conn, envelope_from, recipients, raw)
+            except _Stale:
+                _close(conn)
+                conn = None
+                if fresh:
+                    raise DeliveryError(
+                        "the relay closed the connection", permanent=False, connection=True
+                    ) from None
+                continue
+            except DeliveryError as exc:
+                if exc.in_step:
+                    self._give_back(conn)
+                else:
+                    _close(conn)
+                raise
+            except BaseException:
+                _close(conn)
+                raise
+            self._give_back(conn)
+            return
+
+    def _open(self) -> smtplib.SMTP:
         try:
-            conn, reused = self._connection()
+            return self._connect()
         except HostRefused as exc:
-            raise DeliveryError(f"relay: {exc}", permanent=False) from None
+            raise DeliveryError(f"relay: {exc}", permanent=False, connection=True) from None
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"relay refused the login: {_reply(exc.smtp_code, exc.smtp_error)}",
                 permanent=False,
+                connection=True,
             ) from None
         except smtplib.SMTPResponseException as exc:
             raise DeliveryError(
-                f"relay: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=False
+                f"relay: {_reply(exc.smtp_code, exc.smtp_error)}", permanent=False, connection=True
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise DeliveryError(f"cannot reach the relay: {exc}", permanent=False) from None
+            raise DeliveryError(
+                f"cannot reach the relay: {exc}", permanent=False, connection=True
+            ) from None
+
+    def _send(
+        self, conn: smtplib.SMTP, envelope_from: str, recipients: list[str], raw: bytes
+    ) -> None:
+        """One transaction on `conn`. A DeliveryError with `in_step` leaves the connection
+        ready for the next transaction; `_Stale` means it broke before the data went out."""
         try:
             code, text = conn.mail(envelope_from)
         except (OSError, smtplib.SMTPServerDisconnected):
-            # A reused connection the relay had closed: nothing was sent, so once more anew.
-            self.close()
-            if reused and reconnect:
-                self._send(envelope_from, recipients, raw, reconnect=False)
-                return
-            raise DeliveryError("the relay closed the connection", permanent=False) from None
+            raise _Stale() from None
+        if code == 421:  # the relay is closing this connection (RFC 5321 3.8)
+            raise _Stale()
         if code != 250:
-            raise DeliveryError(f"MAIL FROM: {_reply(code, text)}", permanent=code >= 500)
+            raise DeliveryError(
+                f"MAIL FROM: {_reply(code, text)}", permanent=code >= 500, in_step=_rset(conn)
+            )
         refused: list[tuple[int, str]] = []
         try:
             for rcpt in recipients:
@@ -218,19 +303,20 @@ class SmtpTransport:
                 if code not in (250, 251):
                     refused.append((code, _reply(code, text)))
             if len(refused) == len(recipients):
-                _rset(conn)
                 raise DeliveryError(
                     "RCPT TO: " + "; ".join(r for _, r in refused),
                     permanent=all(c >= 500 for c, _ in refused),
                     at_rcpt=True,
+                    in_step=_rset(conn),
                 )
             conn.putcmd("data")
             code, text = conn.getreply()
-        except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            raise DeliveryError(f"connection lost before DATA: {exc}", permanent=False) from None
+        except (OSError, smtplib.SMTPServerDisconnected):
+            raise _Stale() from None  # the message is not out yet: safe on a new connection
         if code != 354:
-            _rset(conn)
-            raise DeliveryError(f"DATA: {_reply(code, text)}", permanent=code >= 500)
+            raise DeliveryError(
+                f"DATA: {_reply(code, text)}", permanent=code >= 500, in_step=_rset(conn)
+            )
         payload = smtplib._quote_periods(raw)  # type: ignore[attr-defined]
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
@@ -247,15 +333,27 @@ class SmtpTransport:
                 f"connection lost after the message was sent, before the relay answered: {exc}"
             ) from None
         if code != 250:
-            raise DeliveryError(f"after DATA: {_reply(code, text)}", permanent=code >= 500)
+            # The transaction is over either way (RFC 5321 4.1.1.4): the connection goes on.
+            raise DeliveryError(
+                f"after DATA: {_reply(code, text)}", permanent=code >= 500, in_step=code != 421
+            )
 
     def delivered(self, message_id: str) -> bool | None:
         return None
 
 
-def _rset(conn: smtplib.SMTP) -> None:
-    with contextlib.suppress(OSError, smtplib.SMTPException):
-        conn.rset()
+class _Stale(Exception):
+    """The connection broke (or the relay said it is closing it) before any of the message's
+    data went out: nothing was sent, so the message can go on another connection."""
+
+
+def _rset(conn: smtplib.SMTP) -> bool:
+    """Reset a refused transaction; whether the relay answered, so the connection is in step."""
+    try:
+        code, _ = conn.rset()
+    except (OSError, smtplib.SMTPException):
+        return False
+    return code == 250
 
 
 def _close(conn: smtplib.SMTP) -> None:
