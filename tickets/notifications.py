@@ -25,9 +25,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, distinct, false, func, or_, select, update
+from sqlalchemy import and_, distinct, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
 
 from tickets.errors import InvalidValue
@@ -199,6 +201,18 @@ def fan_out(
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    if not events:
+        return 0
+    # One statement marks them all (setting the attribute on each would flush one UPDATE per
+    # event); the loaded objects are told without becoming dirty.
+    session.execute(
+        update(Event)
+        .where(Event.id.in_([e.id for e in events]))
+        .values(notified_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for event in events:
+        set_committed_value(event, "notified_at", now)
     # A busy inbox hands this hundreds of events a sweep: what they share is asked for once
     # (each app's team, the conversations with their tickets).
     kinds = {event.id: notification_kind(event) for event in events}
@@ -222,24 +236,22 @@ def fan_out(
             teams[app_id] = _team(session, app_id)
         return teams[app_id]
 
+    prefs_of: dict[int, Preferences] = {}
     collected: dict[_Key, list[tuple[Event, str]]] = {}
-    digest_hours: dict[int, int] = {}
     for event in events:
-        event.notified_at = now
         kind = kinds[event.id]
         if kind is None:
             continue
         for agent in recipients(session, event, kind, team):
-            prefs = preferences(agent)
+            prefs = prefs_of.get(agent.id) or prefs_of.setdefault(agent.id, preferences(agent))
             if kind not in prefs.events:
                 continue
             stream = STREAM_REJECTED if kind == "reply_rejected" else STREAM_CONVERSATION
             key = (agent.id, event.conversation_id, stream, prefs.digest and kind not in ALWAYS)
             collected.setdefault(key, []).append((event, kind))
-            digest_hours[agent.id] = prefs.digest_hour
     if collected:
+        digest_hours = {agent_id: p.digest_hour for agent_id, p in prefs_of.items()}
         _collect(session, collected, digest_hours, now, coalesce)
-    session.flush()
     return sum(len(items) for items in collected.values())
 
 
@@ -254,7 +266,11 @@ def _collect(
     coalesce: dt.timedelta,
 ) -> None:
     """Add each key's events to its pending row, or open one: due at once when the agent's last
-    email about it is older than the window (or there was none), else when the window ends."""
+    email about it is older than the window (or there was none), else when the window ends.
+
+    In bulk: one query for the pending rows, one for the last emails, one INSERT of the new
+    rows and one executemany UPDATE of the others, whatever the number of keys.
+    """
     n = AgentNotification
     conversation_ids = {key[1] for key in collected if key[1] is not None}
     about: ColumnElement[bool] = (
@@ -263,12 +279,26 @@ def _collect(
     if any(key[1] is None for key in collected):
         about = or_(about, n.conversation_id.is_(None))
     theirs = and_(n.agent_id.in_({key[0] for key in collected}), about)
-    # Locked: a worker claiming one of these waits for this transaction, then sends it with
-    # what was added here; one it claimed first is no longer pending and gets a successor.
-    pending: dict[_Key, AgentNotification] = {
+    # Locked: a claim of one of these waits for this transaction, then finds what was added
+    # here (and, checking event_count, leaves a row it rendered without it for the next sweep).
+    pending = {
         (r.agent_id, r.conversation_id, r.stream, r.digest): r
-        for r in session.scalars(
-            select(n).where(theirs, n.sent_at.is_(None)).order_by(n.id).with_for_update()
+        for r in session.execute(
+            select(
+                n.id,
+                n.agent_id,
+                n.conversation_id,
+                n.stream,
+                n.digest,
+                n.kind,
+                n.event_id,
+                n.events,
+                n.event_count,
+                n.due_at,
+            )
+            .where(theirs, n.sent_at.is_(None))
+            .order_by(n.id)
+            .with_for_update()
         )
     }
     last_sent = {
@@ -279,6 +309,8 @@ def _collect(
             .group_by(n.agent_id, n.conversation_id, n.stream)
         )
     }
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for key, items in collected.items():
         agent_id, conversation_id, stream, digest = key
         row = pending.get(key)
@@ -288,31 +320,49 @@ def _collect(
             else:
                 last = last_sent.get((agent_id, conversation_id, stream))
                 due = now if last is None else max(now, last + coalesce)
-            first, kind = items[0]
-            row = AgentNotification(
-                app_id=first.app_id,
-                agent_id=agent_id,
-                event_id=first.id,
-                conversation_id=conversation_id,
-                kind=kind,
-                stream=stream,
-                events=[],
-                event_count=0,
-                digest=digest,
-                due_at=due,
-                created_at=now,
-            )
-            session.add(row)
-        ids = list(row.events)
+            first, first_kind = items[0]
+            values: dict[str, Any] = {
+                "app_id": first.app_id,
+                "agent_id": agent_id,
+                "event_id": first.id,
+                "conversation_id": conversation_id,
+                "kind": first_kind,
+                "stream": stream,
+                "events": [],
+                "event_count": 0,
+                "digest": digest,
+                "due_at": due,
+                "created_at": now,
+            }
+            inserts.append(values)
+        else:
+            values = {
+                "id": row.id,
+                "kind": row.kind,
+                "event_id": row.event_id,
+                "events": list(row.events),
+                "event_count": row.event_count,
+                "due_at": row.due_at,
+            }
+            updates.append(values)
+        ids = values["events"]
         for event, kind in items:
-            if WEIGHT[kind] > WEIGHT[row.kind]:
-                row.kind, row.event_id = kind, event.id
-            if kind in URGENT and not digest and row.due_at > now:
-                row.due_at = now
+            if WEIGHT[kind] > WEIGHT[values["kind"]]:
+                values["kind"], values["event_id"] = kind, event.id
+            if kind in URGENT and not digest and values["due_at"] > now:
+                values["due_at"] = now
             if len(ids) < MAX_LISTED_EVENTS:
                 ids.append(event.id)
-        row.events = ids  # a new list: the JSON column sees the change
-        row.event_count += len(items)
+        values["event_count"] += len(items)
+    if inserts:
+        session.execute(insert(n), inserts)
+    if updates:
+        session.execute(update(n), updates)
+        # Rows of these a caller already holds would show what they had before.
+        changed = {u["id"] for u in updates}
+        for obj in list(session.identity_map.values()):
+            if isinstance(obj, AgentNotification) and obj.id in changed:
+                session.expire(obj)
 
 
 def due_agent_ids(session: Session, now: dt.datetime, limit: int = 1000) -> list[int]:
