@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -27,10 +27,10 @@ from gateway.commands.base import (
     fail,
     handle_errors,
     pass_state,
-    progress_on_stderr,
     unit_of_work,
 )
 from gateway.commands.domains import domains as domains_group
+from gateway.commands.importing import import_cmd
 from gateway.commands.participants import participants as participants_group
 from gateway.commands.sign_in import login_link, password
 from tickets import notifications, services
@@ -912,66 +912,8 @@ def quarantine_discard(state: State, inbound_id: str) -> None:
     click.echo(f"inbound mail {inbound_id} discarded")
 
 
-@cli.command("import")
-@click.argument("path")
-@click.option(
-    "--process/--no-process",
-    default=True,
-    show_default=True,
-    help="process the imported mail now (else the running gateway will)",
-)
-@click.option(
-    "--notify/--no-notify",
-    default=False,
-    show_default=True,
-    help="tell agents about the imported mail, as about new mail (history: no)",
-)
-@pass_state
-@handle_errors
-def import_cmd(state: State, path: str, process: bool, notify: bool) -> None:
-    """Import an mbox, a maildir or a folder of .eml files; a re-run imports nothing twice.
-
-    Progress goes to stderr: a bar at a terminal, else a line a second."""
-    from gateway.importer import iter_messages
-    from gateway.inbound import HISTORY, NOTIFYING, process_batch, store_batch
-    from tickets.inbound import IncomingMail
-
-    runtime = state.runtime()
-    with runtime.unit_of_work() as session:
-        app_id = state.app(session).id
-    messages = list(iter_messages(path))
-    source = NOTIFYING if notify else HISTORY
-    stored: list[int] = []
-    with progress_on_stderr("stored", len(messages)) as advance:
-        for chunk in _chunks(messages):
-            mails = [
-                IncomingMail(raw=raw, source=source, source_key=key, app_id=app_id)
-                for key, raw in chunk
-            ]
-            stored.extend(store_batch(runtime, mails))
-            advance(len(chunk))
-    processed = quarantined = 0
-    if process:
-        with progress_on_stderr("processed", len(stored)) as advance:
-            for ids in _chunks(stored):
-                for outcome in process_batch(runtime, ids).values():
-                    processed += outcome.state == "processed"
-                    quarantined += outcome.state == "quarantined"
-                advance(len(ids))
-    click.echo(
-        f"{len(messages)} messages read, {processed} processed now, {quarantined} quarantined"
-    )
-
-
-T = TypeVar("T")
-
-
-def _chunks(items: list[T], size: int = 100) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 cli.add_command(domains_group)
+cli.add_command(import_cmd)
 cli.add_command(participants_group)
 agents.add_command(login_link)
 agents.add_command(password)

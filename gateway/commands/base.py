@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
@@ -107,28 +106,3 @@ def console() -> Console:
     if sys.stdout.isatty():
         return Console()
     return Console(width=PIPE_WIDTH)
-
-
-@contextmanager
-def progress_on_stderr(what: str, total: int) -> Iterator[Callable[[int], None]]:
-    """The progress of a long command, on stderr: rich's bar at a terminal; else (a log file,
-    a pipe, a CI job) a line `<done>/<total> <what>` at most once a second, and the last one.
-    Yields the function to call with how many more are done."""
-    if sys.stderr.isatty():
-        from rich.progress import Progress
-
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task(what, total=total)
-            yield lambda n: bar.advance(task, n)
-        return
-    done, last = 0, 0.0
-
-    def advance(n: int) -> None:
-        nonlocal done, last
-        done += n
-        now = time.monotonic()
-        if done >= total or now - last >= 1:
-            click.echo(f"{done}/{total} {what}", err=True)
-            last = now
-
-    yield advance

@@ -28,13 +28,18 @@ def make(i: int) -> EmailMessage:
     return msg
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def gateway_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without GATEWAY_ settings, with the data under `tmp_path`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         cwd=tmp_path,
-        env=env,
+        env=gateway_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -85,7 +90,7 @@ def owed_notifications(tmp_path: Path) -> int:
         engine.dispose()
 
 
-def test_imported_history_tells_no_agent_unless_asked_and_shows_progress(tmp_path):
+def test_imported_history_tells_no_agent_unless_asked(tmp_path):
     assert run(tmp_path, "agents", "add", "ana@example.com", "--name", "Ana").returncode == 0
     mbox = mailbox.mbox(tmp_path / "history.mbox")
     for i in range(3):
@@ -93,8 +98,6 @@ def test_imported_history_tells_no_agent_unless_asked_and_shows_progress(tmp_pat
     mbox.flush()
     proc = run(tmp_path, "import", "history.mbox")
     assert proc.returncode == 0, proc.stderr
-    # Not a terminal here: plain progress lines on stderr, the last one complete.
-    assert "3/3 stored" in proc.stderr and "3/3 processed" in proc.stderr
     assert owed_notifications(tmp_path) == 0  # three new conversations, and nobody is told
 
     folder = tmp_path / "new"
