@@ -360,6 +360,9 @@ class GatewayConfig(_Section):
     data_dir: str = "./gateway-data"
     database_url: str | None = None
     broker_url: str = "stub://"
+    # Queues are named `<namespace>.<queue>` on the broker: gateways sharing one server each
+    # take only their own messages. Empty: the plain queue names.
+    broker_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_-]*$", max_length=64)
     secret_key_env: str = "GATEWAY_SECRET_KEY"  # noqa: S105 - the name of a variable
     secret_key_file: str | None = None
     # Keys that still verify reply tokens but no longer sign them; drop one to retire it.

@@ -48,7 +48,7 @@ class Services:
 def start(config: GatewayConfig, role: Role = "all") -> Services:
     """Start what `role` needs; a part that cannot start stops those before it and raises
     ConfigError naming the key to change."""
-    broker = setup_broker(config.broker_url)
+    broker = setup_broker(config.broker_url, config.broker_namespace)
     runtime = Runtime.create(config)
     from gateway import actors  # after setup_broker: actors bind to the current broker
 

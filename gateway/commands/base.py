@@ -53,7 +53,7 @@ class State:
         if self._runtime is None:
             from gateway.broker import setup_broker
 
-            setup_broker(self.config.broker_url)
+            setup_broker(self.config.broker_url, self.config.broker_namespace)
             self._runtime = Runtime.create(self.config)
         return self._runtime
 
