@@ -37,3 +37,34 @@ def exclusive(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def drop_namespace(url: str, namespace: str) -> None:
+    """Delete the queues a gateway with `broker_namespace = namespace` declared on `url`."""
+    import dramatiq
+
+    from gateway import actors  # noqa: F401 - declares every actor on the current broker
+
+    broker = dramatiq.get_broker()
+    bases = {broker.get_actor(name).queue_name.rsplit(".", 1)[-1] for name in broker.actors}
+    if url.startswith(("redis://", "rediss://")):
+        import redis
+
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=f"dramatiq:*{namespace}.*"))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+    elif url.startswith(("amqp://", "amqps://")):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = connection.channel()
+            for base in bases:
+                for suffix in ("", ".DQ", ".XQ"):
+                    channel.queue_delete(f"{namespace}.{base}{suffix}")
+        finally:
+            connection.close()
