@@ -138,6 +138,33 @@ def deliver_email(conversation_id: int) -> None:
 
 
 @dramatiq.actor(queue_name="outbound", max_retries=5)
+def deliver_emails(conversation_ids: list[int]) -> None:
+    """`deliver_email` for several conversations, rendered and stored in one transaction; the
+    emails queued are sent as one batch."""
+    from gateway.outbound import deliver_batch
+
+    outcomes = deliver_batch(current_runtime(), conversation_ids)
+    queued = [o.outbox_id for o in outcomes.values() if o.outbox_id is not None]
+    if queued:
+        send_outbound_batch.send(queued)
+    for conversation_id, outcome in outcomes.items():
+        if outcome.what != "not-due":
+            log.info(
+                "conversation %s delivery: %s %s", conversation_id, outcome.what, outcome.detail
+            )
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
+def send_outbound_batch(outbox_ids: list[int]) -> None:
+    """One attempt at each of these outbox rows, over kept relay connections; rows already
+    claimed or finished are skipped, so a second run sends nothing."""
+    from gateway.outbound import send_batch
+
+    for outbox_id, state in send_batch(current_runtime(), outbox_ids).items():
+        log.info("outbox %s: %s", outbox_id, state.value)
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
 def send_outbound(outbox_id: int) -> None:
     """One attempt at one outbox row; claims the row first, so a second run sends nothing."""
     from gateway.outbound import send_outbound as send

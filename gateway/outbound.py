@@ -8,16 +8,24 @@ import datetime as dt
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 from pathlib import Path
 
+from sqlalchemy import select
+
 from channels.chat.widget import conversation_token
 from channels.email import envelopes, outbox
 from channels.email.check import SmtpTarget
-from channels.email.delivery import DeliverySettings, Outcome, deliver_conversation
+from channels.email.delivery import (
+    DeliverySettings,
+    Outcome,
+    deliver_conversation,
+    deliver_conversations,
+)
 from channels.email.headers import header_section
 from channels.email.outbox import ACCEPTED, PENDING, REFUSED, UNKNOWN
 from channels.email.render import EmailTemplates
@@ -170,6 +178,27 @@ def deliver(runtime: Runtime, conversation_id: int) -> Outcome:
         return deliver_conversation(session, conversation_id, runtime.clock(), ob.settings)
 
 
+def deliver_batch(runtime: Runtime, conversation_ids: Sequence[int]) -> dict[int, Outcome]:
+    """`deliver` for several conversations in one transaction. Should the batch fail (one
+    conversation's data trips something), each is tried in a transaction of its own, so the
+    others go out and the one that fails is logged and left due for the next sweep."""
+    ob = outbound_for(runtime)
+    try:
+        with runtime.unit_of_work() as session:
+            return deliver_conversations(session, conversation_ids, runtime.clock(), ob.settings)
+    except Exception:
+        if len(conversation_ids) == 1:
+            raise
+        log.exception("a batch of %s deliveries failed; one by one now", len(conversation_ids))
+    outcomes = {}
+    for conversation_id in conversation_ids:
+        try:
+            outcomes[conversation_id] = deliver(runtime, conversation_id)
+        except Exception:
+            log.exception("conversation %s: delivery failed; the sweep retries", conversation_id)
+    return outcomes
+
+
 def _dkim_sign(raw: bytes, channel: Channel | None) -> bytes:
     settings = (channel.settings or {}).get("dkim") if channel is not None else None
     if not settings:
@@ -219,102 +248,192 @@ def _prepare(
 
 def send_outbound(runtime: Runtime, outbox_id: int) -> OutboxState | None:
     """One attempt at one outbox row; None if there was nothing to do (safe to run twice).
+    Returns the row's state after the attempt (see `send_batch`)."""
+    return send_batch(runtime, [outbox_id]).get(outbox_id)
 
-    Returns the row's state after the attempt. Stale `sending` rows (the process died) are
-    settled first, by asking the transport whether the message arrived. Each recipient not
-    yet accepted gets a transaction of its own (channels/email/envelopes.py); each result is
-    committed before the next transaction starts.
+
+@dataclass
+class _Plan:
+    """A claimed row in an attempt: its transactions (one per recipient) and the next one."""
+
+    row_id: int
+    message_id: str
+    transport: Transport
+    raw: bytes
+    envelopes: list[envelopes.Envelope]
+    next: int = 0
+
+
+def send_batch(runtime: Runtime, outbox_ids: Sequence[int]) -> dict[int, OutboxState]:
+    """One attempt at each of these outbox rows; safe to run twice, and beside another worker
+    given the same ids (each row is claimed by one). Returns the state of each row that was
+    attempted or settled; rows with nothing to do are left out.
+
+    Stale `sending` rows (the process died) are settled first, by asking the transport whether
+    the message arrived. Then, in one transaction, the rows are claimed and the first
+    transaction of each (its first recipient) is marked in flight. The emails go out one after
+    another over the transports' kept connections, no database transaction open meanwhile;
+    then one transaction records every result and marks the next recipient of each row in
+    flight (a reply copied to participants has one transaction per recipient), and so on until
+    every row is finished. So a batch of single-recipient emails costs two commits, and a
+    process killed in the middle leaves only the recipients in flight in doubt (held for an
+    agent, never sent twice: channels/email/outbox.py).
     """
     ob = outbound_for(runtime)
+    ids = sorted(set(outbox_ids))
+    done: dict[int, OutboxState] = {}
+    with runtime.reading() as session:
+        stale = session.scalars(
+            select(Outbox.id).where(Outbox.id.in_(ids), Outbox.state == OutboxState.SENDING)
+        ).all()
+    for outbox_id in stale:
+        settled = _settle(runtime, ob, outbox_id)
+        if settled is not None and settled != OutboxState.PENDING:
+            done[outbox_id] = settled
+    attempt = uuid.uuid4().hex
+    plans = _claim(runtime, ob, [i for i in ids if i not in done], attempt, done)
+    followers: list[int] = []
+    while plans:
+        results = _round(plans)
+        plans = []
+        with runtime.unit_of_work() as session:
+            now = runtime.clock()
+            rows = outbox.held_by_many(session, [plan.row_id for plan, *_ in results], attempt)
+            finished = []
+            for plan, envelope, result, following in results:
+                row = rows.get(plan.row_id)
+                if row is None:  # the claim no longer holds: the attempt stops
+                    continue
+                if envelope is not None and result is not None:
+                    envelopes.record_on(session, row, envelope, result, now, following)
+                if following is None:  # the last result and the end of the attempt
+                    done[row.id] = envelopes.finish_row(session, row, ob.policy, now)
+                    finished.append(row)
+                else:
+                    plan.next += 1
+                    plans.append(plan)
+            followers += outbox.next_in_conversations(session, finished, now)
+    if followers:
+        _send_soon_many(followers)
+    return done
+
+
+def _settle(runtime: Runtime, ob: Outbound, outbox_id: int) -> OutboxState | None:
+    """Settle a row left `sending` once its claim is stale; None if it is not."""
     now = runtime.clock()
     with runtime.unit_of_work() as session:
         row = session.get(Outbox, outbox_id)
-        if row is None:
+        if row is None or row.state != OutboxState.SENDING:
             return None
-        if row.state == OutboxState.SENDING:
-            channel = session.get(Channel, row.channel_id) if row.channel_id else None
-            try:
-                delivered = ob.transport_for(channel).delivered(row.message_id_header)
-            except ConfigError as exc:
-                log.error("outbox %s: cannot settle a stale claim: %s", outbox_id, exc)
-                return None
-            settled = envelopes.recover_stale(
-                session, outbox_id, now - ob.stale_after, delivered, now
-            )
-            if settled != OutboxState.PENDING:
-                return settled
-    attempt = uuid.uuid4().hex
-    planned: list[envelopes.Envelope] = []
+        channel = session.get(Channel, row.channel_id) if row.channel_id else None
+        try:
+            delivered = ob.transport_for(channel).delivered(row.message_id_header)
+        except ConfigError as exc:
+            log.error("outbox %s: cannot settle a stale claim: %s", outbox_id, exc)
+            return None
+        return envelopes.recover_stale(session, outbox_id, now - ob.stale_after, delivered, now)
+
+
+def _claim(
+    runtime: Runtime, ob: Outbound, ids: list[int], attempt: str, done: dict[int, OutboxState]
+) -> list[_Plan]:
+    """Claim the rows (one transaction) and plan their transactions; rows held for an unproven
+    sending domain, or failing on a misconfigured relay or DKIM key, are recorded as such."""
+    plans: list[_Plan] = []
+    failed: list[tuple[int, DeliveryError]] = []
+    now = runtime.clock()
     with runtime.unit_of_work() as session:
-        claimed = outbox.claim(session, outbox_id, attempt, now)
-        if claimed is None:
-            return None
-        refusal = domains.sending_refusal(
-            session, claimed.app_id, _from_addresses(claimed.raw), claimed.mail_from
-        )
-        if refusal is not None:
-            # Never sent as a domain the app has not proven; kept for an agent to retry.
-            log.warning("outbox %s: held: %s", outbox_id, refusal)
-            outbox.give_up(session, claimed, OutboxState.HELD, refusal, now)
-            return OutboxState.HELD
-        message_id = claimed.message_id_header
-        channel = session.get(Channel, claimed.channel_id) if claimed.channel_id else None
-        prepared = _prepare(ob, channel, claimed.raw)
-        if not isinstance(prepared, DeliveryError):
-            per_recipient = prepared[0].per_recipient
-            planned = envelopes.envelopes(runtime.keyring, claimed, per_recipient=per_recipient)
-            if planned:
-                envelopes.start(claimed, planned[0])
-    if isinstance(prepared, DeliveryError):
-        log.warning("outbox %s: cannot send: %s", outbox_id, prepared)
-        with runtime.unit_of_work() as session:
-            return outbox.attempt_failed(
-                session,
-                outbox_id,
-                attempt,
-                str(prepared),
-                permanent=prepared.permanent,
-                policy=ob.policy,
-                now=runtime.clock(),
+        refusals: dict[tuple[int, tuple[str, ...], str], str | None] = {}
+        channels: dict[int, Channel | None] = {}
+        for row in outbox.claim_many(session, ids, attempt, now):
+            key = (row.app_id, tuple(_from_addresses(row.raw)), row.mail_from)
+            if key not in refusals:
+                refusals[key] = domains.sending_refusal(session, key[0], list(key[1]), key[2])
+            refusal = refusals[key]
+            if refusal is not None:
+                # Never sent as a domain the app has not proven; kept for an agent to retry.
+                log.warning("outbox %s: held: %s", row.id, refusal)
+                outbox.give_up(session, row, OutboxState.HELD, refusal, now)
+                done[row.id] = OutboxState.HELD
+                continue
+            if row.channel_id is not None and row.channel_id not in channels:
+                channels[row.channel_id] = session.get(Channel, row.channel_id)
+            channel = channels.get(row.channel_id) if row.channel_id is not None else None
+            prepared = _prepare(ob, channel, row.raw)
+            if isinstance(prepared, DeliveryError):
+                failed.append((row.id, prepared))
+                continue
+            transport, raw = prepared
+            planned = envelopes.envelopes(
+                runtime.keyring, row, per_recipient=transport.per_recipient
             )
-    transport, raw = prepared
-    state, following_row = None, None
-    for index in range(max(len(planned), 1)):
-        envelope = planned[index] if planned else None
-        following = None
-        if envelope is not None:  # no transaction open while the relay is talked to
-            result = _transaction(transport, envelope, raw, message_id, outbox_id)
-            goes_on = result.state != PENDING or result.at_rcpt  # else the relay is away
-            following = planned[index + 1] if goes_on and index + 1 < len(planned) else None
+            if planned:
+                envelopes.start(row, planned[0])
+            plans.append(_Plan(row.id, row.message_id_header, transport, raw, planned))
+    if failed:
         with runtime.unit_of_work() as session:
-            if envelope is not None and not envelopes.record(
-                session, outbox_id, attempt, envelope, result, runtime.clock(), following
-            ):
-                return None
-            if following is None:  # the last result and the end of the attempt: one commit
-                state = envelopes.finish(session, outbox_id, attempt, ob.policy, runtime.clock())
-                following_row = outbox.next_in_conversation(session, outbox_id, runtime.clock())
-                break
-    if state is not None and following_row is not None:
-        send_soon(following_row)
-    return state
+            for outbox_id, error in failed:
+                log.warning("outbox %s: cannot send: %s", outbox_id, error)
+                state = outbox.attempt_failed(
+                    session,
+                    outbox_id,
+                    attempt,
+                    str(error),
+                    permanent=error.permanent,
+                    policy=ob.policy,
+                    now=runtime.clock(),
+                )
+                if state is not None:
+                    done[outbox_id] = state
+    return plans
+
+
+_Done = tuple[_Plan, envelopes.Envelope | None, envelopes.Result | None, envelopes.Envelope | None]
+
+
+def _round(plans: list[_Plan]) -> list[_Done]:
+    """The next transaction of each row, one after another, no database transaction open:
+    each with its result and the row's following transaction (None: the row is finished)."""
+    out: list[_Done] = []
+    unreachable: dict[int, envelopes.Result] = {}  # by transport
+    for plan in plans:
+        if not plan.envelopes:
+            out.append((plan, None, None, None))
+            continue
+        envelope = plan.envelopes[plan.next]
+        result = unreachable.get(id(plan.transport))
+        if result is None:
+            result, reached = _transaction(
+                plan.transport, envelope, plan.raw, plan.message_id, plan.row_id
+            )
+            if not reached:
+                # Whatever else this batch has for that relay would wait out the same timeout:
+                # it stays pending for the next attempt instead (nothing of it was sent).
+                unreachable[id(plan.transport)] = result
+        goes_on = result.state != PENDING or result.at_rcpt  # else the relay is away
+        following = plan.next + 1 if goes_on and plan.next + 1 < len(plan.envelopes) else None
+        out.append(
+            (plan, envelope, result, None if following is None else plan.envelopes[following])
+        )
+    return out
 
 
 def _transaction(
     transport: Transport, envelope: envelopes.Envelope, raw: bytes, message_id: str, row: int
-) -> envelopes.Result:
-    """One SMTP transaction (or file write) and how it ended."""
+) -> tuple[envelopes.Result, bool]:
+    """One SMTP transaction (or file write), how it ended, and whether the relay was reached."""
     to = ", ".join(envelope.recipients)
     try:
         transport.send(envelope.sender, list(envelope.recipients), raw, message_id)
     except DeliveryError as exc:
         kind = "permanent" if exc.permanent else "temporary"
         log.warning("outbox %s: to %s failed (%s): %s", row, to, kind, exc)
-        return envelopes.Result(REFUSED if exc.permanent else PENDING, str(exc), exc.at_rcpt)
+        state = REFUSED if exc.permanent else PENDING
+        return envelopes.Result(state, str(exc), exc.at_rcpt), not exc.connection
     except DeliveryUnknown as exc:
         log.error("outbox %s: to %s: delivery unknown, held for an agent: %s", row, to, exc)
-        return envelopes.Result(UNKNOWN, f"delivery unknown: {exc}")
-    return envelopes.Result(ACCEPTED)
+        return envelopes.Result(UNKNOWN, f"delivery unknown: {exc}"), True
+    return envelopes.Result(ACCEPTED), True
 
 
 def _from_addresses(raw: bytes) -> list[str]:
@@ -328,3 +447,10 @@ def send_soon(outbox_id: int) -> None:
     from gateway import actors
 
     actors.send_outbound.send(outbox_id)
+
+
+def _send_soon_many(outbox_ids: Sequence[int]) -> None:
+    """The next rows of conversations a batch finished: at most a batch of them."""
+    from gateway import actors
+
+    actors.send_outbound_batch.send(list(outbox_ids))

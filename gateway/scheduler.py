@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -108,13 +108,22 @@ def due_outbox(session: Session, now: dt.datetime) -> list[Callable[[], object]]
     stale = outbound_for(actors.current_runtime()).stale_after
     ids = outbox.due_ids(session, now - dt.timedelta(seconds=10), BATCH)
     ids += outbox.stale_ids(session, now - stale, BATCH)
-    return [partial(actors.send_outbound.send, i) for i in ids]
+    return _batches(actors.send_outbound_batch.send, ids)
 
 
 def due_deliveries(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
+    # Rendered, stored and sent in batches: a tracker's news to ten thousand customers falls
+    # due at once, and one transaction (and one SMTP connection) each would not keep up.
     grace = dt.timedelta(seconds=actors.current_runtime().config.delivery.email_grace_seconds)
     ids = delivery.due_conversations(session, now - grace, BATCH)
-    return [partial(actors.deliver_email.send, i) for i in ids]
+    return _batches(actors.deliver_emails.send, ids)
+
+
+def _batches(send: Callable[..., object], ids: Sequence[int]) -> list[Callable[[], object]]:
+    """One send per outbound batch of ids; the ids as a tuple, so a held back step can tell
+    which of them it sent a moment ago (see `Scheduler.sweep_once`)."""
+    size = actors.current_runtime().config.outbound.batch_size
+    return [partial(send, tuple(ids[start : start + size])) for start in range(0, len(ids), size)]
 
 
 def agent_notifications(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
@@ -147,6 +156,13 @@ SWEEP_STEPS: tuple[SweepStep, ...] = (
 )
 
 
+_LONG_AGO = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _batch_of_ids(send: partial[object]) -> bool:
+    return len(send.args) == 1 and isinstance(send.args[0], tuple)
+
+
 class Scheduler:
     def __init__(self, runtime: Runtime, steps: tuple[SweepStep, ...] = SWEEP_STEPS) -> None:
         self.runtime = runtime
@@ -175,6 +191,17 @@ class Scheduler:
             with self.runtime.unit_of_work() as session:
                 sends = step.find(session, now)
             for send in sends:
+                if step.hold_back and isinstance(send, partial) and _batch_of_ids(send):
+                    # A batch: held back id by id, the rest of it still sent.
+                    fresh = tuple(
+                        i
+                        for i in send.args[0]
+                        if now - self._sent.get((step.name, (i,)), _LONG_AGO) >= resend_after
+                    )
+                    if fresh:
+                        send.func(fresh)
+                    self._sent.update({(step.name, (i,)): now for i in fresh})
+                    continue
                 key = (
                     (step.name, send.args) if step.hold_back and isinstance(send, partial) else None
                 )

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import jinja2
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from channels.email.compose import message_id_ok, trim_references
 from channels.email.outbox import give_up, queue_email
@@ -33,11 +34,14 @@ from tickets.customer_view import customer_view
 from tickets.locale import choose_locale
 from tickets.models import (
     App,
+    Attachment,
     AuthorType,
     Channel,
     Conversation,
+    Customer,
     CustomerAddress,
     Message,
+    Outbox,
     OutboxState,
     ThreadRef,
 )
@@ -63,20 +67,36 @@ class Outcome:
     outbox_id: int | None = None
 
 
+class _Channels:
+    """The channels that can send, looked up once per app for a whole batch."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.by_app: dict[int, list[Channel]] = {}
+
+    def for_conversation(self, conversation: Conversation) -> Channel | None:
+        """The conversation's own channel if it can send, else the app's first one that can."""
+        if conversation.app_id not in self.by_app:
+            self.by_app[conversation.app_id] = list(
+                self.session.scalars(
+                    select(Channel)
+                    .where(Channel.app_id == conversation.app_id, Channel.enabled.is_(True))
+                    .order_by(Channel.id)
+                    .options(selectinload(Channel.addresses))
+                )
+            )
+        candidates = list(self.by_app[conversation.app_id])
+        if conversation.channel_id is not None:
+            candidates.insert(0, self.session.get(Channel, conversation.channel_id))  # type: ignore[arg-type]
+        for channel in candidates:
+            if channel is not None and channel.enabled and channel.addresses:
+                return channel
+        return None
+
+
 def email_channel(session: Session, conversation: Conversation) -> Channel | None:
     """The conversation's own channel if it can send, else the app's first one that can."""
-    candidates = []
-    if conversation.channel_id is not None:
-        candidates.append(session.get(Channel, conversation.channel_id))
-    candidates += session.scalars(
-        select(Channel)
-        .where(Channel.app_id == conversation.app_id, Channel.enabled.is_(True))
-        .order_by(Channel.id)
-    ).all()
-    for channel in candidates:
-        if channel is not None and channel.enabled and channel.addresses:
-            return channel
-    return None
+    return _Channels(session).for_conversation(conversation)
 
 
 def deliverable_address(conversation: Conversation) -> CustomerAddress | None:
@@ -106,23 +126,29 @@ def _block(session: Session, conversation: Conversation, reason: str, now: dt.da
 def thread_headers(session: Session, conversation: Conversation) -> tuple[str | None, list[str]]:
     """In-Reply-To (their last Message-ID, else our last) and References (our chain plus
     theirs, trimmed). An id of theirs that cannot be written verbatim counts as none."""
-    ours = list(
-        session.scalars(
-            select(ThreadRef.message_id_header)
-            .where(ThreadRef.conversation_id == conversation.id, ThreadRef.outbound.is_(True))
-            .order_by(ThreadRef.id)
-        )
+    return _thread_headers(
+        conversation, _our_ids(session, [conversation.id]).get(conversation.id, [])
     )
-    latest = session.scalars(
-        select(Message.email_message_id)
-        .where(
-            Message.conversation_id == conversation.id,
-            Message.author_type == AuthorType.CUSTOMER,
-            Message.email_message_id.is_not(None),
-        )
-        .order_by(Message.id.desc())
-        .limit(5)
-    )
+
+
+def _our_ids(session: Session, conversation_ids: Collection[int]) -> dict[int, list[str]]:
+    """The Message-IDs of our emails per conversation, oldest first (one statement)."""
+    ours: dict[int, list[str]] = defaultdict(list)
+    for conversation_id, header in session.execute(
+        select(ThreadRef.conversation_id, ThreadRef.message_id_header)
+        .where(ThreadRef.conversation_id.in_(conversation_ids), ThreadRef.outbound.is_(True))
+        .order_by(ThreadRef.id)
+    ):
+        ours[conversation_id].append(header)
+    return ours
+
+
+def _thread_headers(conversation: Conversation, ours: list[str]) -> tuple[str | None, list[str]]:
+    latest = [
+        m.email_message_id
+        for m in reversed(conversation.messages)
+        if m.author_type == AuthorType.CUSTOMER and m.email_message_id is not None
+    ][:5]
     theirs = next((mid for mid in latest if mid and message_id_ok(mid)), None)
     chain = [*ours, theirs] if theirs else ours
     references = trim_references(chain)
@@ -134,14 +160,97 @@ def deliver_conversation(
     session: Session, conversation_id: int, now: dt.datetime, settings: DeliverySettings
 ) -> Outcome:
     """Safe to run twice: the second run finds nothing waiting (or the time not yet come)."""
-    conversation = session.get(Conversation, conversation_id, with_for_update=True)
-    if (
-        conversation is None
-        or conversation.email_pending_since is None
-        or conversation.email_pending_since > now - settings.grace
+    return deliver_conversations(session, [conversation_id], now, settings)[conversation_id]
+
+
+def deliver_conversations(
+    session: Session,
+    conversation_ids: Collection[int],
+    now: dt.datetime,
+    settings: DeliverySettings,
+) -> dict[int, Outcome]:
+    """`deliver_conversation` for several conversations in the caller's transaction: what
+    they need is loaded in a fixed number of statements, and the emails are stored together.
+
+    A conversation another transaction has locked is skipped (PostgreSQL; "not-due"): it is
+    still due afterwards, and the next sweep comes back to it.
+    """
+    ids = sorted(set(conversation_ids))
+    outcomes = {cid: Outcome("not-due") for cid in ids}
+    conversations = session.scalars(
+        select(Conversation)
+        .where(
+            Conversation.id.in_(ids),
+            Conversation.email_pending_since.is_not(None),
+            Conversation.email_pending_since <= now - settings.grace,
+        )
+        .order_by(Conversation.id)
+        .with_for_update(skip_locked=True, of=Conversation)
+        .options(
+            selectinload(Conversation.customer).selectinload(Customer.addresses),
+            selectinload(Conversation.ticket),
+            selectinload(Conversation.messages).selectinload(Message.agent),
+            selectinload(Conversation.participants),
+        )
+    ).all()
+    channels = _Channels(session)
+    to_queue: list[tuple[Conversation, Channel, str, list[Message]]] = []
+    for conversation in conversations:
+        decided = _decide(session, conversation, now, settings, channels)
+        if isinstance(decided, Outcome):
+            outcomes[conversation.id] = decided
+        else:
+            to_queue.append((conversation, *decided))
+    if not to_queue:
+        return outcomes
+    ours = _our_ids(session, [c.id for c, *_ in to_queue])
+    attachments = _attachments(session, [m.id for *_, unread in to_queue for m in unread])
+    queued = []
+    for conversation, channel, to, unread in to_queue:
+        headers = _thread_headers(conversation, ours.get(conversation.id, []))
+        files = [f for m in unread for f in attachments.get(m.id, [])]
+        queued.append(
+            (
+                conversation.id,
+                _queue(session, conversation, channel, to, unread, now, settings, headers, files),
+            )
+        )
+    session.flush()  # the rows' ids, in one round of INSERTs
+    for conversation_id, (outcome, row) in queued:
+        outcomes[conversation_id] = Outcome(outcome.what, outcome.detail, row.id)
+    return outcomes
+
+
+def _attachments(
+    session: Session, message_ids: list[int]
+) -> dict[int, list[tuple[str, str, bytes]]]:
+    """What the agents attached to these messages (inline images stay in the chat)."""
+    found: dict[int, list[tuple[str, str, bytes]]] = defaultdict(list)
+    if not message_ids:
+        return found
+    for a in session.scalars(
+        select(Attachment)
+        .where(Attachment.message_id.in_(message_ids), Attachment.inline.is_(False))
+        .order_by(Attachment.id)
     ):
-        return Outcome("not-due")
-    waiting = delivery.waiting_messages(session, conversation)
+        found[a.message_id].append((a.filename, a.content_type, a.content))
+    return found
+
+
+def _decide(
+    session: Session,
+    conversation: Conversation,
+    now: dt.datetime,
+    settings: DeliverySettings,
+    channels: _Channels,
+) -> Outcome | tuple[Channel, str, list[Message]]:
+    """What becomes of a due conversation's waiting messages: an outcome, or where to email
+    them (the channel, the address, the unread messages)."""
+    waiting = [
+        m
+        for m in conversation.messages
+        if m.author_type != AuthorType.CUSTOMER and m.delivery_state == delivery.WAITING
+    ]
     read_at = conversation.customer_last_read_at
     unread = [m for m in waiting if read_at is None or m.created_at > read_at]
     for message in waiting:
@@ -159,7 +268,7 @@ def deliver_conversation(
         # They are in the widget: it shows the messages; look again after another grace period.
         conversation.email_pending_since = now
         return Outcome("widget", "the customer is in the widget")
-    channel = email_channel(session, conversation)
+    channel = channels.for_conversation(conversation)
     if channel is None:
         return _block(
             session,
@@ -175,7 +284,7 @@ def deliver_conversation(
             else "the customer gave no email address: the messages wait in the chat"
         )
         return _block(session, conversation, reason, now)
-    return _queue(session, conversation, channel, address.address, unread, now, settings)
+    return channel, address.address, unread
 
 
 def _queue(
@@ -186,7 +295,10 @@ def _queue(
     unread: list[Message],
     now: dt.datetime,
     settings: DeliverySettings,
-) -> Outcome:
+    headers: tuple[str | None, list[str]],
+    attachments: list[tuple[str, str, bytes]],
+) -> tuple[Outcome, Outbox]:
+    """Render the email and add its outbox row (not flushed: the caller flushes them all)."""
     app = session.get(App, conversation.app_id)
     assert app is not None
     templates = settings.templates
@@ -227,7 +339,7 @@ def _queue(
         )
         hold = f"the {locale}/{name} template failed: {exc}"
         rendered = _fallback(content)
-    in_reply_to, references = thread_headers(session, conversation)
+    in_reply_to, references = headers
     row = queue_email(
         session,
         app_id=app.id,
@@ -245,28 +357,24 @@ def _queue(
         conversation_id=conversation.id,
         message_ids=[m.id for m in unread],
         # What the agents attached (also by email) goes along; inline images stay in the chat.
-        attachments=[
-            (a.filename, a.content_type, a.content)
-            for m in unread
-            for a in m.attachments
-            if not a.inline
-        ],
+        attachments=attachments,
         reply_to=settings.reply_to(app, conversation, from_address),
         in_reply_to=in_reply_to,
         references=references,
         # Mail that carries no person's words is automatic (RFC 3834).
         auto_submitted=sender is None,
         hold_reason=hold,
+        flush=hold is not None,
     )
     conversation.email_pending_since = None
     conversation.delivery_warning = None
     if hold is not None:
         give_up(session, row, OutboxState.HELD, hold, now)
-        return Outcome("held", hold, row.id)
+        return Outcome("held", hold), row
     for message in unread:
         message.delivery_state = delivery.QUEUED
         message.delivery_error = None
-    return Outcome("queued", f"email to {to}", row.id)
+    return Outcome("queued", f"email to {to}"), row
 
 
 def _fallback(content: EmailContent) -> RenderedEmail:

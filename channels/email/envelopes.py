@@ -115,6 +115,19 @@ def record(
     row = held_by(session, outbox_id, attempt_id)
     if row is None:
         return False
+    record_on(session, row, envelope, result, now, following)
+    return True
+
+
+def record_on(
+    session: Session,
+    row: Outbox,
+    envelope: Envelope,
+    result: Result,
+    now: dt.datetime,
+    following: Envelope | None = None,
+) -> None:
+    """`record` for a row the caller holds (see outbox.held_by_many)."""
     customer_refused = states(row, in_flight=False)[0] == REFUSED
     _set(row, envelope.positions, result.state)
     if result.state == ACCEPTED and 0 in envelope.positions:
@@ -125,7 +138,6 @@ def record(
         row.last_error = result.reason[:2000]
     if following is not None:
         start(row, following)
-    return True
 
 
 def _reached_customer(session: Session, row: Outbox, now: dt.datetime) -> None:
@@ -170,6 +182,11 @@ def finish(
     row = held_by(session, outbox_id, attempt_id)
     if row is None:
         return None
+    return finish_row(session, row, policy, now)
+
+
+def finish_row(session: Session, row: Outbox, policy: RetryPolicy, now: dt.datetime) -> OutboxState:
+    """`finish` for a row the caller holds."""
     current = states(row, in_flight=False)
     if PENDING in current:
         reason = row.last_error or "temporary failure"

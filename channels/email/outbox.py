@@ -26,7 +26,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Exists, or_, select, update
+from sqlalchemy import Exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from channels.email.compose import compose, new_message_id
@@ -86,8 +86,10 @@ def queue_email(
     attachments: Sequence[tuple[str, str, bytes]] = (),
     hold_reason: str | None = None,
     loop_keyring: Keyring | None = None,
+    flush: bool = True,
 ) -> Outbox:
-    """Compose one email and add its outbox row (flushed, not committed).
+    """Compose one email and add its outbox row (flushed unless `flush` is False: a caller
+    queueing many flushes once; not committed).
 
     `auto_submitted` adds `Auto-Submitted: auto-generated` (RFC 3834): right for notifications
     and other automatic mail, wrong for a person's reply. A `hold_reason` stores the row held
@@ -150,7 +152,8 @@ def queue_email(
                     created_at=now,
                 )
             )
-    session.flush()
+    if flush:
+        session.flush()
     return row
 
 
@@ -206,61 +209,95 @@ def stale_ids(session: Session, claimed_before: dt.datetime, limit: int) -> list
     )
 
 
-def next_in_conversation(session: Session, outbox_id: int, now: dt.datetime) -> int | None:
-    row = session.get(Outbox, outbox_id)
-    if row is None or row.conversation_id is None:
-        return None
-    return session.scalar(
-        select(Outbox.id)
+def next_in_conversations(
+    session: Session, finished: Sequence[Outbox], now: dt.datetime
+) -> list[int]:
+    """For each finished row, the next due pending row of its conversation (one statement)."""
+    after = {r.conversation_id: r.id for r in finished if r.conversation_id is not None}
+    if not after:
+        return []
+    following: dict[int, int] = {}
+    for row_id, conversation_id in session.execute(
+        select(Outbox.id, Outbox.conversation_id)
         .where(
-            Outbox.conversation_id == row.conversation_id,
-            Outbox.id > outbox_id,
+            Outbox.conversation_id.in_(after),
             Outbox.state == OutboxState.PENDING,
             Outbox.next_attempt_at <= now,
         )
         .order_by(Outbox.id)
-        .limit(1)
-    )
+    ):
+        if conversation_id is not None and row_id > after[conversation_id]:
+            following.setdefault(conversation_id, row_id)
+    return sorted(following.values())
 
 
-def claim(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -> Outbox | None:
-    """Take the row for one attempt; None if it is not due, not first in line, or taken.
+def claim_many(
+    session: Session, outbox_ids: Sequence[int], attempt_id: str, now: dt.datetime
+) -> list[Outbox]:
+    """Take the rows for one attempt (in id order): those due, first in line in their
+    conversation and not being sent; the others are left alone.
 
-    One conditional UPDATE: of two workers given the same id, exactly one sees a row changed.
+    The rows are locked as they are selected and rows another worker has locked are skipped
+    (PostgreSQL; SQLite runs one writer at a time): of two workers given the same ids, each
+    row is claimed by exactly one, and neither waits for the other.
     """
-    result = session.execute(
-        update(Outbox)
+    if not outbox_ids:
+        return []
+    rows = session.scalars(
+        select(Outbox)
         .where(
-            Outbox.id == outbox_id,
+            Outbox.id.in_(sorted(set(outbox_ids))),
             Outbox.state == OutboxState.PENDING,
             or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now),
             ~_earlier_unfinished(),
         )
-        .values(
-            state=OutboxState.SENDING,
-            attempt_id=attempt_id,
-            claimed_at=now,
-            attempts=Outbox.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    row = session.get(Outbox, outbox_id, populate_existing=True)
-    return row
+        .order_by(Outbox.id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).all()
+    for row in rows:
+        row.state = OutboxState.SENDING
+        row.attempt_id = attempt_id
+        row.claimed_at = now
+        row.attempts = row.attempts + 1
+    session.flush()
+    return list(rows)
+
+
+def claim(session: Session, outbox_id: int, attempt_id: str, now: dt.datetime) -> Outbox | None:
+    """Take one row for one attempt; None if it is not due, not first in line, or taken."""
+    rows = claim_many(session, [outbox_id], attempt_id, now)
+    return rows[0] if rows else None
 
 
 def held_by(session: Session, outbox_id: int, attempt_id: str) -> Outbox | None:
-    row = session.get(Outbox, outbox_id, with_for_update=True, populate_existing=True)
-    if row is None or row.state != OutboxState.SENDING or row.attempt_id != attempt_id:
-        return None
-    return row
+    return held_by_many(session, [outbox_id], attempt_id).get(outbox_id)
+
+
+def held_by_many(session: Session, outbox_ids: Sequence[int], attempt_id: str) -> dict[int, Outbox]:
+    """The rows this attempt still holds, locked, with the messages they carry loaded."""
+    rows = session.scalars(
+        select(Outbox)
+        .where(Outbox.id.in_(sorted(set(outbox_ids))))
+        .order_by(Outbox.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    held = {r.id: r for r in rows if r.state == OutboxState.SENDING and r.attempt_id == attempt_id}
+    wanted = sorted({int(m) for r in held.values() for m in r.message_ids or ()})
+    if wanted:
+        # Into the session, where `carried` finds them without a statement each; held on to
+        # for the transaction, as the session itself keeps unchanged objects only weakly.
+        session.info["carried"] = session.scalars(
+            select(Message).where(Message.id.in_(wanted))
+        ).all()
+    return held
 
 
 def carried(session: Session, row: Outbox) -> list[Message]:
-    if not row.message_ids:
-        return []
-    return list(session.scalars(select(Message).where(Message.id.in_(row.message_ids))))
+    """The messages the row carries (from the session when `held_by_many` loaded them)."""
+    found = (session.get(Message, int(m)) for m in row.message_ids or ())
+    return [m for m in found if m is not None]
 
 
 def sent(session: Session, row: Outbox, now: dt.datetime) -> None:
