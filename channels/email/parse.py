@@ -16,7 +16,7 @@ import email.utils
 import re
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mailparser
 import nh3
@@ -26,8 +26,10 @@ from channels.email.autoreply import auto_reply_reason
 from channels.email.bounce import Bounce, detect_bounce
 from channels.email.headers import decode_words
 from channels.email.strip import Stripped, html_to_text, strip_reply
-from tickets.models import Attachment
 from tickets.text import clipped, storable
+
+if TYPE_CHECKING:
+    from tickets.models import Attachment
 
 # At most 998 characters (a header line's limit, and the columns'): a longer one is no id.
 _MSGID = re.compile(r"<[^<>\s]{1,996}>")
@@ -415,6 +417,10 @@ def parse_message(
 
 def attachment_rows(parsed: ParsedMail) -> list[Attachment]:
     """The mail's attachments as rows to hang on its message."""
+    # Imported here: the parser processes import this module and need no ORM (it would cost
+    # each of them most of its start-up time).
+    from tickets.models import Attachment
+
     return [
         Attachment(
             filename=a.filename,
