@@ -17,6 +17,7 @@ header unreadable rather than a guess.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable
@@ -71,6 +72,14 @@ def raw_values(msg: Message, name: str) -> list[str]:
 
 def parse_addresses(values: Iterable[str]) -> AddressField:
     """Split raw (undecoded) header values into mailboxes; decode only the display names."""
+    return _parse_addresses(tuple(values))
+
+
+# One mail's From is read by the sender check, the auto-reply filter and the bounce filter, and
+# the stdlib's RFC 5322 parser is slow pure Python (a third of a plain mail's parse): the same
+# values are split once. The result is immutable, so sharing it is safe.
+@functools.lru_cache(maxsize=1024)
+def _parse_addresses(values: tuple[str, ...]) -> AddressField:
     mailboxes: list[Mailbox] = []
     unreadable: list[str] = []
     for value in values:
