@@ -708,6 +708,7 @@ def parse_cmd(state: State, path: str, as_json: bool) -> None:
 @handle_errors
 def explain(state: State, path: str) -> None:
     """Where this message would be threaded, and why; stores nothing."""
+    from channels.email.batch_index import BatchIndex
     from channels.email.process import run_pipeline
     from gateway.inbound import channel_rules
     from tickets.inbound import IncomingMail, store_incoming
@@ -726,7 +727,12 @@ def explain(state: State, path: str) -> None:
             row = session.get(InboundMail, row_id)
             assert row is not None
             result = run_pipeline(
-                session, row, app, channel_rules(runtime, session, row), runtime.clock()
+                session,
+                row,
+                app,
+                channel_rules(runtime, session, row),
+                runtime.clock(),
+                BatchIndex(session),
             )
             _explain_result(result)
         except Exception as exc:  # noqa: BLE001 - explain what processing would do with it

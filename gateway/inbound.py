@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, select, update
+from sqlalchemy import Engine, Table, bindparam, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -39,6 +39,7 @@ from gateway.db import reading_engine, session_factory
 from gateway.runtime import Runtime
 from tickets import domains
 from tickets import inbound as inbound_store
+from tickets.deferred import DeferredWrites
 from tickets.models import (
     App,
     Channel,
@@ -46,7 +47,6 @@ from tickets.models import (
     Event,
     InboundMail,
     InboundState,
-    ThreadRef,
 )
 
 log = logging.getLogger(__name__)
@@ -279,17 +279,18 @@ def process_batch(
 ) -> dict[int, Outcome]:
     """Process stored mails in one transaction; the outcome of each that was pending.
 
-    Parsing is pure CPU and needs no lock, so it happens first, outside the transaction: on
-    SQLite the write lock (and with it the SMTP accept path's commits) waits only for the
-    database work. One commit covers the batch, so a busy gateway pays for one per batch, not
-    one per mail; a mail enqueued twice, or already done, is skipped (safe to run twice).
+    Parsing is pure CPU and needs no lock, so it happens first, outside the transaction: the
+    write locks (SQLite's, and the batch's keys on PostgreSQL, see channels/email/batch_index.py)
+    are held only for the database work. One commit covers the batch, so a busy gateway pays for
+    one per batch, not one per mail; a mail enqueued twice, or already done, is skipped (safe to
+    run twice).
 
-    A failing mail must not take the others with it: each runs in a savepoint, and a failing
-    one's partial writes are undone and its row is quarantined with the reason (or left
-    pending, for a database conflict) while the rest are stored. On SQLite the batch is first
-    run without savepoints, since nearly every batch succeeds whole and a savepoint per mail
-    costs two statements and the ORM's bookkeeping; if any mail's pipeline fails, that
-    transaction is rolled back and the batch is run again with them.
+    A failing mail must not take the others with it. The batch is first run whole, without a
+    savepoint per mail (two statements and the ORM's bookkeeping each): the batch's locks make
+    a conflict with another worker rare, and nearly every batch succeeds whole. If any mail's
+    pipeline fails, that transaction is rolled back and the batch is run again with a savepoint
+    per mail: a failing one's partial writes are undone and its row is quarantined with the
+    reason (or left pending, for a database conflict) while the rest are stored.
 
     With `fill`, a batch smaller than BATCH_SIZE is topped up with the oldest other pending
     mail: under load, batches fill up and mail is processed in arrival order; the jobs of the
@@ -299,32 +300,32 @@ def process_batch(
         parsed = _parse_claimed(runtime, claimed)
         if not parsed:
             return {}
-        # Without savepoints first only where this transaction is the only writer (SQLite):
-        # with concurrent workers (PostgreSQL) conflicts between batches are common enough
-        # that running whole batches again costs more than the savepoints save.
-        if _sole_writer(runtime.engine):
-            try:
-                return _process_parsed(runtime, parsed, savepoints=False)
-            except _RunAgainWithSavepoints:
-                pass
-        return _process_parsed(runtime, parsed, savepoints=True)
-
-
-def _sole_writer(bind: Engine | Connection) -> bool:
-    """A transaction here is the only writer until it ends (SQLite's single write lock):
-    what it reads stays true, and a batch rarely meets a conflict."""
-    return bind.dialect.name == "sqlite"
+        try:
+            return _process_parsed(runtime, parsed, savepoints=False)
+        except _RunAgainWithSavepoints:
+            return _process_parsed(runtime, parsed, savepoints=True)
 
 
 class _RunAgainWithSavepoints(Exception):
     """A mail failed in a batch run without savepoints: roll back and run it with them."""
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    """A claimed mail, parsed outside the transaction."""
+
+    app_id: int | None
+    mail: ParsedMail | Exception
+
+
 def _process_parsed(
-    runtime: Runtime, parsed: dict[int, ParsedMail | Exception], *, savepoints: bool
+    runtime: Runtime, parsed: dict[int, _Parsed], *, savepoints: bool
 ) -> dict[int, Outcome]:
     with runtime.unit_of_work() as session:
         batch = _Batch(runtime, session, runtime.clock(), savepoints=savepoints)
+        # The keys' locks first, the rows second: a batch holding a row (a reply's parent)
+        # holds its keys too, so another batch never waits for a row while holding a key.
+        batch.look_up(parsed)
         rows = session.scalars(
             select(InboundMail)
             .where(InboundMail.id.in_(list(parsed)), InboundMail.state == InboundState.PENDING)
@@ -332,10 +333,10 @@ def _process_parsed(
             # Several workers on PostgreSQL: a row another batch holds is left to it.
             .with_for_update(skip_locked=True)
         ).all()
-        batch.look_up(rows, parsed)
         for row in rows:
             if row.state == InboundState.PENDING:  # else: done already, as another's parent
-                batch.process(row, parsed[row.id])
+                batch.process(row, parsed[row.id].mail)
+        batch.index.flush()
     return batch.outcomes
 
 
@@ -377,20 +378,25 @@ def _claim(runtime: Runtime, inbound_ids: Sequence[int], fill_to: int) -> Iterat
             _claimed.difference_update(mine)
 
 
-def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, ParsedMail | Exception]:
+def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, _Parsed]:
     """Parse these mails (read only, no lock held)."""
     if not inbound_ids:
         return {}
     limits = parse_limits(runtime)
     with runtime.reading() as session:
         rows = session.execute(
-            select(InboundMail.id, InboundMail.raw, InboundMail.envelope_from).where(
-                InboundMail.id.in_(inbound_ids)
-            )
+            select(
+                InboundMail.id, InboundMail.app_id, InboundMail.raw, InboundMail.envelope_from
+            ).where(InboundMail.id.in_(inbound_ids))
         ).all()
     # In the parser worker processes (the CPU limit per message), all of them at once.
-    results = parse_many_isolated([(raw, envelope_from) for _, raw, envelope_from in rows], limits)
-    return {row_id: result for (row_id, _, _), result in zip(rows, results, strict=True)}
+    results = parse_many_isolated(
+        [(raw, envelope_from) for _, _, raw, envelope_from in rows], limits
+    )
+    return {
+        row_id: _Parsed(app_id, result)
+        for (row_id, app_id, _, _), result in zip(rows, results, strict=True)
+    }
 
 
 def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> ParsedMail | Exception:
@@ -399,7 +405,8 @@ def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> Parsed
 
 
 class _Batch:
-    """The mails processed in one transaction, with what they share (apps, channel rules).
+    """The mails processed in one transaction, with what they share (apps, channel rules, the
+    index of their lookups).
 
     The caches hold strong references on purpose: the session's identity map is weak, so
     without them every mail would load its app and channel again.
@@ -413,21 +420,15 @@ class _Batch:
         self.outcomes: dict[int, Outcome] = {}
         self._apps: dict[int | None, App] = {}
         self._rules: dict[int | None, ChannelRules] = {}
-        self.index = BatchIndex(session) if _sole_writer(session.get_bind()) else None
+        self.index = BatchIndex(session)
 
-    def look_up(
-        self, rows: Sequence[InboundMail], parsed: dict[int, ParsedMail | Exception]
-    ) -> None:
-        """Read what the batch's mails will ask for, with one query per kind and app."""
-        if self.index is None:
-            return
+    def look_up(self, parsed: dict[int, _Parsed]) -> None:
+        """Lock and read what the batch's mails will ask for, one query per kind and app."""
         by_app: dict[int, list[ParsedMail]] = {}
-        for row in rows:
-            mail = parsed.get(row.id)
-            if row.app_id is not None and isinstance(mail, ParsedMail):
-                by_app.setdefault(row.app_id, []).append(mail)
-        for app_id, mails in by_app.items():
-            self.index.load(app_id, mails)
+        for claimed in parsed.values():
+            if claimed.app_id is not None and isinstance(claimed.mail, ParsedMail):
+                by_app.setdefault(claimed.app_id, []).append(claimed.mail)
+        self.index.load(by_app)
 
     def process(self, row: InboundMail, parsed: ParsedMail | Exception, depth: int = 0) -> None:
         self._parents_first(row, parsed, depth)
@@ -445,21 +446,22 @@ class _Batch:
                     self._app(row),
                     self._channel_rules(row),
                     now,
+                    self.index,
                     parsed=parsed,
-                    index=self.index,
                 )
+                later = self.index.later
                 if row.source == HISTORY and result.conversation_id is not None:
-                    _quiet(session, result.conversation_id, now)
-                # Inside the savepoint, so that it vanishes with it on failure.
-                _mark_processed(session, row, result, now)
+                    _quiet(later, result.conversation_id, now)
+                _mark_processed(later, row, result, now)
+                if self.savepoints:
+                    self.index.flush()  # inside the savepoint, to vanish with it on failure
         except Exception as exc:
             if not self.savepoints and not isinstance(parsed, Exception):
                 # What the failed pipeline wrote cannot be undone alone here.
                 raise _RunAgainWithSavepoints from exc
             failure: Exception = exc
         else:
-            if self.index is not None:
-                self.index.keep(result)
+            self.index.keep(result)
             return Outcome(row.id, "processed", result.outcome or "")
         return self._failed(row, failure)
 
@@ -467,14 +469,14 @@ class _Batch:
         session, now = self.session, self.now
         # Undone by the savepoint: the row's marks and what the index took in may be gone.
         session.expire(row, _MARKED)
-        self._forget()
+        self.index.discard()
+        self.index.forget()
         if isinstance(failure, MessageRejected):
             reason = str(failure)
         elif isinstance(failure, OperationalError | IntegrityError):
-            # A deadlock, a serialization failure, or a concurrent insert of the same new
-            # customer by another batch (PostgreSQL with several workers): the savepoint is
-            # undone and the mail stays pending for the actor's retry. Only a mail that keeps
-            # failing this way is quarantined.
+            # A conflict the batch's locks do not cover (a customer created at the same moment
+            # through the API, say): the savepoint is undone and the mail stays pending for the
+            # actor's retry. Only a mail that keeps failing this way is quarantined.
             reason = db_reason(failure)
             if row.attempts + 1 < TRANSIENT_ATTEMPTS:
                 row.attempts += 1
@@ -489,10 +491,6 @@ class _Batch:
         if isinstance(failure, AgentMailRejected):
             record_rejection(session, row, failure, now)  # the agent is told why
         return Outcome(row.id, "quarantined", reason)
-
-    def _forget(self) -> None:
-        if self.index is not None:
-            self.index.forget()
 
     def _app(self, row: InboundMail) -> App:
         app = self._apps.get(row.app_id)
@@ -511,29 +509,17 @@ class _Batch:
 
         A customer's mail and their quick follow-up can arrive within one second and be picked
         up by two workers; if the follow-up ran first, its In-Reply-To would find nothing and
-        start a second conversation. Under the write lock, a reply whose parents are all
-        unknown looks for them among the older pending mail and processes them first, in
-        arrival order.
+        start a second conversation. A reply whose parents are all unknown looks for them among
+        the older pending mail and processes them first, in arrival order. The batch holds the
+        lock of every Message-ID the reply cites, so no other batch holds such a parent; a
+        parent another batch does hold (a grandparent, deeper down) is left to it.
         """
         if isinstance(parsed, Exception) or depth > 10 or row.app_id is None:
             return
         wanted = {mid for mid in (parsed.in_reply_to, *parsed.references) if mid}
-        if not wanted:
+        if not wanted or self.index.refs(row.app_id, wanted):
             return
         session = self.session
-        if self.index is not None:
-            known = bool(self.index.refs(row.app_id, wanted))
-        else:
-            known = (
-                session.scalar(
-                    select(ThreadRef.id)
-                    .where(ThreadRef.app_id == row.app_id, ThreadRef.message_id_header.in_(wanted))
-                    .limit(1)
-                )
-                is not None
-            )
-        if known:
-            return
         heads = session.execute(
             select(InboundMail.id, func.substr(InboundMail.raw, 1, _HEADER_SCAN_BYTES))
             .where(
@@ -547,10 +533,17 @@ class _Batch:
         parent_ids = sorted(
             row_id for row_id, head in heads if wanted & set(header_message_ids(bytes(head)))
         )
+        if not parent_ids:
+            return
+        parents = session.scalars(
+            select(InboundMail)
+            .where(InboundMail.id.in_(parent_ids), InboundMail.state == InboundState.PENDING)
+            .order_by(InboundMail.id)
+            .with_for_update(skip_locked=True)
+        ).all()
         limits = parse_limits(self.runtime)
-        for parent_id in parent_ids:
-            parent = session.get(InboundMail, parent_id)
-            if parent is not None and parent.state == InboundState.PENDING:
+        for parent in parents:
+            if parent.state == InboundState.PENDING:
                 self.process(parent, _parse(parent.raw, limits, parent.envelope_from), depth + 1)
 
 
@@ -576,27 +569,33 @@ HISTORY = "import"
 NOTIFYING = "import+notify"
 
 
-def _quiet(session: Session, conversation_id: int, now: dt.datetime) -> None:
+def _quiet(later: DeferredWrites, conversation_id: int, now: dt.datetime) -> None:
     """Mark the events this mail just caused as looked at, so the sweep notifies nobody. They
-    are the conversation's events of this instant (the batch's `now`) not yet looked at."""
-    session.execute(
-        update(Event)
-        .where(
-            Event.conversation_id == conversation_id,
-            Event.created_at == now,
-            Event.notified_at.is_(None),
-        )
-        .values(notified_at=now)
-        .execution_options(synchronize_session=False)
+    are the conversation's events of this instant (the batch's `now`) not yet looked at (held
+    in `later` after the events themselves)."""
+    later.add(_QUIET, [{"quiet_conversation_id": conversation_id, "now": now}])
+
+
+_EVENTS = Event.__table__
+assert isinstance(_EVENTS, Table)
+_QUIET = (
+    _EVENTS.update()
+    .where(
+        _EVENTS.c.conversation_id == bindparam("quiet_conversation_id"),
+        _EVENTS.c.created_at == bindparam("now"),
+        _EVENTS.c.notified_at.is_(None),
     )
+    .values(notified_at=bindparam("now"))
+)
 
 
 def _mark_processed(
-    session: Session, row: InboundMail, result: Processing, now: dt.datetime
+    later: DeferredWrites, row: InboundMail, result: Processing, now: dt.datetime
 ) -> None:
-    """The row is done: one prepared Core UPDATE rather than a flush of the ORM object (the
-    unit of work costs more than the statement); the loaded object is told the new values.
-    The pipeline may have set the row's message itself (an agent's mail) through the ORM."""
+    """The row is done: a Core UPDATE held with the batch's others rather than a flush of the
+    ORM object (the unit of work costs more than the statement); the loaded object is told the
+    new values. The pipeline may have set the row's message itself (an agent's mail) through
+    the ORM."""
     values = {
         "attempts": row.attempts + 1,
         "state": InboundState.PROCESSED,
@@ -604,7 +603,7 @@ def _mark_processed(
         "reason": result.outcome,
         "message_id": result.message_id if result.ended_by == "store" else None,
     }
-    session.execute(_MARK_PROCESSED, {"row_id": row.id, **values})
+    later.add(_MARK_PROCESSED, [{"row_id": row.id, **values}])
     for key, value in values.items():
         if value is not None or key != "message_id":
             set_committed_value(row, key, value)

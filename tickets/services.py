@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from tickets import delivery, sla
 from tickets.business_time import MAX_DURATION
+from tickets.deferred import DeferredWrites
 from tickets.errors import InvalidValue, NotAllowed, NotFound
 from tickets.models import (
     Agent,
@@ -482,10 +483,12 @@ def add_customer_message_without_effects(
     subject: str | None = None,
     channel_id: int | None = None,
     is_auto_reply: bool = False,
+    later: DeferredWrites | None = None,
     **fields: Any,
 ) -> tuple[int, int] | None:
     """`start_conversation` / `add_customer_message` for the common case, as a few Core
     statements instead of ORM flushes: (conversation id, message id), the same rows and events.
+    With `later`, the events are written when the caller flushes it (with the batch's others).
 
     The common case is a new conversation, or an open one without a ticket: a customer message
     there changes nothing but the conversation's times. Anything else (a ticket's status and
@@ -560,8 +563,14 @@ def add_customer_message_without_effects(
             "created_at": now,
         }
     )
-    session.execute(_table(Event).insert(), events)
+    if later is not None:
+        later.add(_EVENT_INSERT, events)
+    else:
+        session.execute(_EVENT_INSERT, events)
     return conversation_id, message_id
+
+
+_EVENT_INSERT = _table(Event).insert()
 
 
 def add_agent_message(

@@ -22,7 +22,7 @@ from channels.email.agent_forward import AgentForward, read_agent_forward
 from channels.email.agent_reply import handle_agent_mail
 from channels.email.batch_index import BatchIndex
 from channels.email.isolate import parse_isolated
-from channels.email.loop import LOOP_HEADER, has_loop_mark, sent_by_us
+from channels.email.loop import LOOP_HEADER, has_loop_mark
 from channels.email.parse import MessageRejected, ParsedMail
 from channels.email.process_record import ChannelRules, Processing
 from channels.email.store import step_participants, step_store
@@ -46,19 +46,13 @@ def step_own_loop(p: Processing) -> None:
     assert p.parsed
     if _has_loop_mark(p):
         p.outcome = f"dropped our own mail ({LOOP_HEADER})"
-    elif p.parsed.message_id and _sent_by_us(p, p.parsed.message_id):
+    elif p.parsed.message_id and p.index.sent_by_us(p.parsed.message_id):
         p.outcome = "dropped our own mail (a Message-ID we sent)"
 
 
 def _has_loop_mark(p: Processing) -> bool:
     keyring = p.rules.keyring or (p.rules.agent_mail.keyring if p.rules.agent_mail else None)
     return has_loop_mark(p.row.raw, keyring)
-
-
-def _sent_by_us(p: Processing, message_id: str) -> bool:
-    if p.index is not None:
-        return p.index.sent_by_us(message_id)
-    return bool(sent_by_us(p.session, [message_id]))
 
 
 def step_agent_mail(p: Processing) -> None:
@@ -166,11 +160,11 @@ def run_pipeline(
     app: App,
     rules: ChannelRules,
     now: dt.datetime,
+    index: BatchIndex,
     parsed: ParsedMail | None = None,
-    index: BatchIndex | None = None,
 ) -> Processing:
     p = Processing(
-        session=session, row=row, app=app, rules=rules, now=now, parsed=parsed, index=index
+        session=session, row=row, app=app, rules=rules, now=now, index=index, parsed=parsed
     )
     for name, step in PIPELINE:
         _run_step(p, name, step)

@@ -17,7 +17,7 @@ from channels.email.agent_reply import AgentMailPolicy
 from channels.email.batch_index import BatchIndex, Ref
 from channels.email.parse import ParsedMail, ParseLimits
 from channels.email.tokens import AgentToken, CustomerToken, Keyring
-from tickets import participants, services
+from tickets import participants
 from tickets.models import App, Conversation, Customer, InboundMail, Message
 
 
@@ -45,6 +45,7 @@ class Processing:
     app: App
     rules: ChannelRules
     now: dt.datetime
+    index: BatchIndex  # the batch's lookups, read once under its locks
     parsed: ParsedMail | None = None
     customer: Customer | None = None  # the sender's customer record, once a step looked it up
     customer_looked_up: bool = False  # True once a step searched: None then means "new sender"
@@ -56,8 +57,6 @@ class Processing:
     forward: AgentForward | None = None  # an agent's forward: `parsed` is the customer's mail
     # Extra flags a step wants stored on the message (agents see them); merged by step_store.
     flags: dict[str, Any] = field(default_factory=dict)
-    # The batch's lookups, read once (None: each step asks the database itself).
-    index: BatchIndex | None = None
     new_refs: list[tuple[str, Ref]] = field(default_factory=list)  # written by step_store
     # The conversation and message by id: the store step may write them with Core statements,
     # and the ORM objects are loaded only if somebody asks (`explain`, tests).
@@ -90,7 +89,5 @@ class Processing:
 
 
 def find_customer(p: Processing, address: str) -> Customer | None:
-    """The sender's customer, through the batch's index when there is one."""
-    if p.index is not None:
-        return p.index.customer(p.app.id, address)
-    return services.find_customer_by_address(p.session, p.app, address)
+    """The sender's customer, through the batch's index."""
+    return p.index.customer(p.app.id, address)

@@ -11,8 +11,6 @@ import email
 import email.policy
 from typing import Any
 
-from sqlalchemy import insert
-
 from channels.email.addresses import header_addresses
 from channels.email.agent_forward import finish_agent_forward
 from channels.email.batch_index import Ref
@@ -22,7 +20,7 @@ from channels.email.parse import attachment_rows
 from channels.email.process_record import ChannelRules, Processing, find_customer
 from channels.email.threading_rules import body_digest
 from tickets import participants, services
-from tickets.models import ThreadRef, Via
+from tickets.models import Via
 
 
 def step_store(p: Processing) -> None:
@@ -92,23 +90,8 @@ def step_store(p: Processing) -> None:
     # a second copy under the other id is recognised as a duplicate.
     digest = body_digest(parsed) if parsed.message_id else None
     mids = (parsed.message_id, *parsed.original_message_ids) if parsed.message_id else ()
-    p.new_refs = [(mid, Ref(p.conversation_id, p.message_id, False, digest)) for mid in mids]
-    if mids:
-        p.session.execute(
-            _THREAD_REF_INSERT,
-            [
-                {
-                    "app_id": p.app.id,
-                    "message_id_header": mid,
-                    "conversation_id": p.conversation_id,
-                    "message_id": p.message_id,
-                    "outbound": False,
-                    "content_sha256": digest,
-                    "created_at": p.now,
-                }
-                for mid in mids
-            ],
-        )
+    ref = Ref(p.conversation_id, p.message_id, False, digest)
+    p.new_refs = p.index.store_refs(p.app.id, mids, ref, p.now)
     if p.forward is not None:
         finish_agent_forward(p.session, p.conversation_id, p.message_id, p.forward, p.now)
     p.outcome = f"stored as message {p.message_id} in conversation {p.conversation_id} ({p.rule})"
@@ -131,6 +114,7 @@ def _store_without_effects(
         subject=p.parsed.subject,
         channel_id=p.row.channel_id,
         is_auto_reply=is_auto_reply,
+        later=p.index.later,
         **fields,
     )
 
@@ -153,17 +137,15 @@ def _customer_id(p: Processing) -> int:
     return customer.id
 
 
-_THREAD_REF_INSERT = insert(ThreadRef.__table__)  # type: ignore[arg-type]
-
-
 def step_participants(p: Processing) -> None:
     """The customer's own mail: whom it copies (Cc, and To beside our address) becomes a
     participant of the conversation (tickets/participants.py says who never can). A
     participant's mail gives them the name they write under; it adds nobody."""
-    assert p.parsed and p.conversation is not None
-    parsed, conversation = p.parsed, p.conversation
+    assert p.parsed and p.conversation_id is not None
+    parsed = p.parsed
     if p.flags.get("participant"):
-        participant = participants.find(conversation, parsed.from_address)
+        assert p.conversation is not None
+        participant = participants.find(p.conversation, parsed.from_address)
         if participant is not None and not participant.name:
             participant.name = participants.clean_name(parsed.from_name)
         return
@@ -176,6 +158,9 @@ def step_participants(p: Processing) -> None:
     ]
     if not copied:
         return  # mail to the support address alone: no query at all
+    conversation = p.conversation
+    assert conversation is not None
+    p.index.flush()  # the refusal reads this conversation's thread refs
     names = _display_names(p.row.raw)
     refused = copy_refusal(  # a forged From must not copy anyone in (see copied.py)
         p.session,

@@ -12,17 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Sequence
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
-from channels.email.batch_index import Ref
 from channels.email.parse import ParsedMail
 from channels.email.process_record import Processing, find_customer
 from channels.email.tokens import CustomerToken, TokenError, find_token
 from tickets import participants
-from tickets.models import Conversation, ConversationState, ThreadRef
+from tickets.models import Conversation, ConversationState
 
 _SUBJECT_PREFIX = re.compile(
     r"^\s*((re|aw|sv|vs|antw|fwd?|wg|tr|rv|r|odp|ynt|enc)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE
@@ -37,37 +34,15 @@ def body_digest(parsed: ParsedMail) -> str:
     return hashlib.sha256((parsed.subject + "\0" + parsed.text).encode()).hexdigest()
 
 
-def _ref(session: Session, app_id: int, message_id: str) -> ThreadRef | None:
-    return session.scalar(
-        select(ThreadRef)
-        .where(ThreadRef.app_id == app_id, ThreadRef.message_id_header == message_id)
-        .order_by(ThreadRef.id)
-        .limit(1)
-    )
-
-
 def step_dedupe(p: Processing) -> None:
     assert p.parsed
     if not p.parsed.message_id:
         return
     digest = body_digest(p.parsed)
-    if p.session.get_bind().dialect.name == "postgresql":
-        # Two copies processed at once would both find no stored copy; one waits for the other.
-        p.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:mid))"), {"mid": p.parsed.message_id}
-        )
+    # Two copies processed at once by two workers: the batch holds the lock of this
+    # Message-ID (channels/email/batch_index.py), so the second finds the first stored.
     mids = [p.parsed.message_id, *p.parsed.original_message_ids]
-    refs: Sequence[Ref | ThreadRef]
-    if p.index is not None:
-        refs = [ref for ref in p.index.refs(p.app.id, mids) if not ref.outbound]
-    else:
-        refs = p.session.scalars(
-            select(ThreadRef).where(
-                ThreadRef.app_id == p.app.id,
-                ThreadRef.message_id_header.in_(mids),
-                ThreadRef.outbound.is_(False),
-            )
-        ).all()
+    refs = [ref for ref in p.index.refs(p.app.id, mids) if not ref.outbound]
     if any(r.content_sha256 == digest for r in refs):
         p.outcome = f"duplicate of a stored message ({p.parsed.message_id})"
     elif refs:
@@ -160,11 +135,8 @@ def step_thread(p: Processing) -> None:
 
 def _conversation_of(p: Processing, message_id: str) -> int | None:
     """The conversation of the first stored message with this Message-ID."""
-    if p.index is not None:
-        refs = p.index.refs(p.app.id, [message_id])
-        return refs[0].conversation_id if refs else None
-    ref = _ref(p.session, p.app.id, message_id)
-    return ref.conversation_id if ref is not None else None
+    refs = p.index.refs(p.app.id, [message_id])
+    return refs[0].conversation_id if refs else None
 
 
 def _flag_new_topic(p: Processing, conversation: Conversation) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from channels.email.agent_commands import CommandError, parse_when, read_reply
 from channels.email.agent_reply import AgentMailPolicy, AgentMailRejected
+from channels.email.batch_index import BatchIndex
 from channels.email.process import run_pipeline
 from channels.email.process_record import ChannelRules
 from channels.email.sender_auth import resolver_txt
@@ -91,7 +92,7 @@ def process(session: Session, world: World, raw: bytes, **kw):
     session.flush()
     rules = ChannelRules(agent_mail=policy(**kw))
     with session.begin_nested():
-        return run_pipeline(session, row, world.app, rules, world.now)
+        return run_pipeline(session, row, world.app, rules, world.now, BatchIndex(session))
 
 
 def agent_messages(session: Session, world: World) -> list[Message]:

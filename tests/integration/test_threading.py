@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from channels.email.batch_index import BatchIndex
 from channels.email.loop import loop_mark
 from channels.email.process import AgentReplyUnhandled, run_pipeline
 from channels.email.process_record import ChannelRules, Processing
@@ -81,7 +82,7 @@ def deliver(
     )
     row = session.get(InboundMail, row_id)
     assert row is not None
-    return run_pipeline(session, row, app, rules, now)
+    return run_pipeline(session, row, app, rules, now, BatchIndex(session))
 
 
 def answered_by_agent(
@@ -504,7 +505,7 @@ def test_reply_token_in_the_envelope_only(session, app, now, first):
     )
     row = session.get(InboundMail, row_id)
     assert row is not None
-    p = run_pipeline(session, row, app, TOKEN_RULES, later(now))
+    p = run_pipeline(session, row, app, TOKEN_RULES, later(now), BatchIndex(session))
     assert p.conversation is first.conversation and p.rule == "reply token"
 
 
