@@ -238,25 +238,8 @@ def _process(
     tally: Tally,
 ) -> None:
     """Process a parsed chunk of `count` messages (fewer rows, if some were done before)."""
-    for outcome in _process_parsed(runtime, parsing.result()).values():
+    for outcome in inbound.process_parsed(runtime, parsing.result()).values():
         tally.processed += outcome.state == "processed"
         tally.quarantined += outcome.state == "quarantined"
         tally.pending += outcome.state == "pending"
     tally.done += count
-
-
-def _process_parsed(
-    runtime: Runtime, parsed: dict[int, ParsedMail | Exception]
-) -> dict[int, inbound.Outcome]:
-    """`gateway.inbound.process_batch` after its parse step, for mail parsed here already.
-
-    gateway.inbound has no public entry point for that yet (NEEDS.md asks for one); until it
-    has, this repeats what process_batch does with its parse results: on SQLite, the batch
-    without savepoints first.
-    """
-    if runtime.engine.dialect.name == "sqlite":
-        try:
-            return inbound._process_parsed(runtime, parsed, savepoints=False)
-        except inbound._RunAgainWithSavepoints:
-            pass
-    return inbound._process_parsed(runtime, parsed, savepoints=True)

@@ -297,29 +297,28 @@ def process_batch(
     mails taken early find them done and cost one query.
     """
     with _claim(runtime, inbound_ids, BATCH_SIZE if fill else 0) as claimed:
-        parsed = _parse_claimed(runtime, claimed)
-        if not parsed:
-            return {}
-        try:
-            return _process_parsed(runtime, parsed, savepoints=False)
-        except _RunAgainWithSavepoints:
-            return _process_parsed(runtime, parsed, savepoints=True)
+        return process_parsed(runtime, _parse_claimed(runtime, claimed))
+
+
+def process_parsed(
+    runtime: Runtime, parsed: dict[int, ParsedMail | Exception]
+) -> dict[int, Outcome]:
+    """`process_batch` for stored mails parsed already (by id; `gateway import` parses in its
+    own pool): the batch whole first, then with a savepoint per mail if one failed."""
+    if not parsed:
+        return {}
+    try:
+        return _process_parsed(runtime, parsed, savepoints=False)
+    except _RunAgainWithSavepoints:
+        return _process_parsed(runtime, parsed, savepoints=True)
 
 
 class _RunAgainWithSavepoints(Exception):
     """A mail failed in a batch run without savepoints: roll back and run it with them."""
 
 
-@dataclass(frozen=True)
-class _Parsed:
-    """A claimed mail, parsed outside the transaction."""
-
-    app_id: int | None
-    mail: ParsedMail | Exception
-
-
 def _process_parsed(
-    runtime: Runtime, parsed: dict[int, _Parsed], *, savepoints: bool
+    runtime: Runtime, parsed: dict[int, ParsedMail | Exception], *, savepoints: bool
 ) -> dict[int, Outcome]:
     with runtime.unit_of_work() as session:
         batch = _Batch(runtime, session, runtime.clock(), savepoints=savepoints)
@@ -335,7 +334,7 @@ def _process_parsed(
         ).all()
         for row in rows:
             if row.state == InboundState.PENDING:  # else: done already, as another's parent
-                batch.process(row, parsed[row.id].mail)
+                batch.process(row, parsed[row.id])
         batch.index.flush()
     return batch.outcomes
 
@@ -378,25 +377,20 @@ def _claim(runtime: Runtime, inbound_ids: Sequence[int], fill_to: int) -> Iterat
             _claimed.difference_update(mine)
 
 
-def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, _Parsed]:
+def _parse_claimed(runtime: Runtime, inbound_ids: list[int]) -> dict[int, ParsedMail | Exception]:
     """Parse these mails (read only, no lock held)."""
     if not inbound_ids:
         return {}
     limits = parse_limits(runtime)
     with runtime.reading() as session:
         rows = session.execute(
-            select(
-                InboundMail.id, InboundMail.app_id, InboundMail.raw, InboundMail.envelope_from
-            ).where(InboundMail.id.in_(inbound_ids))
+            select(InboundMail.id, InboundMail.raw, InboundMail.envelope_from).where(
+                InboundMail.id.in_(inbound_ids)
+            )
         ).all()
     # In the parser worker processes (the CPU limit per message), all of them at once.
-    results = parse_many_isolated(
-        [(raw, envelope_from) for _, _, raw, envelope_from in rows], limits
-    )
-    return {
-        row_id: _Parsed(app_id, result)
-        for (row_id, app_id, _, _), result in zip(rows, results, strict=True)
-    }
+    results = parse_many_isolated([(raw, envelope_from) for _, raw, envelope_from in rows], limits)
+    return {row_id: result for (row_id, _, _), result in zip(rows, results, strict=True)}
 
 
 def _parse(raw: bytes, limits: ParseLimits, envelope_from: str | None) -> ParsedMail | Exception:
@@ -422,12 +416,15 @@ class _Batch:
         self._rules: dict[int | None, ChannelRules] = {}
         self.index = BatchIndex(session)
 
-    def look_up(self, parsed: dict[int, _Parsed]) -> None:
+    def look_up(self, parsed: dict[int, ParsedMail | Exception]) -> None:
         """Lock and read what the batch's mails will ask for, one query per kind and app."""
         by_app: dict[int, list[ParsedMail]] = {}
-        for claimed in parsed.values():
-            if claimed.app_id is not None and isinstance(claimed.mail, ParsedMail):
-                by_app.setdefault(claimed.app_id, []).append(claimed.mail)
+        for row_id, app_id in self.session.execute(
+            select(InboundMail.id, InboundMail.app_id).where(InboundMail.id.in_(list(parsed)))
+        ):
+            mail = parsed[row_id]
+            if app_id is not None and isinstance(mail, ParsedMail):
+                by_app.setdefault(app_id, []).append(mail)
         self.index.load(by_app)
 
     def process(self, row: InboundMail, parsed: ParsedMail | Exception, depth: int = 0) -> None:
