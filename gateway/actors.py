@@ -175,6 +175,18 @@ def send_outbound(outbox_id: int) -> None:
 
 
 @dramatiq.actor(queue_name="outbound", max_retries=5)
+def notify_agents() -> None:
+    """Queue every agent's due notifications as emails and send them; a no-op when none are."""
+    from gateway.notify import notify_due
+
+    notified = notify_due(current_runtime())
+    for outbox_id in notified.outbox_ids:
+        send_outbound.send(outbox_id)
+    if notified.more:
+        notify_agents.send()
+
+
+@dramatiq.actor(queue_name="outbound", max_retries=5)
 def notify_agent(agent_id: int) -> None:
     """Queue an agent's due notifications as emails and send them; a no-op when none are due."""
     from gateway.notify import notify_agent as notify

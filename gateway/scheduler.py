@@ -127,11 +127,12 @@ def _batches(send: Callable[..., object], ids: Sequence[int]) -> list[Callable[[
 
 
 def agent_notifications(session: Session, now: dt.datetime) -> list[Callable[[], object]]:
-    # Deciding who is told is quick database work, done here; rendering is the actor's.
+    # Deciding who is told is quick database work, done here in bulk; rendering is the actor's,
+    # one run for every agent due, which holds no transaction while it renders.
     window = actors.current_runtime().config.notifications.coalesce_seconds
     notifications.fan_out(session, now, BATCH, dt.timedelta(seconds=window))
-    ids = notifications.due_agent_ids(session, now, BATCH)
-    return [partial(actors.notify_agent.send, i) for i in ids]
+    due = notifications.due_agent_ids(session, now, 1)
+    return [actors.notify_agents.send] if due else []
 
 
 @dataclass(frozen=True)

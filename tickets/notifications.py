@@ -25,9 +25,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, distinct, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    distinct,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import ColumnElement
@@ -66,6 +77,7 @@ WEIGHT = {
     "reply_rejected": 6,
 }
 URGENT = frozenset({"assigned", "sla_breach"})  # due at once, whatever the window
+ROWS = cast(Table, AgentNotification.__table__)  # for executemany UPDATEs in plain Core
 
 _EVENT_KINDS = {
     "message.customer": "new_message",
@@ -357,9 +369,18 @@ def _collect(
     if inserts:
         session.execute(insert(n), inserts)
     if updates:
-        session.execute(update(n), updates)
-        # Rows of these a caller already holds would show what they had before.
         changed = {u["id"] for u in updates}
+        # Plain Core executemany: the ORM's bulk UPDATE by primary key costs more to prepare
+        # than the statement takes to run.
+        session.execute(
+            update(ROWS)
+            .where(ROWS.c.id == bindparam("row_id"))
+            .values(
+                {c: bindparam(c) for c in ("kind", "event_id", "events", "event_count", "due_at")}
+            ),
+            [{**u, "row_id": u["id"]} for u in updates],
+        )
+        # Rows of these a caller already holds would show what they had before.
         for obj in list(session.identity_map.values()):
             if isinstance(obj, AgentNotification) and obj.id in changed:
                 session.expire(obj)
@@ -472,14 +493,29 @@ def take_due(
         return Claimed([], [], more=False, room_at=room_at)
     rows = list(claim_due(session, agent_id, now, limit))
     more = len(rows) == limit
+    wanted = emails_for(rows)
+    single, folded = divide(rows, room)
+    if wanted > room and more:
+        # The hour's last email: whatever else is due goes in it too, not into the next hour.
+        folded += claim_due(session, agent_id, now, MAX_FOLDED - len(folded))
+        more = len(folded) >= MAX_FOLDED
+    return Claimed(single, folded, more=more, room_at=room_at if wanted >= room else None)
+
+
+def emails_for(rows: Sequence[AgentNotification]) -> int:
+    """Emails these rows make with room for all: one each, and one for the digest rows."""
+    return sum(not r.digest for r in rows) + any(r.digest for r in rows)
+
+
+def divide(
+    rows: Sequence[AgentNotification], room: int
+) -> tuple[list[AgentNotification], list[AgentNotification]]:
+    """Which of an agent's due rows get an email of their own and which are folded into one,
+    given room for `room` (at least 1) more emails this hour: the digest rows always share one;
+    with too little room the weightiest keep their own and the rest join the last."""
     folded = [r for r in rows if r.digest]
     single = sorted((r for r in rows if not r.digest), key=lambda r: (-WEIGHT[r.kind], r.id))
-    emails = len(single) + bool(folded)
-    if emails > room:
+    if emails_for(rows) > room:
         folded = single[room - 1 :] + folded
         single = single[: room - 1]
-        if more:
-            # The hour's last email: whatever else is due goes in it too, not into the next hour.
-            folded += claim_due(session, agent_id, now, MAX_FOLDED - len(folded))
-            more = len(folded) >= MAX_FOLDED
-    return Claimed(single, folded, more=more, room_at=room_at if emails >= room else None)
+    return single, folded

@@ -13,12 +13,14 @@ so the agent can answer from their mail client (channels/email/agent_reply.py re
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -360,6 +362,29 @@ def _context(
     return context
 
 
+# Where an agent's own values go in an email rendered once for every agent it reaches alike:
+# letters and digits only, so neither escaping nor a template changes them.
+_MARK = secrets.token_hex(6)
+_NAME, _REPLY, _NOTE = (f"x{_MARK}{what}" for what in ("name", "reply", "note"))
+
+
+@dataclass
+class Shapes:
+    """The emails rendered so far in one sweep, by what they show: agents told alike of one
+    conversation (the whole team, when nobody is assigned) differ only in name and addresses."""
+
+    done: dict[tuple[object, ...], tuple[Rendered, bool]] = field(default_factory=dict)
+
+
+def _fill(rendered: Rendered, values: Mapping[str, str]) -> Rendered:
+    subject, text, html = rendered.subject, rendered.text, rendered.html
+    for mark, value in values.items():
+        subject = subject.replace(mark, value)
+        text = text.replace(mark, value)
+        html = html.replace(mark, str(markupsafe.escape(value)))
+    return Rendered(subject, text, html)
+
+
 def compose_notifications(
     session: Session,
     agent: Agent,
@@ -370,6 +395,8 @@ def compose_notifications(
     *,
     folded: Sequence[AgentNotification] = (),
     limit: tuple[int, dt.datetime] | None = None,
+    bulk: Bulk | None = None,
+    shapes: Shapes | None = None,
 ) -> list[Draft]:
     """The emails for an agent's due notifications: one per row, and one more for the digest
     rows together with `folded` (what the hourly limit had no room for).
@@ -378,7 +405,8 @@ def compose_notifications(
     the last email says so, and that what comes next is collected until then.
 
     The recipient is always the agent's registered address, whatever address a mail that caused
-    the notification came from.
+    the notification came from. A sweep passes what it loaded for all its agents (`bulk`), and
+    `shapes`, so that an email several agents get alike is rendered once.
     """
     app = session.get(App, agent.app_id)
     assert app is not None
@@ -387,16 +415,30 @@ def compose_notifications(
     together = [r for r in rows if r.digest] + list(folded)
     note = None if limit is None else {"per_hour": limit[0], "room_at": _when(limit[1])}
     single = [r for r in rows if not r.digest]
-    bulk = Bulk.load(session, [*single, *together])
+    bulk = bulk or Bulk.load(session, [*single, *together])
+    shapes = shapes or Shapes()
     for row in single:
-        context = _context(session, app, agent, row, sender, now, bulk)
-        if row is single[-1] and not together:
-            context["limit"] = note
-        rendered = templates.render(row.kind, locale, context)
+        last = note if row is single[-1] and not together else None
+        key = (row.kind, row.conversation_id, tuple(row.events), row.event_id, row.event_count)
+        shape = shapes.done.get((*key, repr(last)))
+        if shape is None:
+            context = _context(session, app, agent, row, sender, now, bulk)
+            context["limit"] = last
+            # Rendered with marks where the agent's own values go, filled in per agent below.
+            context["recipient_name"] = _NAME
+            addressed = context["reply_address"] is not None
+            if addressed:
+                context["reply_address"], context["note_address"] = _REPLY, _NOTE
+            shape = (templates.render(row.kind, locale, context), addressed)
+            shapes.done[(*key, repr(last))] = shape
+        rendered, addressed = shape
+        values = {_NAME: agent.name}
+        reply = None
+        if addressed and row.conversation_id is not None:
+            reply, values[_NOTE] = _addresses(sender, app.id, row.conversation_id, agent, now)
+            values[_REPLY] = reply
         drafts.append(
-            Draft(
-                agent, agent.email, rendered, context["reply_address"], row.conversation_id, [row]
-            )
+            Draft(agent, agent.email, _fill(rendered, values), reply, row.conversation_id, [row])
         )
     if together:
         entries = []
