@@ -1,7 +1,7 @@
 """Outbound benchmark: rendered and submitted customer emails per second, beside bare smtplib
 sending to the same SMTP sink in the same run.
 
-    python bench/outbound.py [--emails N] [--threads T] [--db sqlite|URL]
+    python bench/outbound.py [--emails N] [--threads T] [--broadcast B] [--db sqlite|URL]
 
 The sink is an aiosmtpd `Controller` that only answers 250, in its own process (its own GIL), so
 it costs the senders nothing but the loopback round trips. Figures:
@@ -12,11 +12,21 @@ it costs the senders nothing but the loopback round trips. Figures:
 2. render only: `render_checked` from a `CustomerView` (text, HTML, subject, From name), no
    database, no network; the guard's placeholder rendering runs once per data shape and is
    then remembered, so this is the steady-state cost;
-3. gateway, one thread: for each of N conversations with an unread agent reply, what the actors
-   do - `deliver` (decide, render from the CustomerView, guard, store the outbox row with its
-   Message-ID and thread references, one transaction) then `send_outbound` (claim, SMTP, mark
-   sent, three short transactions);
-4. gateway, T threads: the same work spread over T threads, as the worker threads run it.
+3. gateway row by row, one thread: for each of N conversations with an unread agent reply,
+   what the single-id actors do - `deliver` (decide, render from the CustomerView, guard, store
+   the outbox row with its Message-ID and thread references, one transaction) then
+   `send_outbound` (a batch of one: claim, SMTP, mark sent);
+4. gateway row by row, T threads: the same work spread over T threads;
+5. gateway in batches, one thread: what the sweep's batch actors do - `deliver_batch` for
+   `outbound.batch_size` conversations (one transaction) then `send_batch` for the emails it
+   stored (claim in one transaction, send one after another over a kept relay connection,
+   record in one transaction);
+6. gateway in batches, T threads: batches spread over T threads (the pool keeps at most
+   `outbound.connections` relay connections);
+7. tracker broadcast: "tell every linked customer" of a tracker with B linked customers, all
+   with an email address, then every email queued and sent in batches over T threads, as the
+   sweep and the workers do once the grace period is over (here: none). Timed from the tell
+   to the last email marked sent; the bench checks every row is sent.
 
 Every figure comes from the same run on the same machine; the ratio column is against (1).
 """
@@ -151,6 +161,165 @@ def gateway_rate(runtime, ids: list[int], threads: int) -> float:
     return len(ids) / elapsed
 
 
+def batched_rate(runtime, ids: list[int], threads: int) -> float:
+    from gateway.outbound import outbound_for
+
+    ob = outbound_for(runtime)
+    size = runtime.config.outbound.batch_size
+    batches = [ids[start : start + size] for start in range(0, len(ids), size)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        sent = sum(pool.map(lambda batch: deliver_and_send(runtime, batch), batches))
+    elapsed = time.perf_counter() - start
+    ob.transport.close()
+    assert sent == len(ids), (sent, len(ids))
+    return len(ids) / elapsed
+
+
+def deliver_and_send(runtime, batch: list[int]) -> int:
+    """What `deliver_emails` and then `send_outbound_batch` do; the number of emails sent."""
+    from gateway.outbound import deliver_batch, send_batch
+    from tickets.models import OutboxState
+
+    outcomes = deliver_batch(runtime, batch)
+    queued = [o.outbox_id for o in outcomes.values() if o.outbox_id is not None]
+    return list(send_batch(runtime, queued).values()).count(OutboxState.SENT)
+
+
+def broadcast_rate(runtime, count: int, threads: int) -> float:
+    """A tracker with `count` linked customers tells them all; every email goes out."""
+    from sqlalchemy import func, select
+
+    from tickets import delivery, trackers
+    from tickets.models import Agent, Outbox, OutboxState, Ticket
+
+    with runtime.unit_of_work() as s:
+        tracker_id, agent_id = seed_tracker(s, runtime, count)
+    with runtime.reading() as s:
+        before = s.scalar(select(func.count()).where(Outbox.state == OutboxState.SENT))
+    size = runtime.config.outbound.batch_size
+    start = time.perf_counter()
+    with runtime.unit_of_work() as s:
+        told = trackers.tell_linked(
+            s,
+            s.get(Ticket, tracker_id),
+            s.get(Agent, agent_id),
+            "The login problem is fixed: you can sign in again.",
+            runtime.clock(),
+        )
+    assert len(told.told) == count, (len(told.told), count)
+    with ThreadPoolExecutor(threads) as pool:
+        while True:  # the sweep: due conversations, handed out in batches
+            with runtime.reading() as s:
+                due = list(delivery.due_conversations(s, runtime.clock(), 1000))
+            if not due:
+                break
+            batches = [due[i : i + size] for i in range(0, len(due), size)]
+            list(pool.map(lambda batch: deliver_and_send(runtime, batch), batches))
+    elapsed = time.perf_counter() - start
+    with runtime.reading() as s:
+        sent = s.scalar(select(func.count()).where(Outbox.state == OutboxState.SENT)) - before
+    assert sent == count, (sent, count)
+    return count / elapsed
+
+
+def seed_tracker(session, runtime, count: int) -> tuple[int, int]:
+    """A tracker in the demo app with `count` linked customer tickets, by bulk inserts."""
+    from sqlalchemy import insert
+
+    from tickets import services
+    from tickets.models import (
+        AuthorType,
+        ConversationState,
+        CustomerAddress,
+        Message,
+        Ticket,
+        TicketStatus,
+        TicketType,
+        Via,
+    )
+
+    now = runtime.clock() - dt.timedelta(minutes=5)
+    tag = time.monotonic_ns()
+    app = services.get_app(session, "demo")
+    agent = services.add_agent(session, app, f"ana{tag}@localhost", "Ana", now)
+    reporter = services.create_customer(session, app, now, email=f"first{tag}@example.com")
+    conversation, _ = services.start_conversation(session, app, reporter, "email", "Down", now)
+    tracker = services.convert(session, conversation, agent, now, type="tracker")
+    customers = services.insert_rows(
+        session,
+        services.Customer,
+        [{"app_id": app.id, "name": f"Customer {i}", "created_at": now} for i in range(count)],
+    )
+    session.execute(
+        insert(CustomerAddress),
+        [
+            {
+                "app_id": app.id,
+                "customer_id": cid,
+                "address": f"c{i}-{tag}@example.com",
+                "created_at": now,
+            }
+            for i, cid in enumerate(customers)
+        ],
+    )
+    conversations = services.insert_rows(
+        session,
+        services.Conversation,
+        [
+            {
+                "app_id": app.id,
+                "customer_id": cid,
+                "started_via": Via.CHAT,
+                "subject": "I cannot log in since this morning",
+                "state": ConversationState.OPEN,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for cid in customers
+        ],
+    )
+    session.execute(
+        insert(Message),
+        [
+            {
+                "conversation_id": cid,
+                "author_type": AuthorType.CUSTOMER,
+                "via": Via.CHAT,
+                "text": "I cannot log in since this morning",
+                "created_at": now,
+            }
+            for cid in conversations
+        ],
+    )
+    first = (session.scalar(select_max_ticket_number(app.id)) or 0) + 1
+    session.execute(
+        insert(Ticket),
+        [
+            {
+                "app_id": app.id,
+                "number": first + i,
+                "conversation_id": cid,
+                "type": TicketType.CUSTOMER,
+                "status": TicketStatus.OPEN,
+                "tracker_id": tracker.id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i, cid in enumerate(conversations)
+        ],
+    )
+    return tracker.id, agent.id
+
+
+def select_max_ticket_number(app_id: int):
+    from sqlalchemy import func, select
+
+    from tickets.models import Ticket
+
+    return select(func.max(Ticket.number)).where(Ticket.app_id == app_id)
+
+
 def render_rate(runtime, cid: int, count: int) -> tuple[float, bytes]:
     from channels.email.compose import compose
     from channels.email.render import EmailContent, EmailTemplates, render_checked
@@ -185,6 +354,9 @@ def main() -> None:
     parser.add_argument("--emails", type=int, default=500)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--db", default="sqlite", help="sqlite (a temp file) or a database URL")
+    parser.add_argument(
+        "--broadcast", type=int, default=10_000, help="linked customers of the tracker (0: skip)"
+    )
     args = parser.parse_args()
 
     port = free_port()
@@ -195,12 +367,17 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             runtime = make_runtime(args.db, port, Path(tmp))
-            one_thread = seed(runtime, args.emails)
-            many_threads = seed(runtime, args.emails)
-            render, sample = render_rate(runtime, one_thread[0], args.emails)
+            sets = [seed(runtime, args.emails) for _ in range(4)]
+            render, sample = render_rate(runtime, sets[0][0], args.emails)
             bare = bare_smtplib(port, [sample] * args.emails)
-            single = gateway_rate(runtime, one_thread, 1)
-            multi = gateway_rate(runtime, many_threads, args.threads)
+            single = gateway_rate(runtime, sets[0], 1)
+            multi = gateway_rate(runtime, sets[1], args.threads)
+            batched = batched_rate(runtime, sets[2], 1)
+            batched_multi = batched_rate(runtime, sets[3], args.threads)
+            broadcast = (
+                broadcast_rate(runtime, args.broadcast, args.threads) if args.broadcast else 0
+            )
+            batch_size = runtime.config.outbound.batch_size
             runtime.close()
     finally:
         stop.set()
@@ -208,15 +385,24 @@ def main() -> None:
 
     db = "sqlite (WAL, temp file)" if args.db == "sqlite" else args.db.split("@")[-1]
     print(f"outbound benchmark: {args.emails} emails of {len(sample):,} bytes, database {db}")
-    print(f"{'':44}{'emails/s':>10}{'vs bare':>10}")
+    print(f"{'':56}{'emails/s':>10}{'vs bare':>10}")
     rows = [
         ("bare smtplib, one connection (the limit)", bare),
         ("render only (guard cached per shape), no DB", render),
-        ("gateway deliver + send, 1 thread", single),
-        (f"gateway deliver + send, {args.threads} threads", multi),
+        ("gateway row by row (deliver + send_outbound), 1 thread", single),
+        (f"gateway row by row, {args.threads} threads", multi),
+        (f"gateway in batches of {batch_size}, 1 thread", batched),
+        (f"gateway in batches of {batch_size}, {args.threads} threads", batched_multi),
     ]
+    if args.broadcast:
+        rows.append((f"tracker broadcast to {args.broadcast:,}, {args.threads} threads", broadcast))
     for label, rate in rows:
-        print(f"{label:44}{rate:10.1f}{rate / bare:10.2f}")
+        print(f"{label:56}{rate:10.1f}{rate / bare:10.2f}")
+    if args.broadcast:
+        seconds = args.broadcast / broadcast
+        print(
+            f"tracker broadcast: {args.broadcast:,} customers told and emailed in {seconds:.1f} s"
+        )
 
 
 if __name__ == "__main__":

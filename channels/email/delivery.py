@@ -205,17 +205,23 @@ def deliver_conversations(
         return outcomes
     ours = _our_ids(session, [c.id for c, *_ in to_queue])
     attachments = _attachments(session, [m.id for *_, unread in to_queue for m in unread])
+    # Held here: the session keeps objects nobody refers to only weakly.
+    apps = {
+        a.id: a
+        for a in session.scalars(select(App).where(App.id.in_({c.app_id for c, *_ in to_queue})))
+    }
     queued = []
-    for conversation, channel, to, unread in to_queue:
-        headers = _thread_headers(conversation, ours.get(conversation.id, []))
-        files = [f for m in unread for f in attachments.get(m.id, [])]
-        queued.append(
-            (
-                conversation.id,
-                _queue(session, conversation, channel, to, unread, now, settings, headers, files),
+    # No flush between the emails: the rows go in with one round of INSERTs at the end.
+    with session.no_autoflush:
+        for conversation, channel, to, unread in to_queue:
+            headers = _thread_headers(conversation, ours.get(conversation.id, []))
+            files = [f for m in unread for f in attachments.get(m.id, [])]
+            app = apps[conversation.app_id]
+            email = (to, unread, headers, files)
+            queued.append(
+                (conversation.id, _queue(session, app, conversation, channel, email, now, settings))
             )
-        )
-    session.flush()  # the rows' ids, in one round of INSERTs
+    session.flush()
     for conversation_id, (outcome, row) in queued:
         outcomes[conversation_id] = Outcome(outcome.what, outcome.detail, row.id)
     return outcomes
@@ -289,18 +295,16 @@ def _decide(
 
 def _queue(
     session: Session,
+    app: App,
     conversation: Conversation,
     channel: Channel,
-    to: str,
-    unread: list[Message],
+    email: tuple[str, list[Message], tuple[str | None, list[str]], list[tuple[str, str, bytes]]],
     now: dt.datetime,
     settings: DeliverySettings,
-    headers: tuple[str | None, list[str]],
-    attachments: list[tuple[str, str, bytes]],
 ) -> tuple[Outcome, Outbox]:
-    """Render the email and add its outbox row (not flushed: the caller flushes them all)."""
-    app = session.get(App, conversation.app_id)
-    assert app is not None
+    """Render the email (to, the unread messages, the thread headers, the attachments) and add
+    its outbox row (not flushed: the caller flushes them all)."""
+    to, unread, (in_reply_to, references), attachments = email
     templates = settings.templates
     view = customer_view(app, conversation, new_ids={m.id for m in unread})
     locale = choose_locale(
@@ -339,7 +343,6 @@ def _queue(
         )
         hold = f"the {locale}/{name} template failed: {exc}"
         rendered = _fallback(content)
-    in_reply_to, references = headers
     row = queue_email(
         session,
         app_id=app.id,
