@@ -7,11 +7,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import getaddresses
 from pathlib import Path
 
@@ -436,10 +435,17 @@ def _transaction(
     return envelopes.Result(ACCEPTED), True
 
 
+# A From field and its continuation lines (RFC 5322 2.2.3), in a header section we composed.
+_FROM = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
 def _from_addresses(raw: bytes) -> list[str]:
     """The addresses of the From header(s) of a composed email."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(header_section(raw))
-    return [address for _, address in getaddresses(headers.get_all("From") or []) if address]
+    fields = [
+        re.sub(r"\r?\n(?=[ \t])", "", m.group(1).decode("utf-8", "replace")).strip()
+        for m in _FROM.finditer(header_section(raw))
+    ]
+    return [address for _, address in getaddresses(fields) if address]
 
 
 def send_soon(outbox_id: int) -> None:

@@ -192,6 +192,12 @@ def compose(
             subtype=subtype or "octet-stream",
             filename=header_safe(filename),
         )
+    for part in msg.walk():
+        if part.is_multipart():
+            # Ours, so the generator need not search the whole message for a boundary it made
+            # up (a regular expression compiled per email): "=_" appears neither in
+            # quoted-printable (which writes "=" as "=3D") nor in base64.
+            part.set_boundary(f"=_{secrets.token_hex(16)}")
     raw = msg.as_bytes()
     _verify_headers(msg, raw)
     return raw

@@ -221,6 +221,7 @@ def next_in_conversations(
         select(Outbox.id, Outbox.conversation_id)
         .where(
             Outbox.conversation_id.in_(after),
+            Outbox.id > min(after.values()),  # a range of the primary key, not the table
             Outbox.state == OutboxState.PENDING,
             Outbox.next_attempt_at <= now,
         )
