@@ -185,7 +185,9 @@ def deliver_conversations(
             Conversation.email_pending_since <= now - settings.grace,
         )
         .order_by(Conversation.id)
-        .with_for_update(skip_locked=True, of=Conversation)
+        # NO KEY UPDATE: not held up by rows being inserted that refer to the conversation
+        # (events, notes: their foreign keys take KEY SHARE locks), only by its own changes.
+        .with_for_update(skip_locked=True, key_share=True, of=Conversation)
         .options(
             selectinload(Conversation.customer).selectinload(Customer.addresses),
             selectinload(Conversation.ticket),
