@@ -237,9 +237,11 @@ def test_hostile_bodies_stay_fast(body: str, ctype: str) -> None:
         f"Content-Type: {ctype}\r\n\r\n{body}"
     ).encode()
     msg = _parse(raw)
-    started = time.perf_counter()
+    # This thread's CPU time, not the wall clock: a loaded machine must not fail it, and a
+    # regex gone quadratic takes minutes of CPU, far above the limit.
+    started = time.thread_time()
     detect_bounce(msg)
-    assert time.perf_counter() - started < 3.0
+    assert time.thread_time() - started < 3.0
 
 
 def test_a_bounce_returning_a_large_original_stays_fast() -> None:
@@ -256,6 +258,6 @@ def test_a_bounce_returning_a_large_original_stays_fast() -> None:
         "Hello\r\n--C\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         f"{attachment}--C--\r\n--B--\r\n"
     ).encode()
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time, as above
     detect_bounce(_parse(raw))
-    assert time.perf_counter() - started < 3.0
+    assert time.thread_time() - started < 3.0
