@@ -9,7 +9,8 @@ whose session was cut sends its mail again on the other node, as mail servers do
 - every mail that got a 250 is one message, in one conversation, processed once: none lost, no
   duplicate (also of a mail stored without its 250 and sent again);
 - what the gateway sends for each new conversation (no acknowledgement to the customer: one
-  notification to the team's agent) reaches the relay once; the only exception allowed is an
+  notification to the team's agent; later news of it waits for the hour's window) reaches the
+  relay once; the only exception allowed is an
   email that was in the killed worker's hands (state `sending`), which the outbox settles later
   without sending it twice;
 - the scheduler lease moves to a surviving worker within its lease time.
@@ -63,7 +64,7 @@ from tickets.models import (
 
 MAILS = environ_int("GATEWAY_CLUSTER_MAILS", 1000)
 SESSIONS = 20
-CUSTOMERS = 300  # several mails per customer, at the same time on different workers
+CUSTOMERS = 50  # many mails per customer, at the same time on different workers
 SWEEP_SECONDS = 0.5
 LEASE_SECONDS = 15.0  # gateway/scheduler.py: max(3 sweeps, 15 s)
 WORKER_THREADS = 4
@@ -93,17 +94,20 @@ pytestmark = [
 
 
 def customer_mail(j: int) -> EmailMessage:
-    """Mail j: a new question (its own subject) from one of CUSTOMERS customers."""
+    """Mail j: a new question (its own subject) from one of CUSTOMERS customers; every third
+    mail answers the mail before it (In-Reply-To), which another session sends at the same
+    moment, so the two often meet on different workers."""
+    first = j - 1 if j % 3 == 2 else j
+    c = first % CUSTOMERS
     msg = EmailMessage()
-    c = j % CUSTOMERS
     msg["From"] = f"Customer {c} <customer{c}@example.com>"
     msg["To"] = "support@localhost"
-    msg["Subject"] = f"Order {j}: where is my parcel?"
+    msg["Subject"] = ("" if first == j else "Re: ") + f"Order {first}: where is my parcel?"
     msg["Message-ID"] = f"<cluster-{j}@example.com>"
+    if first != j:
+        msg["In-Reply-To"] = msg["References"] = f"<cluster-{first}@example.com>"
     msg["Date"] = "Thu, 03 Dec 2026 10:00:00 +0000"
-    msg.set_content(
-        f"Hello,\n\nmy order {j} has not arrived yet. Could you check?\n\nCustomer {c}\n"
-    )
+    msg.set_content(f"Hello,\n\nmy order {first} has not arrived yet ({j}).\n\nCustomer {c}\n")
     return msg
 
 
@@ -126,7 +130,9 @@ max_connections_per_peer = 100
 [http]
 listen = "127.0.0.1:0"
 [notifications]
-# One notification per new conversation, none folded into an hourly catch-all.
+# One notification per conversation: the first news goes at once, later news (an answer
+# threaded in) waits an hour; none is folded into an hourly catch-all.
+coalesce_seconds = 3600
 max_per_hour = 100000
 [outbound]
 transport = "smtp"
