@@ -13,7 +13,8 @@ whose session was cut sends its mail again on the other node, as mail servers do
   relay once; the only exception allowed is an
   email that was in the killed worker's hands (state `sending`), which the outbox settles later
   without sending it twice;
-- the scheduler lease moves to a surviving worker within its lease time.
+- the scheduler lease moves to a surviving worker within its lease time;
+- no node logs a deadlock, a traceback or an error.
 
 GATEWAY_CLUSTER_MAILS=3000 runs the issue's figure; the default, 1,000, keeps both brokers within
 the suite's time budget.
@@ -149,7 +150,7 @@ addresses = ["support@localhost"]
     return path
 
 
-def log_excerpt(nodes: list[Node], pattern: str = r"ERROR|Traceback|Error:|Exception") -> str:
+def log_excerpt(nodes: list[Node], pattern: str) -> str:
     lines = []
     for node in nodes:
         hits = [line for line in node.logs().splitlines() if re.search(pattern, line)]
@@ -252,7 +253,12 @@ def run_cluster(
         problems.append(
             f"the lease moved {lease_gap:.1f}s after the kill (lease time {LEASE_SECONDS:g}s)"
         )
-    assert not problems, "\n".join([report, *problems, log_excerpt(nodes)])
+    # Conflicts between workers are to be avoided by design (issue 16), not retried after the
+    # database broke a deadlock; and no job may end in an unhandled exception.
+    errors = log_excerpt(nodes, r"Traceback|DeadlockDetected|unhandled exception| ERROR ")
+    if errors:
+        problems.append(f"the nodes logged errors:\n{errors}")
+    assert not problems, "\n".join([report, *problems])
 
 
 def settle(runtime: Runtime, relay: SmtpSink, senders: Senders) -> tuple[str, list[str]]:
