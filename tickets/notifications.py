@@ -378,7 +378,8 @@ def _collect(
             .values(
                 {c: bindparam(c) for c in ("kind", "event_id", "events", "event_count", "due_at")}
             ),
-            [{**u, "row_id": u["id"]} for u in updates],
+            # (Every key given is SET: the id goes in under another name.)
+            [{"row_id": u.pop("id"), **u} for u in updates],
         )
         # Rows of these a caller already holds would show what they had before.
         for obj in list(session.identity_map.values()):
