@@ -106,3 +106,14 @@ def test_imported_history_tells_no_agent_unless_asked(tmp_path):
     proc = run(tmp_path, "import", "new", "--notify")
     assert proc.returncode == 0, proc.stderr
     assert owed_notifications(tmp_path) >= 1  # as if it had come in by SMTP
+
+
+def test_a_file_that_cannot_be_read_is_named_and_the_rest_imported(tmp_path):
+    folder = tmp_path / "emls"
+    folder.mkdir()
+    (folder / "1.eml").write_bytes(make(1).as_bytes())
+    (folder / "2.eml").symlink_to(tmp_path / "gone.eml")  # a link to nothing: no bytes to keep
+    proc = run(tmp_path, "import", "emls")
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("2 messages read, 1 processed now, 0 quarantined, 1 unreadable")
+    assert proc.stderr.strip() == "gateway: emls/2.eml: cannot read: No such file or directory"
