@@ -195,8 +195,11 @@ class _Composed:
         self.rows: list[Outbox] = []
 
     def add(self, row: object) -> None:
-        if isinstance(row, Outbox):  # (customer mail adds thread references beside it)
-            self.rows.append(row)
+        # Only customer mail adds more (its thread references); anything else here would be
+        # lost, so it stops the sweep instead.
+        if not isinstance(row, Outbox):
+            raise TypeError(f"a notification email added {type(row).__name__}, not kept")
+        self.rows.append(row)
 
     def flush(self) -> None:
         pass
