@@ -466,7 +466,11 @@ class _Batch:
         session, now = self.session, self.now
         # Undone by the savepoint: the row's marks and what the index took in may be gone.
         session.expire(row, _MARKED)
-        self.index.discard()
+        if self.savepoints:
+            # Its savepoint is gone: so are the writes it held back (the batch's others were
+            # flushed after each). Without savepoints only a mail that could not be parsed
+            # gets here, and it held back nothing; the others' writes stay.
+            self.index.discard()
         self.index.forget()
         if isinstance(failure, MessageRejected):
             reason = str(failure)

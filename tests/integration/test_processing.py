@@ -143,6 +143,30 @@ def test_one_broken_mail_in_a_batch_is_quarantined_and_the_rest_are_stored(runti
     assert len(conversations(runtime)) == 2
 
 
+def test_a_mail_that_cannot_be_parsed_leaves_the_rest_of_its_batch_stored_once(runtime):
+    # The parser refuses it before the pipeline runs: the batch goes on without savepoints,
+    # and what the mails before it stored must stay, once.
+    nested = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(60)
+    )
+    too_deep = (
+        b"From: dan@example.com\r\nSubject: deep\r\nMessage-ID: <d2@example.com>\r\n"
+        b"MIME-Version: 1.0\r\n" + nested + b"Content-Type: text/plain\r\n\r\nhi\r\n"
+    )
+    ids = store(
+        runtime,
+        raw_mail("ben@example.com", "Invoice", "Where is my invoice?", "<d1@example.com>"),
+        too_deep,
+        raw_mail("cleo@example.com", "Login", "I cannot log in.", "<d3@example.com>"),
+    )
+    outcomes = process_batch(runtime, ids)
+    assert [outcomes[i].state for i in ids] == ["processed", "quarantined", "processed"]
+    assert states(runtime) == ["processed", "quarantined", "processed"]
+    assert process_batch(runtime, ids) == {}
+    assert conversations(runtime) == [["Where is my invoice?"], ["I cannot log in."]]
+
+
 def test_a_database_conflict_leaves_the_mail_pending_for_a_retry_not_quarantined(
     runtime, monkeypatch
 ):
